@@ -1,0 +1,36 @@
+"""Building blocks shared by the models."""
+
+from .attention import WindowAttention, WindowAttentionV1, WindowAttentionV2
+from .head import ClassifierHead
+from .mlp import DropPath, Mlp, drop_path_rates
+from .patch import PatchEmbed, PatchMerging, PatchMergingV2, merge_2x2
+from .stage import Stage
+from .window import (
+    WindowGeometry,
+    shifted_window_attention,
+    to_2tuple,
+    window_geometry,
+    window_partition,
+    window_reverse,
+)
+
+__all__ = [
+    "ClassifierHead",
+    "DropPath",
+    "Mlp",
+    "PatchEmbed",
+    "PatchMerging",
+    "PatchMergingV2",
+    "Stage",
+    "WindowAttention",
+    "WindowAttentionV1",
+    "WindowAttentionV2",
+    "WindowGeometry",
+    "drop_path_rates",
+    "merge_2x2",
+    "shifted_window_attention",
+    "to_2tuple",
+    "window_geometry",
+    "window_partition",
+    "window_reverse",
+]

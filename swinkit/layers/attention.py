@@ -1,0 +1,210 @@
+"""Window multi-head self-attention for Swin V1 (scaled dot product, bias table) and V2 (cosine, continuous bias).
+
+Both run through ``F.scaled_dot_product_attention``. The additive mask passed to it is the position bias plus the
+shift/padding mask of the window geometry. That tensor depends only on the weights and the geometry, so in eval mode
+(and whenever no gradient can reach the bias parameters) it is computed once per geometry and cached. The cache is
+dropped on ``train()``/``eval()``, on ``load_state_dict`` and on ``to()``; entries also carry the version counters of
+the parameters they came from, so an in-place weight edit is never served stale.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .relative_position import log_spaced_coords, relative_position_index
+from .window import WindowGeometry, attention_mask
+
+_MAX_CACHED_GEOMETRIES = 16
+
+
+def _tracing() -> bool:
+    return torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting()
+
+
+class WindowAttention(nn.Module):
+    """Machinery common to both versions: the qkv projection, SDPA over windows, and the bias cache.
+
+    Subclasses define ``qkv_bias_vector``, ``scale_qk`` and ``position_bias``.
+    """
+
+    def __init__(self, dim: int, num_heads: int, attn_drop: float, proj_drop: float) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.dim = dim
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self._bias_cache: dict[tuple, tuple[tuple[int, ...], torch.Tensor]] = {}
+
+    def qkv_bias_vector(self) -> torch.Tensor | None:
+        raise NotImplementedError
+
+    def scale_qk(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float | None]:
+        """Return q, k and the SDPA scale (None for the default head_dim ** -0.5)."""
+        raise NotImplementedError
+
+    def position_bias(self, window: tuple[int, int]) -> torch.Tensor:
+        """(num_heads, N, N) additive bias for a window of the given size."""
+        raise NotImplementedError
+
+    def bias_parameters(self) -> list[nn.Parameter]:
+        raise NotImplementedError
+
+    # --- the cached additive mask -------------------------------------------------------------------------------
+
+    def attention_bias(self, geometry: WindowGeometry, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """(1 or num_windows, num_heads, N, N): position bias plus shift/padding mask, in ``dtype``."""
+        if not self._cacheable():
+            return self._compute_attention_bias(geometry, dtype, device)
+        key = (geometry, dtype, device)
+        versions = tuple(p._version for p in self.bias_parameters())
+        hit = self._bias_cache.get(key)
+        if hit is not None and hit[0] == versions:
+            return hit[1]
+        if len(self._bias_cache) >= _MAX_CACHED_GEOMETRIES:
+            self._bias_cache.clear()
+        with torch.no_grad():
+            bias = self._compute_attention_bias(geometry, dtype, device)
+        self._bias_cache[key] = (versions, bias)
+        return bias
+
+    def _compute_attention_bias(
+        self, geometry: WindowGeometry, dtype: torch.dtype, device: torch.device
+    ) -> torch.Tensor:
+        bias = self.position_bias(geometry.window).unsqueeze(0)  # (1, nH, N, N)
+        mask = attention_mask(geometry, device)
+        if mask is not None:
+            bias = bias + mask.unsqueeze(1)  # (nW, nH, N, N)
+        return bias.to(dtype)
+
+    def _cacheable(self) -> bool:
+        if self.training or _tracing():
+            return False
+        return not (torch.is_grad_enabled() and any(p.requires_grad for p in self.bias_parameters()))
+
+    def clear_cache(self) -> None:
+        self._bias_cache.clear()
+
+    def train(self, mode: bool = True):
+        self.clear_cache()
+        return super().train(mode)
+
+    def _apply(self, fn, recurse: bool = True):
+        self.clear_cache()
+        return super()._apply(fn, recurse)
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        self.clear_cache()
+        super()._load_from_state_dict(*args, **kwargs)
+
+    # --- forward ------------------------------------------------------------------------------------------------
+
+    def forward(self, x: torch.Tensor, geometry: WindowGeometry) -> torch.Tensor:
+        """x: (B * num_windows, N, C) windows of one geometry -> same shape."""
+        bw, n, c = x.shape
+        qkv = F.linear(x, self.qkv.weight, self.qkv_bias_vector())
+        q, k, v = qkv.view(bw, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # (B*nW, nH, N, d)
+        q, k, scale = self.scale_qk(q, k)
+        bias = self.attention_bias(geometry, q.dtype, q.device)
+        num_windows = bias.shape[0]
+        if num_windows > 1:
+            # View the batch as (B, nW) so the per-window mask broadcasts without being repeated per image.
+            q, k, v = (t.view(bw // num_windows, num_windows, self.num_heads, n, self.head_dim) for t in (q, k, v))
+        dropout = self.attn_drop if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout, scale=scale)
+        out = out.reshape(bw, self.num_heads, n, self.head_dim).transpose(1, 2).reshape(bw, n, c)
+        return self.proj_drop(self.proj(out))
+
+
+class WindowAttentionV1(WindowAttention):
+    """Swin V1 attention: softmax(q k^T / sqrt(d) + B) v with B looked up in a learned table."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window_size: tuple[int, int],
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+    ) -> None:
+        super().__init__(dim, num_heads, attn_drop, proj_drop)
+        self.window_size = window_size
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        table_len = (2 * window_size[0] - 1) * (2 * window_size[1] - 1)
+        self.relative_position_bias_table = nn.Parameter(torch.zeros(table_len, num_heads))
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+
+    def qkv_bias_vector(self) -> torch.Tensor | None:
+        return self.qkv.bias
+
+    def scale_qk(self, q, k):
+        return q, k, None
+
+    def position_bias(self, window: tuple[int, int]) -> torch.Tensor:
+        index = relative_position_index(window, self.window_size).to(self.relative_position_bias_table.device)
+        n = window[0] * window[1]
+        return self.relative_position_bias_table[index.view(-1)].view(n, n, -1).permute(2, 0, 1)
+
+    def bias_parameters(self) -> list[nn.Parameter]:
+        return [self.relative_position_bias_table]
+
+
+class WindowAttentionV2(WindowAttention):
+    """Swin V2 attention: scaled cosine attention with a log-spaced continuous position bias (CPB).
+
+    cos(q, k) * exp(min(logit_scale, log 100)) + 16 * sigmoid(MLP(log-spaced offsets)). The logit scale is folded
+    into the normalised q, so SDPA runs with scale 1.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window_size: tuple[int, int],
+        pretrained_window_size: tuple[int, int] = (0, 0),
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        cpb_hidden: int = 512,
+    ) -> None:
+        super().__init__(dim, num_heads, attn_drop, proj_drop)
+        self.window_size = window_size
+        self.pretrained_window_size = pretrained_window_size
+        self.logit_scale = nn.Parameter(torch.log(10 * torch.ones(num_heads, 1, 1)))
+        self.cpb_mlp = nn.Sequential(
+            nn.Linear(2, cpb_hidden, bias=True), nn.ReLU(inplace=True), nn.Linear(cpb_hidden, num_heads, bias=False)
+        )
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        if qkv_bias:
+            self.q_bias = nn.Parameter(torch.zeros(dim))
+            self.v_bias = nn.Parameter(torch.zeros(dim))
+        else:
+            self.q_bias = self.v_bias = None
+
+    def qkv_bias_vector(self) -> torch.Tensor | None:
+        if self.q_bias is None:
+            return None
+        return torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
+
+    def scale_qk(self, q, k):
+        scale = torch.clamp(self.logit_scale, max=math.log(100.0)).exp()
+        return F.normalize(q, dim=-1) * scale.to(q.dtype), F.normalize(k, dim=-1), 1.0
+
+    def position_bias(self, window: tuple[int, int]) -> torch.Tensor:
+        pretrained = self.pretrained_window_size
+        coords = log_spaced_coords(window, pretrained).to(self.cpb_mlp[0].weight.device)
+        table = self.cpb_mlp(coords).view(-1, self.num_heads)
+        index = relative_position_index(window).to(table.device)
+        n = window[0] * window[1]
+        return 16 * torch.sigmoid(table[index.view(-1)].view(n, n, -1).permute(2, 0, 1))
+
+    def bias_parameters(self) -> list[nn.Parameter]:
+        return list(self.cpb_mlp.parameters())

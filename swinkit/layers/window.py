@@ -1,0 +1,155 @@
+"""Shifted-window machinery shared by Swin V1 and V2: geometry, partition, masks.
+
+A feature map of any size goes through the same path: the official clamping rule picks the window and shift for
+the map, the map is padded on the bottom/right to a window multiple, and padded tokens are masked out of attention
+as keys. When no padding is needed the mask is exactly the official shift mask, so the result is identical to the
+fixed-size implementations.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+# The official Swin code separates shifted-window regions with -100, not -inf; keep it for parity.
+SHIFT_MASK_VALUE = -100.0
+
+
+@dataclass(frozen=True)
+class WindowGeometry:
+    """How one stage's feature map is cut into windows.
+
+    Attributes:
+        height, width: the real feature map size.
+        window: (wh, ww) after clamping.
+        shift: (sh, sw) cyclic shift, zero for regular blocks and for clamped windows.
+    """
+
+    height: int
+    width: int
+    window: tuple[int, int]
+    shift: tuple[int, int]
+
+    @property
+    def padded_size(self) -> tuple[int, int]:
+        wh, ww = self.window
+        return self.height + (-self.height) % wh, self.width + (-self.width) % ww
+
+    @property
+    def needs_padding(self) -> bool:
+        return self.padded_size != (self.height, self.width)
+
+    @property
+    def num_windows(self) -> int:
+        hp, wp = self.padded_size
+        return (hp // self.window[0]) * (wp // self.window[1])
+
+    @property
+    def needs_mask(self) -> bool:
+        return self.needs_padding or any(self.shift)
+
+
+def to_2tuple(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    if isinstance(value, int):
+        return value, value
+    value = tuple(int(v) for v in value)
+    if len(value) != 2:
+        raise ValueError(f"expected an int or a pair of ints, got {value}")
+    return value
+
+
+def window_geometry(height: int, width: int, window: tuple[int, int], shifted: bool) -> WindowGeometry:
+    """Apply the official clamping rule to a feature map.
+
+    Official Swin (and HF) clamp when ``min(H, W) <= window``: the window becomes the smaller map side and the
+    shift is dropped. With a non-square window the rule compares against the smaller window side and caps each side
+    at the map's smaller side, which reduces to the official rule for square windows.
+    """
+    smallest = min(height, width)
+    if smallest <= min(window):
+        window = (min(window[0], smallest), min(window[1], smallest))
+        return WindowGeometry(height, width, window, (0, 0))
+    shift = (window[0] // 2, window[1] // 2) if shifted else (0, 0)
+    return WindowGeometry(height, width, window, shift)
+
+
+def window_partition(x: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
+    """(B, H, W, C) -> (B * num_windows, wh * ww, C); H and W must be window multiples."""
+    b, h, w, c = x.shape
+    wh, ww = window
+    x = x.view(b, h // wh, wh, w // ww, ww, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, wh * ww, c)
+
+
+def window_reverse(windows: torch.Tensor, window: tuple[int, int], height: int, width: int) -> torch.Tensor:
+    """(B * num_windows, wh * ww, C) -> (B, H, W, C)."""
+    wh, ww = window
+    c = windows.shape[-1]
+    x = windows.view(-1, height // wh, width // ww, wh, ww, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, height, width, c)
+
+
+def _region_ids(size: int, window: int, shift: int) -> torch.Tensor:
+    # The official three slices (0, -ws), (-ws, -shift), (-shift, None).
+    ids = torch.zeros(size, dtype=torch.long)
+    if shift:
+        ids[size - window : size - shift] = 1
+        ids[size - shift :] = 2
+    return ids
+
+
+@functools.lru_cache(maxsize=64)
+def _attention_mask_cpu(geometry: WindowGeometry) -> torch.Tensor | None:
+    if not geometry.needs_mask:
+        return None
+    hp, wp = geometry.padded_size
+    (wh, ww), (sh, sw) = geometry.window, geometry.shift
+    region = _region_ids(hp, wh, sh)[:, None] * 3 + _region_ids(wp, ww, sw)[None, :]
+    padded = (torch.arange(hp)[:, None] >= geometry.height) | (torch.arange(wp)[None, :] >= geometry.width)
+    # Regions are labelled in the shifted frame (as officially); padding is known in the unshifted one.
+    padded = torch.roll(padded, shifts=(-sh, -sw), dims=(0, 1))
+    region = window_partition(region[None, :, :, None], geometry.window).squeeze(-1)  # (nW, N)
+    padded = window_partition(padded[None, :, :, None], geometry.window).squeeze(-1)  # (nW, N)
+    mask = torch.zeros(region.shape[0], region.shape[1], region.shape[1])
+    mask.masked_fill_(region[:, :, None] != region[:, None, :], SHIFT_MASK_VALUE)
+    # A padded key is invisible to every query but itself; a padded query therefore never has an empty row,
+    # which would turn the softmax (and its gradient) into NaN.
+    own = torch.eye(region.shape[1], dtype=torch.bool)
+    mask.masked_fill_(padded[:, None, :] & ~own, float("-inf"))
+    return mask
+
+
+def attention_mask(geometry: WindowGeometry, device: torch.device) -> torch.Tensor | None:
+    """Additive mask (num_windows, N, N) for shifted regions and padded keys, or None when nothing is masked."""
+    mask = _attention_mask_cpu(geometry)
+    return None if mask is None else mask.to(device)
+
+
+def shifted_window_attention(x: torch.Tensor, geometry: WindowGeometry, attend) -> torch.Tensor:
+    """Pad, shift, partition, ``attend`` per window, and undo it all.
+
+    Args:
+        x: (B, H, W, C) feature map.
+        geometry: the stage's window geometry for this map.
+        attend: callable taking (B * num_windows, N, C) windows and the geometry, returning the same shape.
+
+    Returns:
+        (B, H, W, C) attention output for the real tokens.
+    """
+    b, h, w, c = x.shape
+    hp, wp = geometry.padded_size
+    if geometry.needs_padding:
+        x = F.pad(x, (0, 0, 0, wp - w, 0, hp - h))
+    sh, sw = geometry.shift
+    if sh or sw:
+        x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))
+    windows = attend(window_partition(x, geometry.window), geometry)
+    x = window_reverse(windows, geometry.window, hp, wp)
+    if sh or sw:
+        x = torch.roll(x, shifts=(sh, sw), dims=(1, 2))
+    if geometry.needs_padding:
+        x = x[:, :h, :w, :].contiguous()
+    return x

@@ -1,0 +1,152 @@
+"""The interface every swinkit model shares (timm's): features, head, intermediates, weight decay, checkpointing.
+
+A subclass builds ``patch_embed`` ((B, C, H, W) -> (B, H/4, W/4, C0)), ``layers`` (a list of stages on channels-last
+maps, stage i at stride 4 * 2**i), ``norm`` and ``head``, and sets ``num_features``, ``embed_dims`` and ``family``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+# Parameters matched by name that the official recipes keep out of weight decay, besides every 1-D tensor.
+NO_WEIGHT_DECAY_KEYWORDS = ("cpb_mlp", "logit_scale", "relative_position_bias_table")
+
+
+def init_weights(module: nn.Module) -> None:
+    """Official init: truncated normal (std 0.02) linear weights, zero biases; LayerNorms keep (1, 0)."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+class HierarchicalModel(nn.Module):
+    family: str = ""
+
+    patch_embed: nn.Module
+    layers: nn.ModuleList
+    norm: nn.Module
+    head: nn.Module
+    num_features: int
+    embed_dims: list[int]
+
+    def _finish_init(self) -> None:
+        self.feature_info = [
+            {"num_chs": dim, "reduction": 4 * 2**i, "module": f"layers.{i}"} for i, dim in enumerate(self.embed_dims)
+        ]
+        self.pruned_prefixes: tuple[str, ...] = ()
+
+    @property
+    def num_classes(self) -> int:
+        return self.head.num_classes
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) image -> (B, H/32, W/32, num_features) normalised channels-last map."""
+        x = self.patch_embed(x)
+        for layer in self.layers:
+            x = layer(x)
+        return self.norm(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Channels-last map -> logits, or the pooled features with ``pre_logits``."""
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classifier with a freshly initialised one (``num_classes=0`` removes it)."""
+        self.head.reset(num_classes)
+
+    def no_weight_decay(self) -> set[str]:
+        """Names of the parameters to train without weight decay: norms, biases, logit scales and position biases."""
+        return {
+            name
+            for name, param in self.named_parameters()
+            if param.ndim <= 1 or name.endswith(".bias") or any(k in name for k in NO_WEIGHT_DECAY_KEYWORDS)
+        }
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block's activations in the backward pass to save memory."""
+        for layer in self.layers:
+            layer.grad_checkpointing = enable
+
+    def _stage_indices(self, indices: int | Sequence[int] | None) -> list[int]:
+        n = len(self.layers)
+        if indices is None:
+            return list(range(n))
+        if isinstance(indices, int):
+            return list(range(n - indices, n))
+        if not indices or any(not -n <= i < n for i in indices):
+            raise ValueError(f"stage indices {list(indices)} out of range for {n} stages")
+        return sorted({i % n for i in indices})
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Stage outputs at strides 4, 8, 16, 32.
+
+        Args:
+            indices: stages to return (all by default; an int n means the last n).
+            norm: apply the final norm to the last stage's map when it is returned.
+            stop_early: stop after the last requested stage (implied by ``intermediates_only``).
+            output_fmt: 'NCHW' or 'NHWC'.
+            intermediates_only: return only the list of maps.
+
+        Returns:
+            The list of maps, or (final normalised channels-last features, list of maps).
+        """
+        if output_fmt not in ("NCHW", "NHWC"):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
+        take = self._stage_indices(indices)
+        last = len(self.layers) - 1
+        stop = max(take) if (stop_early or intermediates_only) else last
+        intermediates = []
+        x = self.patch_embed(x)
+        for i, layer in enumerate(self.layers[: stop + 1]):
+            x = layer(x)
+            if i in take:
+                y = self.norm(x) if norm and i == last else x
+                intermediates.append(y.permute(0, 3, 1, 2).contiguous() if output_fmt == "NCHW" else y)
+        if intermediates_only:
+            return intermediates
+        return self.norm(x), intermediates
+
+    def prune_intermediate_layers(self, indices: int | Sequence[int] | None = None) -> list[int]:
+        """Drop the stages after the last of ``indices``, the final norm and the head (for feature extraction)."""
+        take = self._stage_indices(indices)
+        keep = max(take) + 1
+        pruned = [f"layers.{i}." for i in range(keep, len(self.layers))] + ["norm.", "head.fc."]
+        self.layers = self.layers[:keep]
+        self.norm = nn.Identity()
+        self.reset_classifier(0)
+        self.pruned_prefixes = tuple(pruned)
+        return take
+
+
+class FeatureExtractor(nn.Module):
+    """A backbone returning its stage maps (NCHW) instead of logits: ``create_model(..., features_only=True)``.
+
+    ``feature_info`` lists the channels and stride of each returned map, as timm's does.
+    """
+
+    def __init__(self, model: HierarchicalModel, out_indices: Sequence[int] = (0, 1, 2, 3)) -> None:
+        super().__init__()
+        self.out_indices = model.prune_intermediate_layers(out_indices)
+        self.model = model
+        self.feature_info = [model.feature_info[i] for i in self.out_indices]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.model.forward_intermediates(x, indices=self.out_indices, intermediates_only=True)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.model.set_grad_checkpointing(enable)

@@ -1,0 +1,111 @@
+"""The model registry: one dict from model name to its builder, defaults and metadata."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+from torch import nn
+
+from .base import FeatureExtractor
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a registered name builds and how its published weights expect their inputs.
+
+    ``defaults`` are keyword arguments for ``cls``; ``crop_pct`` and ``interpolation`` describe the evaluation
+    transform (resize to size / crop_pct, centre crop); ``top1`` is the published ImageNet-1k accuracy of the
+    reference weights and ``source`` where it comes from.
+    """
+
+    name: str
+    cls: type[nn.Module]
+    defaults: dict = field(default_factory=dict)
+    img_size: int = 224
+    num_classes: int = 1000
+    crop_pct: float = 0.875
+    interpolation: str = "bicubic"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    top1: float | None = None
+    source: str = ""
+    aliases: tuple[str, ...] = ()
+
+
+_MODELS: dict[str, ModelInfo] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register_model(info: ModelInfo) -> None:
+    for name in (info.name, *info.aliases):
+        if name in _MODELS or name in _ALIASES:
+            raise ValueError(f"model name {name!r} is registered twice")
+    _MODELS[info.name] = info
+    _ALIASES.update({alias: info.name for alias in info.aliases})
+
+
+def list_models(pattern: str = "*", include_aliases: bool = False) -> list[str]:
+    """Registered model names matching a shell-style pattern (case-insensitive), sorted."""
+    names = list(_MODELS) + (list(_ALIASES) if include_aliases else [])
+    pattern = pattern.lower()
+    return sorted(n for n in names if fnmatch.fnmatchcase(n.lower(), pattern))
+
+
+def model_info(name: str) -> ModelInfo:
+    """The registry entry of a model name or alias; an unknown name raises ValueError with the closest names."""
+    canonical = _ALIASES.get(name, name)
+    if canonical in _MODELS:
+        return _MODELS[canonical]
+    lowered = {n.lower(): n for n in (*_MODELS, *_ALIASES)}
+    if name.lower() in lowered:
+        return model_info(lowered[name.lower()])
+    close = difflib.get_close_matches(name, list(_MODELS) + list(_ALIASES), n=5, cutoff=0.5)
+    hint = f"; closest: {', '.join(close)}" if close else ""
+    raise ValueError(f"unknown model {name!r}{hint}. `swinkit models` lists them all")
+
+
+def create_model(
+    name: str, *, features_only: bool = False, out_indices: Sequence[int] = (0, 1, 2, 3), **overrides
+) -> nn.Module:
+    """Build a registered model.
+
+    Args:
+        name: a name from ``list_models()`` or one of its aliases (e.g. the seed systems' names).
+        features_only: return a ``FeatureExtractor`` producing NCHW stage maps instead of logits.
+        out_indices: the stages it returns (strides 4, 8, 16, 32 for indices 0..3).
+        **overrides: constructor arguments replacing the registered defaults, e.g. ``num_classes``, ``img_size``,
+            ``window_size``, ``pretrained_window_sizes``, ``drop_path_rate``, ``in_chans``, ``depths``.
+
+    Raises:
+        ValueError: the name is unknown.
+        TypeError: an override is not an argument of the model.
+    """
+    info = model_info(name)
+    accepted = [p for p in inspect.signature(info.cls).parameters if p != "self"]
+    unknown = sorted(set(overrides) - set(accepted))
+    if unknown:
+        hints = [
+            f"{k!r} (did you mean {difflib.get_close_matches(k, accepted, n=1)[0]!r}?)"
+            if difflib.get_close_matches(k, accepted, n=1)
+            else repr(k)
+            for k in unknown
+        ]
+        raise TypeError(
+            f"create_model({info.name!r}) got unknown override {', '.join(hints)}; valid: {', '.join(accepted)}"
+        )
+    model = info.cls(**{**info.defaults, **overrides})
+    model.model_info = replace(
+        info,
+        img_size=overrides.get("img_size", info.img_size),
+        num_classes=overrides.get("num_classes", info.num_classes),
+    )
+    if features_only:
+        return FeatureExtractor(model, out_indices)
+    return model

@@ -1,0 +1,260 @@
+"""Swin Transformer V2 (Liu et al., 2022): scaled cosine attention, log-spaced continuous position bias, res-post-norm.
+
+Layout of the parameters is timm's (patch merging at the start of stages 1..3, ``head.fc``), which is swinkit's own
+layout for Swin; ``swinkit.checkpoints`` converts the official, HF, torchvision and other layouts to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..layers import (
+    ClassifierHead,
+    DropPath,
+    Mlp,
+    PatchEmbed,
+    PatchMergingV2,
+    Stage,
+    WindowAttentionV2,
+    drop_path_rates,
+    shifted_window_attention,
+    to_2tuple,
+    window_geometry,
+)
+from .base import HierarchicalModel, init_weights
+from .registry import ModelInfo, register_model
+
+
+class SwinTransformerV2Block(nn.Module):
+    """Res-post-norm block: x + DropPath(LN(WindowAttention(x))), then x + DropPath(LN(MLP(x))).
+
+    Odd blocks of a stage shift their windows by half a window. ``extra_norm`` adds the LayerNorm on the main branch
+    that the paper puts every 6 blocks in SwinV2-H and -G.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window_size: tuple[int, int],
+        shifted: bool,
+        pretrained_window_size: tuple[int, int],
+        mlp_ratio: float,
+        qkv_bias: bool,
+        proj_drop: float,
+        attn_drop: float,
+        drop_path: float,
+        extra_norm: bool,
+        norm_eps: float,
+    ) -> None:
+        super().__init__()
+        self.window_size = window_size
+        self.shifted = shifted
+        self.attn = WindowAttentionV2(
+            dim,
+            num_heads,
+            window_size,
+            pretrained_window_size,
+            qkv_bias=qkv_bias,
+            attn_drop=attn_drop,
+            proj_drop=proj_drop,
+        )
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.drop_path1 = DropPath(drop_path)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.drop_path2 = DropPath(drop_path)
+        self.norm3 = nn.LayerNorm(dim, eps=norm_eps) if extra_norm else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, H, W, C)."""
+        geometry = window_geometry(x.shape[1], x.shape[2], self.window_size, self.shifted)
+        x = x + self.drop_path1(self.norm1(shifted_window_attention(x, geometry, self.attn)))
+        x = x + self.drop_path2(self.norm2(self.mlp(x)))
+        if self.norm3 is not None:
+            x = self.norm3(x)
+        return x
+
+
+class SwinTransformerV2(HierarchicalModel):
+    """Swin Transformer V2 classifier and backbone.
+
+    Any input size runs: sides that are not patch multiples are zero-padded, and each stage pads its map to a window
+    multiple with the padded tokens masked out of attention. Where a stage's map is no larger than the window, the
+    window shrinks to the map and the shift is dropped (the official rule), decided per input.
+
+    Args:
+        img_size: the default input size (int or (H, W)); informs metadata only, since the window rule is applied
+            to each input's actual size.
+        window_size: window per stage (int or (wh, ww)), the same for all stages.
+        pretrained_window_sizes: the window each stage was pretrained with (0 = none); the continuous position bias
+            normalises offsets by it, so a model fine-tuned at a larger window keeps the pretrained coordinates.
+        extra_norm_period: add a LayerNorm on the main branch after every n-th block of a stage (0 = never).
+        norm_eps: LayerNorm epsilon of the patch embedding, the blocks and the final norm (MindCV trained with 1e-6).
+    """
+
+    family = "swinv2"
+
+    def __init__(
+        self,
+        img_size: int | tuple[int, int] = 256,
+        patch_size: int = 4,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        embed_dim: int = 96,
+        depths: Sequence[int] = (2, 2, 6, 2),
+        num_heads: Sequence[int] = (3, 6, 12, 24),
+        window_size: int | tuple[int, int] = 8,
+        pretrained_window_sizes: int | Sequence[int] | Sequence[tuple[int, int]] = 0,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop_rate: float = 0.0,
+        proj_drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.1,
+        extra_norm_period: int = 0,
+        norm_eps: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        if len(depths) != len(num_heads):
+            raise ValueError(f"depths {tuple(depths)} and num_heads {tuple(num_heads)} differ in length")
+        num_stages = len(depths)
+        if isinstance(pretrained_window_sizes, int):
+            pretrained_window_sizes = [pretrained_window_sizes] * num_stages
+        if len(pretrained_window_sizes) != num_stages:
+            raise ValueError(f"pretrained_window_sizes needs {num_stages} entries, got {pretrained_window_sizes}")
+        self.img_size = to_2tuple(img_size)
+        self.window_size = to_2tuple(window_size)
+        self.pretrained_window_sizes = [to_2tuple(p) for p in pretrained_window_sizes]
+        self.embed_dims = [embed_dim * 2**i for i in range(num_stages)]
+        self.num_features = self.embed_dims[-1]
+
+        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, norm_eps=norm_eps)
+        rates = drop_path_rates(drop_path_rate, depths)
+        stages = []
+        for i, (depth, heads, dim) in enumerate(zip(depths, num_heads, self.embed_dims, strict=True)):
+            blocks = [
+                SwinTransformerV2Block(
+                    dim,
+                    heads,
+                    self.window_size,
+                    shifted=j % 2 == 1,
+                    pretrained_window_size=self.pretrained_window_sizes[i],
+                    mlp_ratio=mlp_ratio,
+                    qkv_bias=qkv_bias,
+                    proj_drop=proj_drop_rate,
+                    attn_drop=attn_drop_rate,
+                    drop_path=rates[i][j],
+                    extra_norm=extra_norm_period > 0 and (j + 1) % extra_norm_period == 0,
+                    norm_eps=norm_eps,
+                )
+                for j in range(depth)
+            ]
+            downsample = PatchMergingV2(self.embed_dims[i - 1], dim) if i > 0 else None
+            stages.append(Stage(downsample, blocks))
+        self.layers = nn.ModuleList(stages)
+        self.norm = nn.LayerNorm(self.num_features, eps=norm_eps)
+        self.head = ClassifierHead(self.num_features, num_classes, drop_rate)
+        self.apply(init_weights)
+        for stage in self.layers:
+            for block in stage.blocks:
+                # Official res-post-norm init: every residual branch starts as the identity.
+                for norm in (block.norm1, block.norm2):
+                    nn.init.zeros_(norm.weight)
+                    nn.init.zeros_(norm.bias)
+        self._finish_init()
+
+
+# --- registered models ------------------------------------------------------------------------------------------
+# Published top-1 are the official MODELHUB numbers (ImageNet-1k val); crop_pct follows the official evaluation:
+# resize to size / 0.875 then centre crop, and no crop at 384.
+
+_TINY = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24))
+_SMALL = dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24))
+_BASE = dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32))
+_LARGE = dict(embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48))
+# SwinV2-H and -G: the paper gives widths and depths only. Heads follow mmpretrain, the one public implementation
+# of both: head dim 44 for H (352 / 8) and 32 for G (512 / 16), doubling per stage like every other Swin.
+_HUGE = dict(embed_dim=352, depths=(2, 2, 18, 2), num_heads=(8, 16, 32, 64), extra_norm_period=6)
+_GIANT = dict(embed_dim=512, depths=(2, 2, 42, 4), num_heads=(16, 32, 64, 128), extra_norm_period=6)
+_FROM_192 = (12, 12, 12, 6)  # stage 4 of a 192 px model is 6x6, so its window was clamped to 6
+
+_OFFICIAL = "microsoft/Swin-Transformer MODELHUB"
+
+for _name, _arch, _window, _top1, _aliases in [
+    ("tiny", _TINY, 8, 81.8, ("swinv2_tiny_window8",)),
+    ("tiny", _TINY, 16, 82.8, ("swinv2_tiny_window16",)),
+    ("small", _SMALL, 8, 83.7, ("swinv2_small_window8",)),
+    ("small", _SMALL, 16, 84.1, ("swinv2_small_window16",)),
+    ("base", _BASE, 8, 84.2, ("swinv2_base_window8",)),
+    ("base", _BASE, 16, 84.6, ("swinv2_base_window16",)),
+]:
+    register_model(
+        ModelInfo(
+            f"swinv2_{_name}_window{_window}_256",
+            SwinTransformerV2,
+            dict(_arch, img_size=256, window_size=_window),
+            img_size=256,
+            top1=_top1,
+            source=_OFFICIAL,
+            aliases=_aliases,
+        )
+    )
+
+for _name, _arch in [("base", _BASE), ("large", _LARGE)]:
+    register_model(
+        ModelInfo(
+            f"swinv2_{_name}_window12_192",
+            SwinTransformerV2,
+            dict(_arch, img_size=192, window_size=12, num_classes=21841),
+            img_size=192,
+            num_classes=21841,
+            source="ImageNet-22k pretraining (no 1k accuracy)",
+            aliases=(f"swinv2_{_name}_window12_192_22k",),
+        )
+    )
+
+for _name, _arch, _top1_256, _top1_384 in [("base", _BASE, 86.2, 87.1), ("large", _LARGE, 86.9, 87.6)]:
+    register_model(
+        ModelInfo(
+            f"swinv2_{_name}_window12to16_192to256",
+            SwinTransformerV2,
+            dict(_arch, img_size=256, window_size=16, pretrained_window_sizes=_FROM_192, drop_path_rate=0.2),
+            img_size=256,
+            top1=_top1_256,
+            source=_OFFICIAL + " (22k pretrain, 1k fine-tune)",
+            aliases=(
+                f"swinv2_{_name}_patch4_window12to16_192to256_22kto1k_ft",
+                f"swinv2_{_name}_window12to16_192to256_22kft1k",
+            ),
+        )
+    )
+    register_model(
+        ModelInfo(
+            f"swinv2_{_name}_window12to24_192to384",
+            SwinTransformerV2,
+            dict(_arch, img_size=384, window_size=24, pretrained_window_sizes=_FROM_192, drop_path_rate=0.2),
+            img_size=384,
+            crop_pct=1.0,
+            top1=_top1_384,
+            source=_OFFICIAL + " (22k pretrain, 1k fine-tune)",
+            aliases=(
+                f"swinv2_{_name}_patch4_window12to24_192to384_22kto1k_ft",
+                f"swinv2_{_name}_window12to24_192to384_22kft1k",
+            ),
+        )
+    )
+
+for _name, _arch in [("huge", _HUGE), ("giant", _GIANT)]:
+    register_model(
+        ModelInfo(
+            f"swinv2_{_name}_window12_192",
+            SwinTransformerV2,
+            dict(_arch, img_size=192, window_size=12),
+            img_size=192,
+            source="paper architecture (no public weights)",
+        )
+    )
