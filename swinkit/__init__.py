@@ -1,7 +1,17 @@
 """swinkit: Swin V1, Swin V2 and CSWin models, their checkpoints from every ecosystem, training and SSL."""
 
+from .checkpoints import CheckpointError, LoadReport, load_checkpoint, save_checkpoint
 from .models import create_model, list_models, model_info
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "create_model", "list_models", "model_info"]
+__all__ = [
+    "CheckpointError",
+    "LoadReport",
+    "__version__",
+    "create_model",
+    "list_models",
+    "load_checkpoint",
+    "model_info",
+    "save_checkpoint",
+]

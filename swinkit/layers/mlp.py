@@ -42,7 +42,7 @@ class DropPath(nn.Module):
 def drop_path_rates(drop_path_rate: float, depths: list[int] | tuple[int, ...]) -> list[list[float]]:
     """Linearly increasing stochastic depth over all blocks, split per stage (the official rule)."""
     total = sum(depths)
-    rates = torch.linspace(0, drop_path_rate, total).tolist() if total else []
+    rates = [drop_path_rate * i / (total - 1) for i in range(total)] if total > 1 else [0.0] * total
     out, start = [], 0
     for depth in depths:
         out.append(rates[start : start + depth])

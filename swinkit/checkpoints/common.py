@@ -1,0 +1,34 @@
+"""What every layout converter shares: the result type and the derived buffers that are never loaded."""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+import torch
+
+# Tables and masks that a model derives from its window geometry. Checkpoints of the official code, torchvision and
+# MindCV carry them; loading them would pin the old window, so they are always dropped and rebuilt.
+DERIVED_BUFFERS = ("relative_position_index", "relative_coords_table", "attn_mask", "k_bias")
+
+
+class Converted(NamedTuple):
+    """A state dict in swinkit's layout, and the source keys that were dropped on the way (derived buffers)."""
+
+    state: dict[str, torch.Tensor]
+    dropped: list[str]
+
+
+def drop_derived(state: dict[str, torch.Tensor]) -> Converted:
+    dropped = [key for key in state if any(d in key for d in DERIVED_BUFFERS)]
+    return Converted({k: v for k, v in state.items() if k not in dropped}, dropped)
+
+
+def rename(state: dict[str, torch.Tensor], rules: list[tuple[str, str]]) -> dict[str, torch.Tensor]:
+    """Apply regex substitutions in order to every key."""
+    out = {}
+    for key, value in state.items():
+        for pattern, repl in rules:
+            key = re.sub(pattern, repl, key)
+        out[key] = value
+    return out

@@ -1,0 +1,184 @@
+"""``load_checkpoint`` and ``save_checkpoint``: any supported layout in, swinkit's layout out."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+
+import torch
+from torch import nn
+
+from ..layers import WindowAttentionV1
+from ..models.base import FeatureExtractor, HierarchicalModel
+from . import hf, microsoft, timm, torchvision
+from .io import CheckpointError, extract_state_dict, read_file, save_safetensors
+from .transfer import HEAD_KEYS, adapt_to_model
+
+# Layouts by name. swinkit's own layout for Swin V1/V2 is timm's. Auto-detection tries them in this order: the
+# prefixes of HF and torchvision are unambiguous, official checkpoints are told from timm's by where the patch
+# merging sits and by the bare ``head`` classifier.
+LAYOUTS: dict[str, ModuleType] = {"hf": hf, "torchvision": torchvision, "microsoft": microsoft, "timm": timm}
+FORMATS = ("auto", "swinkit", *LAYOUTS)
+
+
+@dataclass
+class LoadReport:
+    """What ``load_checkpoint`` did: the layout it read, what it loaded, dropped, adapted and could not match."""
+
+    source: str
+    format: str
+    loaded: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    adapted: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [f"loaded {len(self.loaded)} tensors from {self.source} ({self.format} layout)"]
+        if self.dropped:
+            lines.append(f"dropped {len(self.dropped)} derived or unused keys: {_preview(self.dropped)}")
+        lines += [f"adapted {note}" for note in self.adapted]
+        if self.missing:
+            lines.append(f"missing (left as initialised) {len(self.missing)}: {_preview(self.missing)}")
+        if self.unexpected:
+            lines.append(f"unexpected (ignored) {len(self.unexpected)}: {_preview(self.unexpected)}")
+        return "\n".join(lines)
+
+
+def _preview(keys: Sequence[str], limit: int = 8) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def _backbone(model: nn.Module) -> HierarchicalModel:
+    model = model.model if isinstance(model, FeatureExtractor) else model
+    if not isinstance(model, HierarchicalModel):
+        raise TypeError(f"load_checkpoint expects a swinkit model, got {type(model).__name__}")
+    return model
+
+
+def detect_format(state: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> str:
+    """The layout of a state dict, by its key names."""
+    if metadata and metadata.get("format") == "swinkit":
+        return "swinkit"
+    for name, layout in LAYOUTS.items():
+        if layout.detect(state):
+            return name
+    raise CheckpointError(
+        f"cannot tell which layout these weights are in (first keys: {_preview(sorted(state), 5)}); pass "
+        f"format= one of {', '.join(FORMATS[1:])}"
+    )
+
+
+def _architecture_hint(state: Mapping[str, torch.Tensor], model: HierarchicalModel) -> str:
+    """A one-line guess of what a mismatching checkpoint was made for, to name the likely right model."""
+    weight = state.get("patch_embed.proj.weight")
+    if weight is None:
+        return ""
+    depths = []
+    for i in range(len(model.layers) + 2):
+        blocks = {k.split(".")[3] for k in state if k.startswith(f"layers.{i}.blocks.")}
+        if not blocks:
+            break
+        depths.append(len(blocks))
+    v2 = any(k.endswith("logit_scale") for k in state)
+    return (
+        f" The checkpoint looks like Swin {'V2' if v2 else 'V1'} with embed_dim={weight.shape[0]}, "
+        f"depths={tuple(depths)}; the model is {model.family} with embed_dim={model.embed_dims[0]}, "
+        f"depths={tuple(len(s.blocks) for s in model.layers)}. Pick the model name that matches the checkpoint."
+    )
+
+
+def load_checkpoint(
+    model: nn.Module,
+    src: str | os.PathLike | Mapping[str, torch.Tensor],
+    *,
+    format: str = "auto",
+    strict: bool = True,
+    label_map: str | os.PathLike | Sequence[int] | None = None,
+    head: str = "match",
+) -> LoadReport:
+    """Load weights of any supported layout into a swinkit model.
+
+    Args:
+        model: a model from ``create_model`` (``features_only`` ones too).
+        src: a .pth/.pt/.bin (read with ``weights_only=True``) or .safetensors file, or an in-memory state dict.
+            ``model``/``state_dict`` containers and ``module.`` prefixes are unwrapped.
+        format: 'auto' or one of 'swinkit', 'microsoft', 'timm', 'hf', 'torchvision'.
+        strict: raise if the model has parameters the checkpoint lacks, or the checkpoint has extra weights.
+        label_map: a file (line i = source class of target class i, e.g. ImageNet-22k -> 1k) or a list of indices
+            selecting rows of the checkpoint's classifier.
+        head: 'match' (the default: class counts must agree) or 'reset' (keep the model's freshly initialised
+            classifier when they differ, e.g. to fine-tune on another dataset).
+
+    Returns:
+        A ``LoadReport``; ``print(report)`` summarises it.
+
+    Raises:
+        CheckpointError: unreadable file, unknown layout, wrong architecture, class-count mismatch, or (strict)
+            missing/unexpected keys. The message names the problem and the fix.
+    """
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+    if head not in ("match", "reset"):
+        raise ValueError(f"head must be 'match' or 'reset', got {head!r}")
+    model = _backbone(model)
+    if isinstance(src, Mapping):
+        source, metadata = "<state dict>", {}
+        state = extract_state_dict(src, source)
+    else:
+        source = str(src)
+        obj, metadata = read_file(src)
+        state = extract_state_dict(obj, source)
+    if format == "auto":
+        format = detect_format(state, metadata)
+    layout = timm if format == "swinkit" else LAYOUTS[format]
+    state, dropped = layout.to_swinkit(state, model.family)
+    for prefix in model.pruned_prefixes:
+        dropped += [k for k in state if k.startswith(prefix)]
+    state = {k: v for k, v in state.items() if k not in dropped}
+
+    model_state = model.state_dict()
+    windows = {
+        f"{name}.relative_position_bias_table": module.window_size
+        for name, module in model.named_modules()
+        if isinstance(module, WindowAttentionV1)
+    }
+    state, adapted, head_dropped = adapt_to_model(state, model_state, windows, label_map, head)
+    dropped += head_dropped
+
+    mismatched = [
+        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(model_state[k].shape)}"
+        for k, v in state.items()
+        if k in model_state and v.shape != model_state[k].shape
+    ]
+    if mismatched:
+        raise CheckpointError(
+            f"{source} does not fit this {type(model).__name__}: {len(mismatched)} tensors differ in shape "
+            f"({_preview(mismatched, 5)}).{_architecture_hint(state, model)}"
+        )
+    # With head='reset' a classifier the checkpoint lacks (or had to drop) is expected to stay freshly initialised.
+    missing = [k for k in model_state if k not in state and not (head == "reset" and k in HEAD_KEYS)]
+    unexpected = [k for k in state if k not in model_state]
+    if strict and (missing or unexpected):
+        raise CheckpointError(
+            f"{source} ({format} layout) does not match the model: missing {len(missing)} "
+            f"[{_preview(missing)}], unexpected {len(unexpected)} [{_preview(unexpected)}]. "
+            f"{_architecture_hint(state, model).strip()} Use strict=False to load the matching part only."
+        )
+    model.load_state_dict({k: v for k, v in state.items() if k in model_state}, strict=False)
+    return LoadReport(
+        source, format, sorted(k for k in state if k in model_state), dropped, adapted, missing, unexpected
+    )
+
+
+def save_checkpoint(model: nn.Module, path: str | os.PathLike, *, metadata: Mapping[str, str] | None = None) -> Path:
+    """Write the model's weights to a .safetensors file in swinkit's layout, atomically."""
+    model = _backbone(model)
+    info = getattr(model, "model_info", None)
+    meta = {"format": "swinkit", "family": model.family, **({"model": info.name} if info else {})}
+    meta.update(metadata or {})
+    return save_safetensors(model.state_dict(), path, meta)

@@ -1,0 +1,34 @@
+"""The `swinkit` command line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import swinkit
+from swinkit.cli import main
+
+
+def test_models_lists_every_model_with_params(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name in swinkit.list_models():
+        assert name in out
+    line = next(row for row in out.splitlines() if row.startswith("swinv2_tiny_window8_256 "))
+    assert line.split()[1:5] == ["28.35", "256", "1000", "81.8"]
+
+
+def test_models_pattern_and_no_match(capsys):
+    assert main(["models", "swin_tiny*"]) == 0
+    assert capsys.readouterr().out.count("\n") == 2
+    assert main(["models", "resnet*"]) == 1
+
+
+def test_python_dash_m():
+    out = subprocess.run(
+        [sys.executable, "-m", "swinkit", "models", "swinv2_base_window12to16*"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert "swinv2_base_patch4_window12to16_192to256_22kto1k_ft" in out
