@@ -24,6 +24,17 @@ TINY_OVERRIDES = dict(
     drop_path_rate=0.0,
 )
 
+# CSWin at 64 px: maps 16, 8, 4, 2 with stripes 1, 2, 2 wide (both branches, several stripes each), then full attention.
+CSWIN_TINY_OVERRIDES = dict(
+    embed_dim=16,
+    depths=(1, 2, 2, 1),
+    num_heads=(2, 2, 4, 4),
+    split_size=(1, 2, 2, 2),
+    img_size=64,
+    num_classes=7,
+    drop_path_rate=0.0,
+)
+
 
 def perturbed_state_dict(model: nn.Module, seed: int = 0, std: float = 0.1) -> dict[str, torch.Tensor]:
     """The model's state dict with seeded Gaussian noise added to every parameter (buffers are copied as they are).
@@ -51,6 +62,8 @@ def perturb_parameters(model: nn.Module, seed: int = 0, std: float = 0.1) -> nn.
 
 def tiny_overrides(name: str) -> dict:
     """Tiny constructor overrides for a registered model; SwinV2-H/G keep their extra norm (stage 3 gets 6 blocks)."""
+    if model_info(name).cls.family == "cswin":
+        return dict(CSWIN_TINY_OVERRIDES)
     overrides = dict(TINY_OVERRIDES)
     period = model_info(name).defaults.get("extra_norm_period", 0)
     if period:

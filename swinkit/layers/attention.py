@@ -114,12 +114,21 @@ class WindowAttention(nn.Module):
         q, k, scale = self.scale_qk(q, k)
         bias = self.attention_bias(geometry, q.dtype, q.device)
         num_windows = bias.shape[0]
-        if num_windows > 1:
+        exporting = torch.compiler.is_exporting()
+        if num_windows > 1 and not exporting:
             # View the batch as (B, nW) so the per-window mask broadcasts without being repeated per image.
             q, k, v = (t.view(bw // num_windows, num_windows, self.num_heads, n, self.head_dim) for t in (q, k, v))
+        elif num_windows > 1:
+            # torch.onnx lowers SDPA for 4-D inputs only: repeat the mask per image instead.
+            bias = bias.repeat(bw // num_windows, 1, 1, 1)
         dropout = self.attn_drop if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout, scale=scale)
-        out = out.reshape(bw, self.num_heads, n, self.head_dim).transpose(1, 2).reshape(bw, n, c)
+        out = out.reshape(bw, self.num_heads, n, self.head_dim).transpose(1, 2)
+        if exporting:
+            # SDPA's output strides depend on the kernel, and torch.onnx's passes disagree on them: one traces the
+            # reshape below as a view that a later one cannot apply. A copy makes it a view for both.
+            out = out.clone(memory_format=torch.contiguous_format)
+        out = out.reshape(bw, n, c)
         return self.proj_drop(self.proj(out))
 
 

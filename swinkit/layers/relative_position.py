@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
 
+from .window import geometry_cache
 
-@functools.lru_cache(maxsize=64)
+
+@geometry_cache
 def relative_position_index(window: tuple[int, int], table_window: tuple[int, int] | None = None) -> torch.Tensor:
     """Index (N, N) of each (query, key) offset into a (2*Th-1)*(2*Tw-1) table, N = wh * ww.
 
@@ -21,7 +22,7 @@ def relative_position_index(window: tuple[int, int], table_window: tuple[int, in
     return (relative[..., 0] + th - 1) * (2 * tw - 1) + (relative[..., 1] + tw - 1)
 
 
-@functools.lru_cache(maxsize=64)
+@geometry_cache
 def log_spaced_coords(window: tuple[int, int], pretrained_window: tuple[int, int]) -> torch.Tensor:
     """Swin V2's normalised log-spaced coordinate table, (2*wh-1, 2*ww-1, 2), h first.
 

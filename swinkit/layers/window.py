@@ -92,6 +92,25 @@ def window_reverse(windows: torch.Tensor, window: tuple[int, int], height: int, 
     return x.reshape(-1, height, width, c)
 
 
+def geometry_cache(fn):
+    """``functools.lru_cache`` for the derived tables (index, coordinates, masks), bypassed while tracing.
+
+    While ``torch.export`` traces a model the tensors built here are fake, and a cached one would be handed to every
+    later eager call; ``torch.jit.trace`` records the ops of a miss but not of a hit, so its check run would see a
+    different graph.
+    """
+    cached = functools.lru_cache(maxsize=64)(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if torch.compiler.is_compiling() or torch.jit.is_tracing():
+            return fn(*args, **kwargs)
+        return cached(*args, **kwargs)
+
+    wrapper.cache_info, wrapper.cache_clear = cached.cache_info, cached.cache_clear
+    return wrapper
+
+
 def _region_ids(size: int, window: int, shift: int) -> torch.Tensor:
     # The official three slices (0, -ws), (-ws, -shift), (-shift, None).
     ids = torch.zeros(size, dtype=torch.long)
@@ -101,7 +120,7 @@ def _region_ids(size: int, window: int, shift: int) -> torch.Tensor:
     return ids
 
 
-@functools.lru_cache(maxsize=64)
+@geometry_cache
 def _attention_mask_cpu(geometry: WindowGeometry) -> torch.Tensor | None:
     if not geometry.needs_mask:
         return None

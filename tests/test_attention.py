@@ -1,0 +1,264 @@
+"""Window attention: the SDPA path against an explicit softmax implementation, and the eval-mode bias cache."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from swinkit.layers import WindowAttentionV1, WindowAttentionV2, WindowGeometry, window_partition
+from swinkit.layers.window import attention_mask
+
+from .conftest import perturb_parameters
+
+DIM, HEADS = 16, 2
+
+GEOMETRIES = {
+    "plain": WindowGeometry(8, 8, (4, 4), (0, 0)),
+    "shifted": WindowGeometry(8, 12, (4, 4), (2, 2)),
+    "padded": WindowGeometry(13, 11, (4, 4), (0, 0)),
+    "shifted+padded": WindowGeometry(13, 11, (4, 4), (2, 2)),
+    "non-square shifted+padded": WindowGeometry(10, 13, (4, 6), (2, 3)),
+    "clamped": WindowGeometry(3, 3, (3, 3), (0, 0)),  # a map smaller than the module's 4x4 window
+}
+
+
+def module_window(geometry: WindowGeometry) -> tuple[int, int]:
+    return (4, 6) if geometry.window == (4, 6) else (4, 4)
+
+
+def relative_offsets(window: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, N) row and column offsets query - key inside a window, tokens row-major."""
+    rows, cols = torch.meshgrid(torch.arange(window[0]), torch.arange(window[1]), indexing="ij")
+    rows, cols = rows.flatten(), cols.flatten()
+    return rows[:, None] - rows[None, :], cols[:, None] - cols[None, :]
+
+
+def v1_bias(attn: WindowAttentionV1, window: tuple[int, int]) -> torch.Tensor:
+    th, tw = attn.window_size
+    dh, dw = relative_offsets(window)
+    index = (dh + th - 1) * (2 * tw - 1) + (dw + tw - 1)
+    return attn.relative_position_bias_table[index].permute(2, 0, 1)  # (nH, N, N)
+
+
+def v2_bias(attn: WindowAttentionV2, window: tuple[int, int]) -> torch.Tensor:
+    def log_coord(offset: torch.Tensor, size: int, pretrained: int) -> torch.Tensor:
+        x = offset.float() / max(pretrained - 1 if pretrained > 0 else size - 1, 1) * 8
+        return torch.sign(x) * torch.log2(x.abs() + 1) / math.log2(8)
+
+    dh, dw = relative_offsets(window)
+    pretrained = attn.pretrained_window_size
+    coords = torch.stack(
+        [log_coord(dh, window[0], pretrained[0]), log_coord(dw, window[1], pretrained[1])], dim=-1
+    )  # (N, N, 2)
+    return 16 * torch.sigmoid(attn.cpb_mlp(coords)).permute(2, 0, 1)
+
+
+def explicit_attention(attn, x: torch.Tensor, geometry: WindowGeometry) -> torch.Tensor:
+    """softmax(q k^T * scale + bias + mask) v, written out; x: (B * nW, N, C)."""
+    bw, n, c = x.shape
+    d = c // attn.num_heads
+    if isinstance(attn, WindowAttentionV1):
+        qkv = x @ attn.qkv.weight.T + attn.qkv.bias
+    else:
+        qkv = x @ attn.qkv.weight.T + torch.cat([attn.q_bias, torch.zeros(c), attn.v_bias])
+    q, k, v = (qkv[..., i * c : (i + 1) * c].reshape(bw, n, attn.num_heads, d).transpose(1, 2) for i in range(3))
+    if isinstance(attn, WindowAttentionV1):
+        logits = q @ k.transpose(-1, -2) * d**-0.5 + v1_bias(attn, geometry.window)
+    else:
+        q = q / q.norm(dim=-1, keepdim=True)
+        k = k / k.norm(dim=-1, keepdim=True)
+        scale = torch.exp(torch.clamp(attn.logit_scale, max=math.log(100.0)))
+        logits = q @ k.transpose(-1, -2) * scale + v2_bias(attn, geometry.window)
+    mask = attention_mask(geometry, x.device)
+    if mask is not None:
+        nw = mask.shape[0]
+        logits = (logits.view(bw // nw, nw, attn.num_heads, n, n) + mask[None, :, None]).view(bw, attn.num_heads, n, n)
+    out = torch.softmax(logits, dim=-1) @ v  # (B*nW, nH, N, d)
+    return out.transpose(1, 2).reshape(bw, n, c) @ attn.proj.weight.T + attn.proj.bias
+
+
+def make_attention(version: int, window: tuple[int, int] = (4, 4), pretrained: tuple[int, int] = (0, 0), seed: int = 0):
+    torch.manual_seed(seed)
+    if version == 1:
+        attn = WindowAttentionV1(DIM, HEADS, window)
+    else:
+        attn = WindowAttentionV2(DIM, HEADS, window, pretrained_window_size=pretrained)
+    perturb_parameters(attn, seed=seed, std=0.2)
+    if version == 2:
+        with torch.no_grad():
+            attn.logit_scale[0] = 5.0  # above log(100): exercises the clamp
+    return attn
+
+
+def windows_for(geometry: WindowGeometry, batch: int = 2, seed: int = 1) -> torch.Tensor:
+    hp, wp = geometry.padded_size
+    x = torch.randn(batch, hp, wp, DIM, generator=torch.Generator().manual_seed(seed))
+    return window_partition(x, geometry.window)
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES.values(), ids=GEOMETRIES.keys())
+@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("training", [False, True])
+def test_sdpa_matches_explicit_attention(version, geometry, training):
+    attn = make_attention(version, module_window(geometry), pretrained=(6, 6) if version == 2 else (0, 0))
+    attn.train(training)
+    x = windows_for(geometry)
+    with torch.no_grad():
+        expected = explicit_attention(attn, x, geometry)
+        actual = attn(x, geometry)
+    assert actual.shape == x.shape
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
+    if version == 2:
+        assert attn.logit_scale[0].item() > math.log(100.0)
+
+
+def test_v2_logit_scale_clamp_matters():
+    """Guard against a vacuous clamp check: without the clamp the explicit result differs."""
+    geometry = GEOMETRIES["shifted"]
+    attn = make_attention(2)
+    x = windows_for(geometry)
+    with torch.no_grad():
+        clamped = attn(x, geometry)
+        attn.logit_scale.clamp_(max=math.log(100.0))
+        assert torch.allclose(attn(x, geometry), clamped, atol=1e-6)
+        attn.logit_scale[0] = 4.0
+        assert not torch.allclose(attn(x, geometry), clamped, atol=1e-3)
+
+
+# --- the eval-mode bias cache -----------------------------------------------------------------------------------
+
+
+def bias_parameter(attn) -> torch.nn.Parameter:
+    return attn.relative_position_bias_table if isinstance(attn, WindowAttentionV1) else attn.cpb_mlp[2].weight
+
+
+def count_bias_computations(attn, monkeypatch) -> list[int]:
+    calls = []
+    compute = attn._compute_attention_bias
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return compute(*args, **kwargs)
+
+    monkeypatch.setattr(attn, "_compute_attention_bias", counted)
+    return calls
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_eval_no_grad_reuses_cached_bias(version, monkeypatch):
+    geometry = GEOMETRIES["shifted+padded"]
+    attn = make_attention(version).eval()
+    calls = count_bias_computations(attn, monkeypatch)
+    x = windows_for(geometry)
+    with torch.no_grad():
+        first = attn(x, geometry)
+        assert len(attn._bias_cache) == 1
+        cached = next(iter(attn._bias_cache.values()))[1]
+        second = attn(x, geometry)
+        assert next(iter(attn._bias_cache.values()))[1] is cached
+    assert len(calls) == 1
+    assert torch.equal(first, second)
+    assert cached.shape == (geometry.num_windows, HEADS, 16, 16)
+    # The cached tensor is the position bias plus the mask, and carries no autograd history.
+    assert not cached.requires_grad
+    with torch.no_grad():
+        recomputed = type(attn)._compute_attention_bias(attn, geometry, torch.float32, torch.device("cpu"))
+    torch.testing.assert_close(cached, recomputed)
+
+    # A second geometry is a second entry.
+    other = GEOMETRIES["plain"]
+    with torch.no_grad():
+        attn(windows_for(other), other)
+    assert len(attn._bias_cache) == 2 and len(calls) == 2
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_train_eval_and_load_state_dict_empty_the_cache(version):
+    geometry = GEOMETRIES["shifted"]
+    attn = make_attention(version).eval()
+    x = windows_for(geometry)
+
+    def fill():
+        with torch.no_grad():
+            attn(x, geometry)
+        assert len(attn._bias_cache) == 1
+
+    fill()
+    attn.train()
+    assert not attn._bias_cache
+    attn.eval()
+    fill()
+    attn.eval()
+    assert not attn._bias_cache
+    fill()
+    attn.load_state_dict(attn.state_dict())
+    assert not attn._bias_cache
+
+    # Through a parent module too, as loading a whole model does.
+    parent = torch.nn.Sequential(attn).eval()
+    fill()
+    parent.load_state_dict(parent.state_dict())
+    assert not attn._bias_cache
+    fill()
+    parent.train()
+    assert not attn._bias_cache
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_in_place_weight_edit_is_not_served_stale(version):
+    geometry = GEOMETRIES["shifted+padded"]
+    attn = make_attention(version).eval()
+    x = windows_for(geometry)
+    with torch.no_grad():
+        before = attn(x, geometry)
+        assert len(attn._bias_cache) == 1
+        if version == 2:
+            attn.cpb_mlp[2].weight.mul_(-3.0)
+            attn.cpb_mlp[0].bias.add_(0.5)
+        else:
+            attn.relative_position_bias_table.mul_(-20.0)
+        after = attn(x, geometry)
+        expected = explicit_attention(attn, x, geometry)
+        attn.clear_cache()
+        fresh = attn(x, geometry)
+    assert not torch.allclose(before, after, atol=1e-3)
+    assert torch.equal(after, fresh)
+    torch.testing.assert_close(after, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("mode", ["train", "eval with grad"])
+def test_no_cache_when_gradients_can_reach_the_bias(version, mode):
+    geometry = GEOMETRIES["shifted+padded"]
+    attn = make_attention(version).train(mode == "train")
+    x = windows_for(geometry)
+    out = attn(x, geometry)
+    assert not attn._bias_cache
+    torch.testing.assert_close(out, explicit_attention(attn, x, geometry), atol=1e-5, rtol=1e-5)
+    out.square().sum().backward()
+    params = [attn.relative_position_bias_table] if version == 1 else list(attn.cpb_mlp.parameters())
+    params.append(attn.qkv.weight)
+    for param in params:
+        assert param.grad is not None and torch.isfinite(param.grad).all() and param.grad.abs().sum() > 0
+    # Gradients match the explicit implementation's (float32, logits up to 100 for the clamped head).
+    grads = [p.grad.clone() for p in params]
+    attn.zero_grad()
+    explicit_attention(attn, x, geometry).square().sum().backward()
+    for param, grad in zip(params, grads, strict=True):
+        torch.testing.assert_close(grad, param.grad, atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_eval_with_grad_but_frozen_bias_uses_the_cache(version):
+    geometry = GEOMETRIES["shifted"]
+    attn = make_attention(version).eval()
+    for param in attn.bias_parameters():
+        param.requires_grad_(False)
+    x = windows_for(geometry)
+    out = attn(x, geometry)
+    assert len(attn._bias_cache) == 1
+    out.sum().backward()
+    assert attn.qkv.weight.grad is not None and attn.qkv.weight.grad.abs().sum() > 0
+    assert bias_parameter(attn).grad is None
