@@ -32,3 +32,26 @@ def rename(state: dict[str, torch.Tensor], rules: list[tuple[str, str]]) -> dict
             key = re.sub(pattern, repl, key)
         out[key] = value
     return out
+
+
+def split_full_attention_branches(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CSWin: split a one-branch, all-heads attention before the last stage into swinkit's two half branches.
+
+    The official model gives a stage whose map equals its split size one full-attention branch (``attns.0`` with all
+    channels). That is the same computation as two branches of half the channels and heads over the whole map, which
+    is what swinkit's two stripe branches do on such a map, so the LePE weights are cut in two channel halves.
+    """
+    stages = {int(m[1]) for k in state if (m := re.match(r"layers\.(\d+)\.blocks\.", k))}
+    if not stages:
+        return state
+    last = max(stages)
+    out = {}
+    for key, value in state.items():
+        m = re.match(r"(layers\.(\d+)\.blocks\.\d+\.attns\.)0(\.lepe\.(?:weight|bias))$", key)
+        other = m and f"{m[1]}1{m[3]}"
+        if m and int(m[2]) != last and other not in state:
+            half = value.shape[0] // 2
+            out[key], out[other] = value[:half], value[half:]
+        else:
+            out[key] = value
+    return out

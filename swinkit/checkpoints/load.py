@@ -13,14 +13,21 @@ from torch import nn
 
 from ..layers import WindowAttentionV1
 from ..models.base import FeatureExtractor, HierarchicalModel
-from . import hf, microsoft, timm, torchvision
-from .io import CheckpointError, extract_state_dict, read_file, save_safetensors
+from . import hf, microsoft, paddle, timm, torchvision
+from .io import EMA_KEYS, CheckpointError, container_key, extract_state_dict, read_file, save_safetensors
 from .transfer import HEAD_KEYS, adapt_to_model
 
 # Layouts by name. swinkit's own layout for Swin V1/V2 is timm's. Auto-detection tries them in this order: the
-# prefixes of HF and torchvision are unambiguous, official checkpoints are told from timm's by where the patch
-# merging sits and by the bare ``head`` classifier.
-LAYOUTS: dict[str, ModuleType] = {"hf": hf, "torchvision": torchvision, "microsoft": microsoft, "timm": timm}
+# prefixes of HF, torchvision and PaddleClas are unambiguous (PaddleClas must come before the official layout, whose
+# bare ``head`` classifier it shares), official checkpoints are told from timm's by where the patch merging sits and
+# by the bare ``head`` classifier. The converters take the model's family, so one layout name covers Swin and CSWin.
+LAYOUTS: dict[str, ModuleType] = {
+    "hf": hf,
+    "torchvision": torchvision,
+    "paddle": paddle,
+    "microsoft": microsoft,
+    "timm": timm,
+}
 FORMATS = ("auto", "swinkit", *LAYOUTS)
 
 
@@ -84,9 +91,12 @@ def _architecture_hint(state: Mapping[str, torch.Tensor], model: HierarchicalMod
         if not blocks:
             break
         depths.append(len(blocks))
-    v2 = any(k.endswith("logit_scale") for k in state)
+    if any(".attns." in k for k in state):
+        kind = "CSWin"
+    else:
+        kind = "Swin V2" if any(k.endswith("logit_scale") for k in state) else "Swin V1"
     return (
-        f" The checkpoint looks like Swin {'V2' if v2 else 'V1'} with embed_dim={weight.shape[0]}, "
+        f" The checkpoint looks like {kind} with embed_dim={weight.shape[0]}, "
         f"depths={tuple(depths)}; the model is {model.family} with embed_dim={model.embed_dims[0]}, "
         f"depths={tuple(len(s.blocks) for s in model.layers)}. Pick the model name that matches the checkpoint."
     )
@@ -100,19 +110,25 @@ def load_checkpoint(
     strict: bool = True,
     label_map: str | os.PathLike | Sequence[int] | None = None,
     head: str = "match",
+    ema: bool | None = None,
 ) -> LoadReport:
     """Load weights of any supported layout into a swinkit model.
 
     Args:
         model: a model from ``create_model`` (``features_only`` ones too).
-        src: a .pth/.pt/.bin (read with ``weights_only=True``) or .safetensors file, or an in-memory state dict.
-            ``model``/``state_dict`` containers and ``module.`` prefixes are unwrapped.
-        format: 'auto' or one of 'swinkit', 'microsoft', 'timm', 'hf', 'torchvision'.
+        src: a .pth/.pt/.bin (read with ``weights_only=True``), .safetensors or PaddlePaddle .pdparams (read with
+            an unpickler that admits numpy arrays only) file, or an in-memory state dict. ``model``/``state_dict``
+            containers and ``module.`` prefixes are unwrapped.
+        format: 'auto' or one of 'swinkit', 'microsoft', 'timm', 'hf', 'torchvision', 'paddle'.
         strict: raise if the model has parameters the checkpoint lacks, or the checkpoint has extra weights.
         label_map: a file (line i = source class of target class i, e.g. ImageNet-22k -> 1k) or a list of indices
             selecting rows of the checkpoint's classifier.
         head: 'match' (the default: class counts must agree) or 'reset' (keep the model's freshly initialised
             classifier when they differ, e.g. to fine-tune on another dataset).
+        ema: which weights of a training container holding both trained and EMA weights (timm's CheckpointSaver,
+            as the official CSWin saves: ``state_dict`` and ``state_dict_ema``). None (the default) takes the EMA
+            weights, the ones the official CSWin results are measured with; False the trained ones (e.g. to continue
+            training them); True requires EMA weights. A plain state dict is loaded as it is.
 
     Returns:
         A ``LoadReport``; ``print(report)`` summarises it.
@@ -127,12 +143,13 @@ def load_checkpoint(
         raise ValueError(f"head must be 'match' or 'reset', got {head!r}")
     model = _backbone(model)
     if isinstance(src, Mapping):
-        source, metadata = "<state dict>", {}
-        state = extract_state_dict(src, source)
+        source, obj, metadata = "<state dict>", src, {}
     else:
         source = str(src)
         obj, metadata = read_file(src)
-        state = extract_state_dict(obj, source)
+    state = extract_state_dict(obj, source, ema=ema)
+    if isinstance(obj, Mapping) and container_key(obj, source, ema) in EMA_KEYS:
+        source = f"{source} (EMA weights, {container_key(obj, source, ema)!r})"
     if format == "auto":
         format = detect_format(state, metadata)
     layout = timm if format == "swinkit" else LAYOUTS[format]

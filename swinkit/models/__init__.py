@@ -1,18 +1,23 @@
 """Model families and the registry. Importing a family module registers its builders."""
 
-from . import swin, swin_v2
+from . import cswin, swin, swin_v2
 from .base import FeatureExtractor, HierarchicalModel
+from .cswin import CSWinTransformer
+from .flops import count_flops
 from .registry import ModelInfo, create_model, list_models, model_info
 from .swin import SwinTransformer
 from .swin_v2 import SwinTransformerV2
 
 __all__ = [
+    "CSWinTransformer",
     "FeatureExtractor",
     "HierarchicalModel",
     "ModelInfo",
     "SwinTransformer",
     "SwinTransformerV2",
+    "count_flops",
     "create_model",
+    "cswin",
     "list_models",
     "model_info",
     "swin",
