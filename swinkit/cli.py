@@ -13,10 +13,10 @@ import torch
 from . import models
 
 
-def _count_params(name: str) -> tuple[int, tuple[int, int]]:
+def _count_params_and_macs(name: str) -> tuple[int, int, tuple[int, int]]:
     with torch.device("meta"):
         model = models.create_model(name)
-    return sum(p.numel() for p in model.parameters()), model.img_size
+    return sum(p.numel() for p in model.parameters()), models.count_flops(model), model.img_size
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -27,19 +27,30 @@ def cmd_models(args: argparse.Namespace) -> int:
     rows = []
     for name in names:
         info = models.model_info(name)
-        params, (h, w) = _count_params(name)
+        params, macs, (h, w) = _count_params_and_macs(name)
         size = f"{h}" if h == w else f"{h}x{w}"
         top1 = f"{info.top1:.1f}" if info.top1 is not None else "-"
-        rows.append((name, f"{params / 1e6:.2f}", size, str(info.num_classes), top1, ", ".join(info.aliases)))
-    header = ("model", "params (M)", "img size", "classes", "top-1", "aliases")
+        rows.append(
+            (
+                name,
+                f"{params / 1e6:.2f}",
+                f"{macs / 1e9:.2f}",
+                size,
+                str(info.num_classes),
+                top1,
+                ", ".join(info.aliases),
+            )
+        )
+    header = ("model", "params (M)", "GMACs", "img size", "classes", "top-1", "aliases")
     if args.markdown:
         print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
         for row in rows:
             print("| " + " | ".join(f"`{c}`" if i == 0 else c for i, c in enumerate(row)) + " |")
         return 0
-    print(f"{header[0]:<42} {header[1]:>10} {header[2]:>9} {header[3]:>7} {header[4]:>6}  {header[5]}")
-    for name, params, size, classes, top1, aliases in rows:
-        print(f"{name:<42} {params:>10} {size:>9} {classes:>7} {top1:>6}  {aliases}")
+    widths = (-42, 10, 8, 9, 7, 6)
+    for row in (header, *rows):
+        cells = [f"{cell:<{-w}}" if w < 0 else f"{cell:>{w}}" for cell, w in zip(row, widths, strict=False)]
+        print(" ".join(cells) + "  " + row[-1])
     return 0
 
 
@@ -136,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     rank = int(os.environ.get("RANK", "0"))
     level = logging.DEBUG if args.verbose else logging.INFO
     logging.basicConfig(level=level if rank == 0 else logging.WARNING, format="%(message)s")
+    from .checkpoints.io import CheckpointError
+    from .data.datasets import DataLayoutError
     from .engine.config import ConfigError
 
     try:
@@ -143,3 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"swinkit {args.command}: config error: {err}", file=sys.stderr)
         return 2
+    except (DataLayoutError, CheckpointError, FileExistsError, FileNotFoundError) as err:
+        print(f"swinkit {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except RuntimeError as err:
+        # The engine's own stops (non-finite loss, too many unreadable images) explain themselves.
+        if type(err).__name__ not in ("NonFiniteLossError", "TooManyBadImagesError"):
+            raise
+        print(f"swinkit {args.command}: error: {err}", file=sys.stderr)
+        return 1

@@ -15,7 +15,7 @@ def test_models_lists_every_model_with_params(capsys):
     for name in swinkit.list_models():
         assert name in out
     line = next(row for row in out.splitlines() if row.startswith("swinv2_tiny_window8_256 "))
-    assert line.split()[1:5] == ["28.35", "256", "1000", "81.8"]
+    assert line.split()[1:6] == ["28.35", "5.94", "256", "1000", "81.8"]
 
 
 def test_models_pattern_and_no_match(capsys):

@@ -1,0 +1,17 @@
+"""Datasets, transforms and loaders for training and evaluation."""
+
+from .datasets import DataLayoutError, Digits, ImageFolder, build_datasets, imagenet_folders
+from .loader import EpochSampler, build_loader, collate
+from .transforms import build_transform
+
+__all__ = [
+    "DataLayoutError",
+    "Digits",
+    "EpochSampler",
+    "ImageFolder",
+    "build_datasets",
+    "build_loader",
+    "build_transform",
+    "collate",
+    "imagenet_folders",
+]

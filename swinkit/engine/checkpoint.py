@@ -1,0 +1,142 @@
+"""Training checkpoints: ``RUN_DIR/checkpoints/{last,best}/``, each written whole or not at all.
+
+A checkpoint directory holds ``model.safetensors``, ``ema.safetensors`` (with EMA), ``trainer_state.pt`` and
+``config.yaml``. ``trainer_state.pt`` holds only tensors, numbers, strings, lists and dicts (optimizer, scaler,
+epoch, step, position in the epoch, RNG states), so it loads with ``torch.load(weights_only=True)``.
+
+The files go to a temporary directory beside the target, which is then renamed into place: the old directory is
+first moved to ``.<name>.old`` and removed only after the new one is in place, so a crash at any point leaves
+either the old or the new checkpoint, and ``find_checkpoint`` finds whichever survived.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..checkpoints.io import read_file
+from ..checkpoints.load import save_checkpoint
+from .config import Config, save_config, to_yaml
+
+MODEL_FILE = "model.safetensors"
+EMA_FILE = "ema.safetensors"
+STATE_FILE = "trainer_state.pt"
+CONFIG_FILE = "config.yaml"
+
+
+def rng_state() -> dict:
+    """The torch, CUDA, numpy and Python RNG states as tensors and numbers (safe for ``weights_only`` loading)."""
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    version, py_state, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": [s for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "python": {"version": version, "state": torch.tensor(py_state, dtype=torch.int64), "gauss_next": gauss_next},
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"].tolist()), p["gauss_next"]))
+
+
+def _swap_in(tmp: Path, final: Path) -> None:
+    old = final.parent / f".{final.name}.old"
+    if final.exists():
+        # An .old left by an earlier interrupted swap is stale only once a complete final/ exists.
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_dir(final: Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp_dir)`` on a fresh temporary directory, then move it onto ``final``."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        write(tmp)
+        # mkdtemp/mkstemp create private files; give the checkpoint the permissions of anything else written here.
+        umask = _umask()
+        for f in tmp.iterdir():
+            f.chmod(0o666 & ~umask)
+        tmp.chmod(0o777 & ~umask)
+        _swap_in(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def save_training_checkpoint(
+    path: Path, cfg: Config, model: nn.Module, ema: nn.Module | None, trainer_state: dict
+) -> Path:
+    """Write a complete checkpoint directory atomically (call on rank 0 only)."""
+    metadata = {"config": to_yaml(cfg)}
+
+    def write(tmp: Path) -> None:
+        save_checkpoint(model, tmp / MODEL_FILE, metadata=metadata)
+        if ema is not None:
+            save_checkpoint(ema, tmp / EMA_FILE, metadata=metadata)
+        torch.save(trainer_state, tmp / STATE_FILE)
+        save_config(cfg, tmp / CONFIG_FILE)
+
+    return write_dir(path, write)
+
+
+def copy_checkpoint(src: Path, dst: Path) -> Path:
+    """Atomically replace ``dst`` with a copy of checkpoint directory ``src`` (``last/`` -> ``best/``)."""
+
+    def write(tmp: Path) -> None:
+        for f in Path(src).iterdir():
+            shutil.copy2(f, tmp / f.name)
+
+    return write_dir(dst, write)
+
+
+def find_checkpoint(path: str | Path) -> Path | None:
+    """The checkpoint directory at ``path``, or the ``.<name>.old`` left by a save interrupted mid-swap."""
+    path = Path(path)
+    if (path / MODEL_FILE).is_file():
+        return path
+    old = path.parent / f".{path.name}.old"
+    if (old / MODEL_FILE).is_file():
+        return old
+    return None
+
+
+def load_weights(model: nn.Module, ckpt_dir: Path, ema: bool = False) -> None:
+    """Load ``model.safetensors`` (or ``ema.safetensors``) from a swinkit checkpoint directory, strictly."""
+    state, _ = read_file(Path(ckpt_dir) / (EMA_FILE if ema else MODEL_FILE))
+    model.load_state_dict(state, strict=True)
+
+
+def load_trainer_state(ckpt_dir: Path) -> dict:
+    return torch.load(Path(ckpt_dir) / STATE_FILE, map_location="cpu", weights_only=True)

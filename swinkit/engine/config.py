@@ -1,0 +1,471 @@
+"""The training configuration: dataclasses are the schema, recipes are YAML, overrides are dotted ``key=value``.
+
+A recipe is either a name from ``swinkit/configs/`` (``list_configs()``) or a path to a YAML file. Two YAML layouts
+are accepted:
+
+* swinkit's own, nested by concern: ``model``, ``data``, ``optim``, ``sched``, ``train`` (plus a top-level ``name``);
+* the seed systems' flat MindSpore-style files (``arch: ...``, ``base_lr: ...``), translated by the one table
+  ``FLAT_KEYS``; keys without a meaning here (``IGNORED_FLAT_KEYS``) are named in a single warning line.
+
+Unknown keys and values of the wrong type raise ``ConfigError`` naming the key and its closest valid names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import difflib
+import logging
+import os
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+DEFAULT_CONFIG = "quickstart"
+
+
+class ConfigError(ValueError):
+    """A recipe or override that does not fit the schema; the message names the key and what would fit."""
+
+
+@dataclass
+class ModelConfig:
+    """Which network to build. ``None`` keeps the registered model's default for that argument."""
+
+    name: str = "swinv2_tiny_window8_256"
+    num_classes: int | None = None
+    img_size: int | None = None
+    window_size: int | None = None
+    pretrained_window_sizes: list[int] | None = None
+    drop_path_rate: float | None = None
+    drop_rate: float | None = None
+    patch_size: int | None = None
+    in_chans: int | None = None
+    embed_dim: int | None = None
+    depths: list[int] | None = None
+    num_heads: list[int] | None = None
+    mlp_ratio: float | None = None
+    split_size: list[int] | None = None  # CSWin stripe widths per stage
+    pretrained: str | None = None  # a checkpoint file for fine-tuning, read through swinkit.checkpoints
+    pretrained_format: str = "auto"
+    label_map: str | None = None  # 22k->1k index file (one 22k index per line) for the pretrained head
+    head: str = "match"  # "match": the head must fit; "reset": keep the fresh head when the class counts differ
+    grad_checkpointing: bool = False
+
+
+@dataclass
+class DataConfig:
+    """Datasets, augmentation and loading. ``batch_size`` is per process; the global batch is it times the world."""
+
+    dataset: str = "folder"  # "folder": ImageNet layout under ``root``; "digits": scikit-learn's built-in digits
+    root: str | None = None
+    batch_size: int = 128
+    eval_batch_size: int | None = None
+    workers: int = 4
+    max_train_samples: int | None = None  # keep the first n of the (fixed) training list: for tests and smoke runs
+    max_val_samples: int | None = None
+    interpolation: str = "bicubic"
+    crop_pct: float | None = None  # evaluation resize/crop ratio; None uses the model's
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
+    ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])
+    hflip: float = 0.5
+    color_jitter: float | None = 0.4
+    auto_augment: str | None = "rand-m9-mstd0.5-inc1"
+    re_prob: float = 0.25
+    re_mode: str = "pixel"
+    re_count: int = 1
+    mixup: float = 0.8
+    cutmix: float = 1.0
+    mixup_prob: float = 1.0
+    switch_prob: float = 0.5
+    mixup_mode: str = "batch"
+    mixup_off_epoch: int = 0  # turn mixup/cutmix off from this epoch on (0 = never)
+    label_smoothing: float = 0.1
+    max_bad_fraction: float = 0.01  # stop when more than this fraction of the training images is unreadable
+
+
+@dataclass
+class OptimConfig:
+    """AdamW (or SGD) with parameter groups; ``lr`` is per ``lr_base_batch`` images (official linear scaling)."""
+
+    name: str = "adamw"
+    lr: float = 5e-4
+    lr_base_batch: int | None = 512  # lr * global_batch * accum_steps / lr_base_batch; None uses lr as given
+    weight_decay: float = 0.05
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    momentum: float = 0.9  # SGD only
+    layer_decay: float | None = None  # layer-wise lr decay for fine-tuning (e.g. 0.9)
+    backbone_lr_scale: float = 1.0  # lr multiplier of everything but the head (CSWin's --lr-scale)
+    clip_grad: float | None = 5.0  # global-norm clipping; None turns it off
+    accum_steps: int = 1
+
+
+@dataclass
+class SchedConfig:
+    """Per-iteration learning-rate schedule over ``epochs`` in total.
+
+    ``cosine``: linear warmup from ``warmup_lr`` for ``warmup_epochs``, cosine from ``lr`` to ``min_lr``, then
+    ``cooldown_epochs`` at ``min_lr`` and the CSWin phases ``cool``, ``tail``, ``over`` at their own constant rates.
+    All phases fit inside ``epochs``: the cosine lasts what the other phases leave. ``constant`` keeps ``lr`` after
+    the warmup. Every rate is scaled like ``optim.lr``.
+    """
+
+    name: str = "cosine"
+    epochs: int = 300
+    warmup_epochs: float = 20
+    warmup_lr: float = 5e-7
+    min_lr: float = 5e-6
+    cooldown_epochs: float = 0
+    cool_epochs: float = 0
+    cool_lr: float = 1e-5
+    tail_epochs: float = 0
+    tail_lr: float = 1e-6
+    over_epochs: float = 0
+    over_lr: float = 1e-7
+
+
+@dataclass
+class StageConfig:
+    """One step of a progressive-resolution plan: train ``epochs`` at ``img_size`` (and ``window_size``)."""
+
+    epochs: int = 1
+    img_size: int = 224
+    window_size: int | None = None
+
+
+@dataclass
+class TrainConfig:
+    """The run: where it writes, precision, EMA, checkpoints and the progressive plan."""
+
+    output: str | None = None  # run directory; None: runs/<config name>
+    seed: int = 0
+    device: str = "auto"  # "auto": cuda if available, else cpu
+    precision: str = "auto"  # fp32 | bf16 | fp16 | auto (bf16 on CUDA, fp32 on CPU)
+    ema: bool = False
+    ema_decay: float = 0.9998
+    ema_warmup: bool = False
+    freeze: list[str] = field(default_factory=list)  # module-name prefixes to freeze, e.g. [patch_embed, layers.0]
+    stages: list[StageConfig] = field(default_factory=list)
+    eval_every: int = 1  # epochs between evaluations (the last epoch is always evaluated)
+    save_every_steps: int = 0  # also write last/ every n optimizer steps (0: at the end of each epoch only)
+    stop_after_steps: int | None = None  # stop (after saving last/) once this many optimizer steps are done
+    max_nonfinite: int = 3  # consecutive non-finite losses (fp32/bf16) before the run stops
+    log_every: int = 10
+    tensorboard: bool = False
+    channels_last: bool = False
+    deterministic: bool = False
+    threads: int | None = None  # torch CPU threads per process; None keeps torch's default
+
+
+@dataclass
+class Config:
+    name: str = "custom"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sched: SchedConfig = field(default_factory=SchedConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+CHOICES = {
+    "model.head": ("match", "reset"),
+    "data.dataset": ("folder", "digits"),
+    "data.mixup_mode": ("batch", "pair", "elem"),
+    "data.re_mode": ("const", "rand", "pixel"),
+    "data.interpolation": ("bilinear", "bicubic", "nearest", "random"),
+    "optim.name": ("adamw", "sgd"),
+    "sched.name": ("cosine", "constant"),
+    "train.precision": ("auto", "fp32", "bf16", "fp16"),
+}
+
+
+# --- the seed systems' flat keys --------------------------------------------------------------------------------
+# One table: flat key -> (dotted swinkit key, value converter or None).
+def _amp_level(level: str) -> str:
+    # MindSpore O0 is full fp32; O1/O2/O3 run the network in fp16 with loss scaling, i.e. fp16 autocast here.
+    return {"O0": "fp32", "O1": "fp16", "O2": "fp16", "O3": "fp16"}[str(level).upper()]
+
+
+def _dataset_set(name: str) -> str:
+    if str(name).lower() != "imagenet":
+        raise ConfigError(f"set: {name!r} is not supported; only ImageNet (folder layout) is")
+    return "folder"
+
+
+def _scheduler(name: str) -> str:
+    names = {"cosine_lr": "cosine", "constant_lr": "constant"}
+    if name not in names:
+        raise ConfigError(f"lr_scheduler: {name!r} is not supported; valid: {', '.join(names)}")
+    return names[name]
+
+
+FLAT_KEYS: dict[str, tuple[str, Any]] = {
+    "arch": ("model.name", None),
+    "num_classes": ("model.num_classes", None),
+    "image_size": ("model.img_size", None),
+    "drop_path_rate": ("model.drop_path_rate", None),
+    "patch_size": ("model.patch_size", None),
+    "embed_dim": ("model.embed_dim", None),
+    "depth": ("model.depths", None),
+    "num_heads": ("model.num_heads", None),
+    "split_size": ("model.split_size", None),
+    "mlp_ratio": ("model.mlp_ratio", None),
+    "window_size": ("model.window_size", None),
+    "pretrained": ("model.pretrained", None),
+    "data_url": ("data.root", None),
+    "set": ("data.dataset", _dataset_set),
+    "batch_size": ("data.batch_size", None),
+    "num_parallel_workers": ("data.workers", None),
+    "mix_up": ("data.mixup", None),
+    "cutmix": ("data.cutmix", None),
+    "mixup_prob": ("data.mixup_prob", None),
+    "switch_prob": ("data.switch_prob", None),
+    "mixup_mode": ("data.mixup_mode", None),
+    "auto_augment": ("data.auto_augment", None),
+    "interpolation": ("data.interpolation", None),
+    "re_prob": ("data.re_prob", None),
+    "re_mode": ("data.re_mode", None),
+    "re_count": ("data.re_count", None),
+    "crop_pct": ("data.crop_pct", None),
+    "crop_ratio": ("data.crop_pct", None),
+    "label_smoothing": ("data.label_smoothing", None),
+    "optimizer": ("optim.name", None),
+    "base_lr": ("optim.lr", None),
+    "weight_decay": ("optim.weight_decay", None),
+    "beta": ("optim.betas", None),
+    "clip_global_norm_value": ("optim.clip_grad", None),
+    "lr_scheduler": ("sched.name", _scheduler),
+    "epochs": ("sched.epochs", None),
+    "warmup_length": ("sched.warmup_epochs", None),
+    "warmup_lr": ("sched.warmup_lr", None),
+    "min_lr": ("sched.min_lr", None),
+    "cooldown_epochs": ("sched.cooldown_epochs", None),
+    "cool_length": ("sched.cool_epochs", None),
+    "cool_lr": ("sched.cool_lr", None),
+    "tail_length": ("sched.tail_epochs", None),
+    "tail_lr": ("sched.tail_lr", None),
+    "over_length": ("sched.over_epochs", None),
+    "over_lr": ("sched.over_lr", None),
+    "amp_level": ("train.precision", _amp_level),
+    "enable_ema": ("train.ema", None),
+    "ema_decay": ("train.ema_decay", None),
+}
+
+# Flat keys that have no meaning in swinkit, with the reason given in the warning.
+IGNORED_FLAT_KEYS: dict[str, str] = {
+    "device_target": "the device is chosen by train.device",
+    "keep_bn_fp32": "autocast keeps normalisation in fp32",
+    "loss_scale": "fp16 uses dynamic loss scaling",
+    "is_dynamic_loss_scale": "fp16 always uses dynamic loss scaling",
+    "use_global_norm": "clipping is on whenever clip_global_norm_value is set",
+    "momentum": "AdamW has no momentum",
+}
+
+# MindSpore uses base_lr as given (no linear scaling by batch), so a flat config sets optim.lr_base_batch to None.
+FLAT_FIXED = {"optim.lr_base_batch": None}
+
+
+def is_flat(data: dict) -> bool:
+    """A seed-style file: it names ``arch`` or uses flat keys and none of swinkit's sections."""
+    sections = {f.name for f in dataclasses.fields(Config)} - {"name"}
+    if "arch" in data:
+        return True
+    return not set(data) & sections and bool(set(data) & (set(FLAT_KEYS) | set(IGNORED_FLAT_KEYS)))
+
+
+def from_flat(data: dict, source: str = "config") -> tuple[dict, list[str]]:
+    """Translate a seed-style flat dict into swinkit's nested dict; returns it and the ignored keys."""
+    nested: dict = {}
+    ignored = []
+    for key, value in data.items():
+        if key in IGNORED_FLAT_KEYS:
+            ignored.append(key)
+            continue
+        if key not in FLAT_KEYS:
+            raise ConfigError(f"{source}: unknown flat key {key!r}{_hint(key, [*FLAT_KEYS, *IGNORED_FLAT_KEYS])}")
+        dotted, convert = FLAT_KEYS[key]
+        _set_dotted(nested, dotted, convert(value) if convert else value)
+    for dotted, value in FLAT_FIXED.items():
+        _set_dotted(nested, dotted, value)
+    stem = Path(source).stem
+    nested["name"] = stem
+    return nested, ignored
+
+
+def _set_dotted(d: dict, dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    for p in parents:
+        d = d.setdefault(p, {})
+    d[last] = value
+
+
+# --- schema checking ----------------------------------------------------------------------------------------------
+def _hint(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else f"; valid: {', '.join(valid)}"
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it converted (e.g. '1e-3' -> 0.001 for a float)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as err:
+                errors.append(err)
+        raise (
+            errors[0]
+            if len(errors) == 1
+            else ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+        )
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list of {_type_name(item)}, got {type(value).__name__} {value!r}")
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of {tp.__name__} fields, got {type(value).__name__}")
+        return _build(tp, value, key)
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if (tp is bool and isinstance(value, bool)) or (tp is str and isinstance(value, str)):
+        return value
+    if tp is int and is_number and float(value).is_integer():
+        return int(value)
+    if tp is float and is_number:
+        return float(value)
+    if tp is float and isinstance(value, str):
+        # YAML 1.1 reads '1e-3' (no dot) as a string.
+        with contextlib.suppress(ValueError):
+            return float(value)
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+
+
+def _build(cls: type, data: dict, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            valid = [f"{prefix}.{n}" if prefix else n for n in names]
+            raise ConfigError(f"unknown config key {dotted!r}{_hint(dotted, valid)}")
+        value = _coerce(value, hints[key], dotted)
+        if dotted in CHOICES and value not in CHOICES[dotted]:
+            raise ConfigError(f"{dotted}: {value!r} is not one of {', '.join(map(repr, CHOICES[dotted]))}")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _all_keys(cls: type = Config, prefix: str = "") -> list[str]:
+    out = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        dotted = f"{prefix}{f.name}"
+        out.append(dotted)
+        if dataclasses.is_dataclass(hints[f.name]):
+            out += _all_keys(hints[f.name], dotted + ".")
+    return out
+
+
+def config_from_dict(data: dict, source: str = "config") -> Config:
+    """Validate a nested (or seed-style flat) dict into a ``Config``."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    if is_flat(data):
+        data, ignored = from_flat(data, source)
+        if ignored:
+            reasons = "; ".join(f"{k} ({IGNORED_FLAT_KEYS[k]})" for k in ignored)
+            log.warning("%s: ignoring keys with no meaning in swinkit: %s", source, reasons)
+    return _build(Config, data)
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply dotted ``key=value`` overrides (values parsed as YAML) and re-validate."""
+    data = to_dict(cfg)
+    valid = _all_keys()
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not key=value (e.g. optim.lr=1e-3)")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if key not in valid:
+            raise ConfigError(f"unknown config key {key!r}{_hint(key, valid)}")
+        value = yaml.safe_load(raw) if raw.strip() else None
+        _set_dotted(data, key, value)
+    return _build(Config, data)
+
+
+def list_configs() -> list[str]:
+    """Names of the recipes shipped in ``swinkit/configs``."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def resolve_config_path(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        return path
+    shipped = CONFIG_DIR / f"{name_or_path}.yaml"
+    if shipped.is_file():
+        return shipped
+    raise ConfigError(f"unknown config {name_or_path!r}{_hint(name_or_path, list_configs())}")
+
+
+def load_config(name_or_path: str | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a shipped recipe by name or a YAML file, then apply overrides. ``None`` is the quick start."""
+    path = resolve_config_path(name_or_path or DEFAULT_CONFIG)
+    with path.open() as f:
+        data = yaml.safe_load(f) or {}
+    if isinstance(data, dict) and not is_flat(data):
+        data.setdefault("name", path.stem)
+    cfg = config_from_dict(data, str(path))
+    return apply_overrides(cfg, overrides or [])
+
+
+def to_dict(cfg: Config) -> dict:
+    return asdict(cfg)
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    from ..checkpoints.io import write_atomic
+
+    text = to_yaml(cfg)
+
+    def write(tmp: str) -> None:
+        Path(tmp).write_text(text)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
+
+    write_atomic(path, write)

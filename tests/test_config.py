@@ -1,0 +1,113 @@
+"""The config schema: shipped recipes and the seed configs validate; bad keys and types fail clearly."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from swinkit.engine.config import (
+    FLAT_KEYS,
+    IGNORED_FLAT_KEYS,
+    ConfigError,
+    apply_overrides,
+    config_from_dict,
+    list_configs,
+    load_config,
+    to_dict,
+)
+
+SEED_DIR = Path(__file__).resolve().parents[2] / "shared" / "seed-configs"
+SEEDS = sorted(SEED_DIR.glob("*.yaml")) if SEED_DIR.is_dir() else []
+REQUIRED = {"quickstart", "swinv2_tiny_window8_256", "swinv2_base_window12to16_192to256_22kto1k_ft",
+            "swin_tiny_patch4_window7_224"}  # fmt: skip
+
+
+def test_required_recipes_are_shipped():
+    assert set(list_configs()) >= REQUIRED
+
+
+@pytest.mark.parametrize("name", list_configs())
+def test_shipped_recipe_validates_and_round_trips(name):
+    cfg = load_config(name)
+    assert cfg.name == name
+    assert config_from_dict(to_dict(cfg)) == cfg
+
+
+def test_default_is_quickstart():
+    assert load_config().name == "quickstart"
+
+
+@pytest.mark.skipif(not SEEDS, reason="seed configs not found beside the repository")
+@pytest.mark.parametrize("path", SEEDS, ids=lambda p: p.stem)
+def test_seed_config_validates_and_lists_ignored_keys(path, caplog):
+    with caplog.at_level(logging.WARNING):
+        cfg = load_config(str(path))
+    warnings = [r.getMessage() for r in caplog.records if "ignoring keys" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "device_target" in warnings[0] and "keep_bn_fp32" in warnings[0]
+    assert cfg.optim.lr_base_batch is None  # MindSpore uses base_lr as given
+    assert cfg.train.precision == "fp16"  # amp_level O1
+    assert cfg.data.mixup == 0.8 and cfg.data.auto_augment == "rand-m9-mstd0.5-inc1"
+
+
+@pytest.mark.skipif(not SEEDS, reason="seed configs not found beside the repository")
+def test_cswin_seed_mapping():
+    cfg = load_config(str(SEED_DIR / "cswin_64_24322_small_224.yaml"))
+    assert cfg.model.name == "cswin_64_24322_small_224"
+    assert cfg.model.split_size == [2, 2, 7, 7]  # as the file says (official CSWin-S: [1, 2, 7, 7])
+    assert cfg.model.depths == [2, 4, 32, 2]
+    s = cfg.sched
+    assert (s.warmup_epochs, s.cool_epochs, s.tail_epochs, s.over_epochs, s.epochs) == (20, 80, 60, 60, 380)
+    assert (s.cool_lr, s.tail_lr, s.over_lr) == (1e-5, 1e-6, 1e-7)
+    assert cfg.train.ema and cfg.train.ema_decay == 0.99992
+    assert cfg.data.crop_pct == 0.9 and cfg.data.workers == 8
+    assert cfg.optim.clip_grad == 5.0 and cfg.optim.betas == [0.9, 0.999]
+
+
+def test_flat_table_targets_exist():
+    for flat, (dotted, _) in FLAT_KEYS.items():
+        apply_overrides(load_config(), [])  # the schema itself is fine
+        section, key = dotted.split(".")
+        assert key in to_dict(load_config())[section], flat
+    assert not set(FLAT_KEYS) & set(IGNORED_FLAT_KEYS)
+
+
+def test_unknown_key_names_closest():
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({"optim": {"weight_decy": 0.1}})
+    msg = str(err.value)
+    assert "optim.weight_decy" in msg and "optim.weight_decay" in msg
+    with pytest.raises(ConfigError, match=r"'optim\.lrr'.*'optim\.lr'"):
+        load_config("quickstart", ["optim.lrr=1"])
+    with pytest.raises(ConfigError, match=r"'modle'.*'model'"):
+        config_from_dict({"name": "x", "modle": {}})
+
+
+def test_unknown_flat_key_names_closest():
+    with pytest.raises(ConfigError, match=r"'base_lrr'.*'base_lr'"):
+        config_from_dict({"arch": "swinv2_tiny_window8_256", "base_lrr": 0.1})
+
+
+def test_wrong_type_names_key_and_type():
+    with pytest.raises(ConfigError, match=r"optim\.lr: expected float, got str 'fast'"):
+        load_config("quickstart", ["optim.lr=fast"])
+    with pytest.raises(ConfigError, match=r"data\.batch_size: expected int, got float 1\.5"):
+        config_from_dict({"data": {"batch_size": 1.5}})
+    with pytest.raises(ConfigError, match=r"model\.depths\[1\]: expected int"):
+        load_config("quickstart", ["model.depths=[2, x]"])
+    with pytest.raises(ConfigError, match=r"train\.precision: 'fp8' is not one of"):
+        load_config("quickstart", ["train.precision=fp8"])
+
+
+def test_overrides_parse_yaml_values():
+    cfg = load_config("quickstart", ["optim.lr=1e-3", "model.depths=[1, 1]", "optim.clip_grad=null",
+                                     "train.stages=[{epochs: 1, img_size: 16}]"])  # fmt: skip
+    assert cfg.optim.lr == 1e-3 and cfg.model.depths == [1, 1] and cfg.optim.clip_grad is None
+    assert cfg.train.stages[0].img_size == 16 and cfg.train.stages[0].window_size is None
+
+
+def test_unknown_recipe_name():
+    with pytest.raises(ConfigError, match="quickstart"):
+        load_config("quickstrat")

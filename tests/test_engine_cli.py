@@ -1,0 +1,61 @@
+"""``swinkit train / eval / configs / plot`` end to end on a tiny model, and config errors at the command line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from swinkit.checkpoints.io import read_file
+from swinkit.cli import main
+from swinkit.engine.config import list_configs
+from swinkit.engine.train import train
+from tests.engine_utils import TINY, tiny_config
+
+NO_AUG = ["data.scale=[1.0, 1.0]", "data.ratio=[1.0, 1.0]", "data.hflip=0.0", "model.drop_path_rate=0.0"]
+
+
+def test_configs_lists_shipped_recipes(capsys):
+    assert main(["configs"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in list_configs())
+
+
+def test_train_resume_eval_plot(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--output", str(run), *TINY, "sched.epochs=1"]) == 0
+    # --resume without --config continues with the run's own config; overrides extend it.
+    assert main(["train", "--resume", str(run), "sched.epochs=2"]) == 0
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    best = run / "checkpoints" / "best"
+    assert main(["eval", "--checkpoint", str(best)]) == 0
+    result = json.loads((best / "eval.json").read_text())
+    assert set(result) >= {"top1", "top5", "n", "loss"}
+    assert result["top1"] == max(r["val_top1"] for r in records)
+    (run / "curves.png").unlink()
+    assert main(["plot", str(run)]) == 0 and (run / "curves.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [("optim.weight_decy=0.1", "'optim.weight_decay'"), ("optim.lr=fast", "optim.lr: expected float")],
+)
+def test_config_errors_are_one_line(tmp_path, capsys, override, expected):
+    assert main(["train", "--output", str(tmp_path / "run"), override]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and err.count("\n") == 1
+
+
+def test_gradient_accumulation_matches_the_large_batch(tmp_path):
+    train(tiny_config(tmp_path / "big", *NO_AUG, "data.batch_size=16", "sched.epochs=1"))
+    train(tiny_config(tmp_path / "accum", *NO_AUG, "data.batch_size=8", "optim.accum_steps=2", "sched.epochs=1"))
+    a, _ = read_file(tmp_path / "big/checkpoints/last/model.safetensors")
+    b, _ = read_file(tmp_path / "accum/checkpoints/last/model.safetensors")
+    for k in a:
+        assert (a[k] - b[k]).abs().max() <= 1e-5, k
+
+
+def test_bf16_autocast_runs(tmp_path):
+    result = train(tiny_config(tmp_path / "run", "train.precision=bf16", "sched.epochs=1"))
+    assert result["step"] == 12 and result["val_top1"] >= 0
