@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model; with no arguments, the quick start on the built-in digits")
     p.add_argument("-c", "--config", help="recipe name (`swinkit configs`) or YAML file; default: quickstart")
     p.add_argument("--data", help="dataset directory in ImageNet layout (DIR/train/<class>/*, DIR/val/<class>/*)")
-    p.add_argument("--output", help="run directory (default: runs/<config name>)")
+    p.add_argument("--output", help="run directory (default: runs/<config name>, or runs/<config name>-N when taken)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from checkpoints/last")
     p.add_argument("overrides", nargs="*", metavar="key=value", help=overrides_help)
     p.set_defaults(func=cmd_train)

@@ -59,3 +59,15 @@ def test_gradient_accumulation_matches_the_large_batch(tmp_path):
 def test_bf16_autocast_runs(tmp_path):
     result = train(tiny_config(tmp_path / "run", "train.precision=bf16", "sched.epochs=1"))
     assert result["step"] == 12 and result["val_top1"] >= 0
+
+
+def test_default_run_dir_never_reuses_a_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    overrides = [*TINY, "sched.epochs=1"]
+    assert main(["train", *overrides]) == 0
+    assert main(["train", *overrides]) == 0
+    assert (tmp_path / "runs/quickstart/checkpoints/last").is_dir()
+    assert (tmp_path / "runs/quickstart-2/checkpoints/last").is_dir()
+    # An explicit --output holding a run is refused rather than overwritten.
+    assert main(["train", "--output", "runs/quickstart", *overrides]) == 1
+    assert "runs/quickstart already holds a run; continue it with --resume" in capsys.readouterr().err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import onnxruntime
+import onnxscript  # noqa: F401  (torch.onnx.export(dynamo=True) needs it)
 import pytest
 import torch
 
@@ -9,9 +11,6 @@ import swinkit
 from swinkit.layers import relative_position, window
 
 from .conftest import perturb_parameters, tiny_overrides
-
-onnxruntime = pytest.importorskip("onnxruntime")
-pytest.importorskip("onnxscript")
 
 NAMES = ["swinv2_tiny_window8_256", "swin_tiny_patch4_window7_224"]
 

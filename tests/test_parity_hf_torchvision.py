@@ -8,14 +8,13 @@ from types import ModuleType
 
 import pytest
 import torch
+import transformers
 from torch import nn
 from torchvision.models.swin_transformer import PatchMergingV2, SwinTransformer, SwinTransformerBlockV2
 
 import swinkit
 from swinkit.checkpoints import hf, timm
 from swinkit.checkpoints import torchvision as tv
-
-transformers = pytest.importorskip("transformers")
 
 # Tiny's four stages, windows and input sizes, but two blocks per stage (one shifted) and a third of the width, so that
 # a test takes seconds on a CPU. Nothing in the layouts depends on width or depth beyond this.

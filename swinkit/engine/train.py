@@ -2,7 +2,7 @@
 
 ``train(cfg)`` is what ``swinkit train`` calls. Under ``torchrun`` it runs DDP (NCCL on GPUs, gloo on CPU); the
 batch size in the config is per process and the learning rate is scaled by the global batch. Only rank 0 prints
-and writes. A run directory (``train.output``, by default ``runs/<config name>``) receives ``config.yaml``,
+and writes. A run directory (``train.output``, by default the first free ``runs/<config name>[-N]``) receives ``config.yaml``,
 ``metrics.jsonl``, ``curves.png`` and ``checkpoints/{last,best}/``; ``resume=RUN_DIR`` continues from
 ``last/`` at the exact step it was written, also in the middle of an epoch.
 """
@@ -10,6 +10,7 @@ and writes. A run directory (``train.output``, by default ``runs/<config name>``
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import random
@@ -197,6 +198,14 @@ def _append_jsonl(path: Path, record: dict) -> None:
 
 
 # --- the run -----------------------------------------------------------------------------------------------------
+def default_run_dir(name: str) -> Path:
+    """``runs/<name>``, or ``runs/<name>-2``, ``-3``, ... when earlier runs hold it, so a repeated command never
+    overwrites or refuses; an explicit ``train.output`` that holds a run is refused instead."""
+    base = Path("runs") / name
+    candidates = itertools.chain([base], (base.with_name(f"{name}-{i}") for i in itertools.count(2)))
+    return next(p for p in candidates if ckpt.find_checkpoint(p / "checkpoints" / "last") is None)
+
+
 def train(cfg: Config, resume: str | None = None) -> dict:
     """Train (or continue) a run; returns the final record (the last line of ``metrics.jsonl``).
 
@@ -222,7 +231,7 @@ def _train(cfg: Config, env: DistEnv, resume: str | None) -> dict:
         torch.set_num_threads(cfg.train.threads)
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True)
-    run_dir = Path(resume or cfg.train.output or Path("runs") / cfg.name)
+    run_dir = Path(resume or cfg.train.output or default_run_dir(cfg.name))
     ckpt_dir = run_dir / "checkpoints"
     resume_dir = None
     if resume:
