@@ -12,8 +12,14 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# The quick start trains into a fresh run directory, then reads its best checkpoint back with `swinkit eval`.
+ifndef RUN
+RUN := runs/quickstart-$(shell date +%Y%m%d-%H%M%S)
+endif
+
 quickstart: install
-	$(VENV)/bin/swinkit train
+	$(VENV)/bin/swinkit train --output $(RUN)
+	$(VENV)/bin/swinkit eval --checkpoint $(RUN)/checkpoints/best
 
 test: install
 	$(PY) -m ruff check swinkit tests
