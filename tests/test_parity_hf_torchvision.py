@@ -90,8 +90,10 @@ def _swinkit(peer: Peer, state: dict[str, torch.Tensor], num_classes: int = NUM_
     model = swinkit.create_model(
         peer.swinkit_name, embed_dim=EMBED_DIM, depths=DEPTHS, num_heads=HEADS, num_classes=num_classes
     )
-    converted = peer.converter.to_swinkit(state, peer.family)
-    model.load_state_dict(converted.state, strict=True)
+    layout = peer.converter.__name__.rsplit(".", 1)[-1]
+    report = swinkit.load_checkpoint(model, state, format=layout, strict=True)
+    assert report.format == layout and not report.missing and not report.unexpected
+    assert swinkit.checkpoints.detect_format(state) == layout
     return model.eval()
 
 

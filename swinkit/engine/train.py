@@ -2,9 +2,9 @@
 
 ``train(cfg)`` is what ``swinkit train`` calls. Under ``torchrun`` it runs DDP (NCCL on GPUs, gloo on CPU); the
 batch size in the config is per process and the learning rate is scaled by the global batch. Only rank 0 prints
-and writes. A run directory (``train.output``, by default the first free ``runs/<config name>[-N]``) receives ``config.yaml``,
-``metrics.jsonl``, ``curves.png`` and ``checkpoints/{last,best}/``; ``resume=RUN_DIR`` continues from
-``last/`` at the exact step it was written, also in the middle of an epoch.
+and writes. A run directory (``train.output``, by default the first free ``runs/<config name>[-N]``) receives
+``config.yaml``, ``metrics.jsonl``, ``curves.png`` and ``checkpoints/{last,best}/``; ``resume=RUN_DIR`` continues
+from ``last/`` at the exact step it was written, also in the middle of an epoch.
 """
 
 from __future__ import annotations
