@@ -7,10 +7,18 @@ import math
 import pytest
 import torch
 
-from swinkit.layers import WindowAttentionV1, WindowAttentionV2, WindowGeometry, window_partition
+import swinkit
+from swinkit.layers import (
+    WindowAttentionV1,
+    WindowAttentionV2,
+    WindowGeometry,
+    relative_position,
+    window,
+    window_partition,
+)
 from swinkit.layers.window import attention_mask
 
-from .conftest import perturb_parameters
+from .conftest import perturb_parameters, tiny_overrides
 
 DIM, HEADS = 16, 2
 
@@ -262,3 +270,18 @@ def test_eval_with_grad_but_frozen_bias_uses_the_cache(version):
     out.sum().backward()
     assert attn.qkv.weight.grad is not None and attn.qkv.weight.grad.abs().sum() > 0
     assert bias_parameter(attn).grad is None
+
+
+@pytest.mark.parametrize("name", ["swinv2_tiny_window8_256", "swin_tiny_patch4_window7_224", "cswin_tiny_224"])
+def test_inference_mode_then_training_step(name):
+    """Tables and biases cached under torch.inference_mode() must not poison a later training step."""
+    for table in (window._attention_mask_cpu, relative_position.relative_position_index,
+                  relative_position.log_spaced_coords):  # fmt: skip
+        table.cache_clear()
+    model = swinkit.create_model(name, depths=(1, 1, 1, 1), drop_path_rate=0.0).eval()
+    x = torch.randn(1, 3, *model.img_size)
+    with torch.inference_mode():
+        model(x)
+    model.train()
+    model(x).sum().backward()
+    assert all(p.grad is not None for p in model.parameters())

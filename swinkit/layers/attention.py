@@ -70,7 +70,7 @@ class WindowAttention(nn.Module):
             return hit[1]
         if len(self._bias_cache) >= _MAX_CACHED_GEOMETRIES:
             self._bias_cache.clear()
-        with torch.no_grad():
+        with torch.no_grad(), torch.inference_mode(False):
             bias = self._compute_attention_bias(geometry, dtype, device)
         self._bias_cache[key] = (versions, bias)
         return bias

@@ -105,7 +105,10 @@ def geometry_cache(fn):
     def wrapper(*args, **kwargs):
         if torch.compiler.is_compiling() or torch.jit.is_tracing():
             return fn(*args, **kwargs)
-        return cached(*args, **kwargs)
+        # A table first built under torch.inference_mode() would be an inference tensor, which a later training
+        # step could not save for backward: cached tables are always ordinary tensors.
+        with torch.inference_mode(False):
+            return cached(*args, **kwargs)
 
     wrapper.cache_info, wrapper.cache_clear = cached.cache_info, cached.cache_clear
     return wrapper
