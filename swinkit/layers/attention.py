@@ -70,7 +70,7 @@ class WindowAttention(nn.Module):
             return hit[1]
         if len(self._bias_cache) >= _MAX_CACHED_GEOMETRIES:
             self._bias_cache.clear()
-        with torch.no_grad(), torch.inference_mode(False):
+        with torch.inference_mode(False), torch.no_grad():
             bias = self._compute_attention_bias(geometry, dtype, device)
         self._bias_cache[key] = (versions, bias)
         return bias
@@ -82,7 +82,7 @@ class WindowAttention(nn.Module):
         mask = attention_mask(geometry, device)
         if mask is not None:
             bias = bias + mask.unsqueeze(1)  # (nW, nH, N, N)
-        return bias.to(dtype)
+        return bias.to(dtype).contiguous()
 
     def _cacheable(self) -> bool:
         if self.training or _tracing():
@@ -110,25 +110,24 @@ class WindowAttention(nn.Module):
         """x: (B * num_windows, N, C) windows of one geometry -> same shape."""
         bw, n, c = x.shape
         qkv = F.linear(x, self.qkv.weight, self.qkv_bias_vector())
-        q, k, v = qkv.view(bw, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # (B*nW, nH, N, d)
+        bias = self.attention_bias(geometry, qkv.dtype, x.device)
+        masks = bias.shape[0]  # 1, or num_windows when windows differ in their shift/padding mask
+        heads = masks * self.num_heads
+        # Windows that differ in mask are folded into the head dimension: SDPA then sees 4-D inputs and a
+        # (1, nW * nH, N, N) mask broadcast over the images, which the fused kernels take (a 5-D input or a mask
+        # repeated per image would not be).
+        qkv = qkv.view(bw // masks, masks, n, 3, self.num_heads, self.head_dim).permute(3, 0, 1, 4, 2, 5)
+        q, k, v = qkv.reshape(3, bw // masks, masks, self.num_heads, n, self.head_dim).unbind(0)  # (B', nW, nH, N, d)
         q, k, scale = self.scale_qk(q, k)
-        bias = self.attention_bias(geometry, q.dtype, q.device)
-        num_windows = bias.shape[0]
-        exporting = torch.compiler.is_exporting()
-        if num_windows > 1 and not exporting:
-            # View the batch as (B, nW) so the per-window mask broadcasts without being repeated per image.
-            q, k, v = (t.view(bw // num_windows, num_windows, self.num_heads, n, self.head_dim) for t in (q, k, v))
-        elif num_windows > 1:
-            # torch.onnx lowers SDPA for 4-D inputs only: repeat the mask per image instead.
-            bias = bias.repeat(bw // num_windows, 1, 1, 1)
+        q, k, v = (t.reshape(bw // masks, heads, n, self.head_dim) for t in (q, k, v))
         dropout = self.attn_drop if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout, scale=scale)
-        out = out.reshape(bw, self.num_heads, n, self.head_dim).transpose(1, 2)
-        if exporting:
+        mask = bias.reshape(1, heads, n, n)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scale)
+        if torch.compiler.is_exporting():
             # SDPA's output strides depend on the kernel, and torch.onnx's passes disagree on them: one traces the
             # reshape below as a view that a later one cannot apply. A copy makes it a view for both.
             out = out.clone(memory_format=torch.contiguous_format)
-        out = out.reshape(bw, n, c)
+        out = out.unflatten(1, (masks, self.num_heads)).transpose(2, 3).reshape(bw, n, c)  # (B', nW, N, nH, d)
         return self.proj_drop(self.proj(out))
 
 
