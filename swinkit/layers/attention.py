@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .linear import Linear, linear
 from .relative_position import log_spaced_coords, relative_position_index
 from .window import WindowGeometry, attention_mask
 
@@ -39,7 +40,7 @@ class WindowAttention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.attn_drop = attn_drop
-        self.proj = nn.Linear(dim, dim)
+        self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
         self._bias_cache: dict[tuple, tuple[tuple[int, ...], torch.Tensor]] = {}
 
@@ -109,7 +110,7 @@ class WindowAttention(nn.Module):
     def forward(self, x: torch.Tensor, geometry: WindowGeometry) -> torch.Tensor:
         """x: (B * num_windows, N, C) windows of one geometry -> same shape."""
         bw, n, c = x.shape
-        qkv = F.linear(x, self.qkv.weight, self.qkv_bias_vector())
+        qkv = linear(x, self.qkv.weight, self.qkv_bias_vector())
         bias = self.attention_bias(geometry, qkv.dtype, x.device)
         masks = bias.shape[0]  # 1, or num_windows when windows differ in their shift/padding mask
         heads = masks * self.num_heads
@@ -145,7 +146,7 @@ class WindowAttentionV1(WindowAttention):
     ) -> None:
         super().__init__(dim, num_heads, attn_drop, proj_drop)
         self.window_size = window_size
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.qkv = Linear(dim, 3 * dim, bias=qkv_bias)
         table_len = (2 * window_size[0] - 1) * (2 * window_size[1] - 1)
         self.relative_position_bias_table = nn.Parameter(torch.zeros(table_len, num_heads))
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
@@ -190,7 +191,7 @@ class WindowAttentionV2(WindowAttention):
         self.cpb_mlp = nn.Sequential(
             nn.Linear(2, cpb_hidden, bias=True), nn.ReLU(inplace=True), nn.Linear(cpb_hidden, num_heads, bias=False)
         )
-        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.qkv = Linear(dim, 3 * dim, bias=False)
         if qkv_bias:
             self.q_bias = nn.Parameter(torch.zeros(dim))
             self.v_bias = nn.Parameter(torch.zeros(dim))

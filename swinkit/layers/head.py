@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .linear import Linear
+
 
 class ClassifierHead(nn.Module):
     """(B, H, W, C) -> (B, num_classes), or the pooled (B, C) with ``pre_logits``. ``num_classes=0`` gives no fc."""
@@ -14,11 +16,11 @@ class ClassifierHead(nn.Module):
         self.in_features = in_features
         self.num_classes = num_classes
         self.drop = nn.Dropout(drop_rate)
-        self.fc = nn.Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.fc = Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def reset(self, num_classes: int) -> None:
         self.num_classes = num_classes
-        self.fc = nn.Linear(self.in_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.fc = Linear(self.in_features, num_classes) if num_classes > 0 else nn.Identity()
         if num_classes > 0:
             nn.init.trunc_normal_(self.fc.weight, std=0.02)
             nn.init.zeros_(self.fc.bias)

@@ -5,16 +5,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .linear import Linear
+
 
 class Mlp(nn.Module):
     """fc1 -> GELU -> dropout -> fc2 -> dropout, on the last dimension."""
 
     def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0, approximate_gelu: str = "none") -> None:
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.fc1 = Linear(dim, hidden_dim)
         self.act = nn.GELU(approximate=approximate_gelu)
         self.drop1 = nn.Dropout(drop)
-        self.fc2 = nn.Linear(hidden_dim, dim)
+        self.fc2 = Linear(hidden_dim, dim)
         self.drop2 = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

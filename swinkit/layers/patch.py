@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .linear import Linear
+
 
 class PatchEmbed(nn.Module):
     """Non-overlapping patches by a strided convolution, then LayerNorm.
@@ -46,7 +48,7 @@ class PatchMerging(nn.Module):
     def __init__(self, dim: int, out_dim: int | None = None) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(4 * dim)
-        self.reduction = nn.Linear(4 * dim, out_dim or 2 * dim, bias=False)
+        self.reduction = Linear(4 * dim, out_dim or 2 * dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.reduction(self.norm(merge_2x2(x)))
@@ -58,7 +60,7 @@ class PatchMergingV2(nn.Module):
     def __init__(self, dim: int, out_dim: int | None = None) -> None:
         super().__init__()
         out_dim = out_dim or 2 * dim
-        self.reduction = nn.Linear(4 * dim, out_dim, bias=False)
+        self.reduction = Linear(4 * dim, out_dim, bias=False)
         self.norm = nn.LayerNorm(out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

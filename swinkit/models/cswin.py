@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers import ClassifierHead, DropPath, Mlp, Stage, drop_path_rates, to_2tuple
+from ..layers.linear import Linear
 from .base import HierarchicalModel, init_weights
 from .registry import ModelInfo, register_model
 
@@ -136,7 +137,7 @@ class CSWinBlock(nn.Module):
     ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.qkv = Linear(dim, 3 * dim, bias=qkv_bias)
         self.full_attention = full_attention
         if full_attention:
             branches = [StripeAttention(dim, num_heads, (None, None), attn_drop)]
@@ -148,7 +149,7 @@ class CSWinBlock(nn.Module):
                 StripeAttention(dim // 2, num_heads // 2, (split_size, None), attn_drop),  # horizontal stripes
             ]
         self.attns = nn.ModuleList(branches)
-        self.proj = nn.Linear(dim, dim)
+        self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
         self.drop_path1 = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim)
