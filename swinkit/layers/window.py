@@ -150,8 +150,25 @@ def attention_mask(geometry: WindowGeometry, device: torch.device) -> torch.Tens
     return None if mask is None else mask.to(device)
 
 
+@geometry_cache
+def _shifted_window_order(geometry: WindowGeometry, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions of the flattened padded map in shifted-window order, and the inverse permutation."""
+    hp, wp = geometry.padded_size
+    positions = torch.arange(hp * wp).view(1, hp, wp, 1)
+    order = window_partition(
+        torch.roll(positions, shifts=tuple(-s for s in geometry.shift), dims=(1, 2)), geometry.window
+    )
+    order = order.reshape(-1)
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(order.numel())
+    return order.to(device), inverse.to(device)
+
+
 def shifted_window_attention(x: torch.Tensor, geometry: WindowGeometry, attend) -> torch.Tensor:
     """Pad, shift, partition, ``attend`` per window, and undo it all.
+
+    A shifted geometry takes the cyclic shift and the partition (and their inverses) in one indexed gather each,
+    instead of a ``torch.roll`` copy followed by a partition copy.
 
     Args:
         x: (B, H, W, C) feature map.
@@ -163,15 +180,15 @@ def shifted_window_attention(x: torch.Tensor, geometry: WindowGeometry, attend) 
     """
     b, h, w, c = x.shape
     hp, wp = geometry.padded_size
+    n = geometry.window[0] * geometry.window[1]
     if geometry.needs_padding:
         x = F.pad(x, (0, 0, 0, wp - w, 0, hp - h))
-    sh, sw = geometry.shift
-    if sh or sw:
-        x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))
-    windows = attend(window_partition(x, geometry.window), geometry)
-    x = window_reverse(windows, geometry.window, hp, wp)
-    if sh or sw:
-        x = torch.roll(x, shifts=(sh, sw), dims=(1, 2))
+    if any(geometry.shift):
+        order, inverse = _shifted_window_order(geometry, x.device)
+        windows = attend(torch.index_select(x.reshape(b, hp * wp, c), 1, order).view(-1, n, c), geometry)
+        x = torch.index_select(windows.reshape(b, hp * wp, c), 1, inverse).view(b, hp, wp, c)
+    else:
+        x = window_reverse(attend(window_partition(x, geometry.window), geometry), geometry.window, hp, wp)
     if geometry.needs_padding:
         x = x[:, :h, :w, :].contiguous()
     return x
