@@ -22,8 +22,8 @@ quickstart: install
 	$(VENV)/bin/swinkit eval --checkpoint $(RUN)/checkpoints/best
 
 test: install
-	$(PY) -m ruff check swinkit tests
+	$(PY) -m ruff check swinkit tests benchmarks
 	$(PY) -m pytest -q --durations=15
 
 lint: install
-	$(PY) -m ruff check swinkit tests
+	$(PY) -m ruff check swinkit tests benchmarks

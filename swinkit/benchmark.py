@@ -1,0 +1,316 @@
+"""``swinkit benchmark``: swinkit against timm, torchvision and HF transformers on the same machine, side by side.
+
+For each peer that has the architecture, the peer model is built with random non-trivial weights, the same weights
+are loaded into swinkit through ``load_checkpoint`` and the outputs are compared; a disagreement stops the benchmark.
+Then every model runs in alternating rounds in one process (after a warm-up), so machine noise hits all of them
+alike, and the table reports the median throughput with its spread (min-max over rounds), the ratio of swinkit to
+each peer, the peak memory of one step and the model FLOP utilisation against a matmul peak measured at start. A peer
+``swinkit:<name>`` is another swinkit architecture on the same input (no weights to compare), e.g. CSWin-T against
+Swin-T.
+
+Peak memory (``peak_memory_mb``) is measured once per model after the timing: the CUDA allocator's peak, or on CPU
+the live tensor storage counted by torch's ``MemTracker``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import models
+from .checkpoints import load_checkpoint
+from .layers import to_2tuple
+
+# swinkit name -> torchvision builder name, for the architectures torchvision has.
+TORCHVISION_NAMES = {
+    "swinv2_tiny_window8_256": "swin_v2_t",
+    "swinv2_small_window8_256": "swin_v2_s",
+    "swinv2_base_window8_256": "swin_v2_b",
+    "swin_tiny_patch4_window7_224": "swin_t",
+    "swin_small_patch4_window7_224": "swin_s",
+    "swin_base_patch4_window7_224": "swin_b",
+}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class Result:
+    name: str
+    img_per_s: float
+    spread: tuple[float, float]
+    peak_mem_mb: float | None
+    mfu: float
+    max_rel_diff: float | None = None
+
+
+@dataclass
+class Report:
+    model: str
+    mode: str
+    dtype: str
+    batch_size: int
+    img_size: tuple[int, int]
+    compile: bool
+    device: str
+    threads: int
+    matmul_peak_gflops: float
+    gflop_per_img: float
+    torch_version: str = field(default_factory=lambda: torch.__version__)
+    results: list[Result] = field(default_factory=list)
+
+    def ratios(self) -> dict[str, float]:
+        ours = self.results[0].img_per_s
+        return {r.name: ours / r.img_per_s for r in self.results[1:]}
+
+
+# --- peers -------------------------------------------------------------------------------------------------------
+
+
+def _timm_peer(name: str, model: nn.Module) -> nn.Module | None:
+    import timm
+
+    if model.family == "cswin" or name not in timm.list_models():
+        return None
+    return timm.create_model(name, pretrained=False, num_classes=model.num_classes, drop_path_rate=0.0)
+
+
+def _torchvision_peer(name: str, model: nn.Module) -> nn.Module | None:
+    import torchvision
+
+    builder = TORCHVISION_NAMES.get(name)
+    return None if builder is None else getattr(torchvision.models, builder)(num_classes=model.num_classes)
+
+
+def _hf_peer(name: str, model: nn.Module) -> nn.Module | None:
+    import transformers
+
+    if model.family not in ("swin", "swinv2"):
+        return None
+    stages = model.layers
+    kwargs = dict(
+        image_size=model.img_size[0], embed_dim=model.embed_dims[0], depths=[len(s.blocks) for s in stages],
+        num_heads=[s.blocks[0].attn.num_heads for s in stages], window_size=model.window_size[0],
+        num_labels=model.num_classes, drop_path_rate=0.0,
+    )  # fmt: skip
+    if model.family == "swinv2":
+        kwargs["pretrained_window_sizes"] = [p[0] for p in model.pretrained_window_sizes]
+        return transformers.Swinv2ForImageClassification(transformers.Swinv2Config(**kwargs))
+    return transformers.SwinForImageClassification(transformers.SwinConfig(**kwargs))
+
+
+class _Logits(nn.Module):
+    """HF models return an output object; the benchmark wants a tensor."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=x).logits
+
+
+PEERS: dict[str, tuple[Callable[[str, nn.Module], nn.Module | None], str]] = {
+    "timm": (_timm_peer, "timm"),
+    "torchvision": (_torchvision_peer, "torchvision"),
+    "hf": (_hf_peer, "hf"),
+}
+
+
+def _perturb_(model: nn.Module, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.02 * torch.randn(param.shape, generator=generator))
+
+
+# --- timing ------------------------------------------------------------------------------------------------------
+
+
+def matmul_peak_gflops(dtype: torch.dtype, device: torch.device, size: int = 2048, iters: int = 5) -> float:
+    """Achieved GFLOP/s of a square matmul, the best of ``torch.mm`` and (fp32 on CPU) oneDNN's linear."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    candidates = [lambda: torch.mm(a, b)]
+    if device.type == "cpu" and dtype == torch.float32 and torch.backends.mkldnn.is_available():
+        candidates.append(lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], ""))
+    best = 0.0
+    for fn in candidates:
+        fn()
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(iters):
+            fn()
+        _sync(device)
+        best = max(best, 2 * size**3 * iters / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _autocast(device: torch.device, dtype: str):
+    if dtype == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=DTYPES[dtype])
+
+
+def make_step(model: nn.Module, x: torch.Tensor, mode: str, dtype: str) -> tuple[Callable[[], None], list]:
+    """One inference forward, or one training step (forward, cross-entropy, backward, AdamW step).
+
+    Returns the step and the optimizers it owns (none for inference).
+    """
+    if mode == "infer":
+        model.eval()
+
+        def infer() -> None:
+            with torch.inference_mode(), _autocast(x.device, dtype):
+                model(x)
+
+        return infer, []
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    target = torch.randint(0, 10, (x.shape[0],), device=x.device)
+
+    def train_step() -> None:
+        with _autocast(x.device, dtype):
+            logits = model(x)
+        F.cross_entropy(logits.float(), target).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return train_step, [optimizer]
+
+
+def peak_memory_mb(model: nn.Module, x: torch.Tensor, mode: str, dtype: str) -> float:
+    """Peak memory of one step after a warm-up one: parameters, gradients, optimizer state and activations.
+
+    CUDA reports its allocator's peak; on CPU, which keeps no allocator statistics, torch's ``MemTracker`` counts the
+    live tensor storage through the step.
+    """
+    step, optimizers = make_step(model, x, mode, dtype)
+    step()
+    if x.device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        step()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() / 2**20
+    from torch.distributed._tools.mem_tracker import MemTracker
+
+    tracker = MemTracker()
+    tracker.track_external(model, *optimizers)
+    with tracker:
+        step()
+    return sum(stats["Total"] for stats in tracker.get_tracker_snapshot("peak").values()) / 2**20
+
+
+def run_benchmark(
+    name: str,
+    batch_size: int = 8,
+    img_size: int | tuple[int, int] | None = None,
+    dtype: str = "fp32",
+    mode: str = "infer",
+    compile: bool = False,
+    against: tuple[str, ...] = ("timm", "torchvision", "hf"),
+    rounds: int = 7,
+    iters: int = 2,
+    warmup: int = 2,
+    device: str | None = None,
+    measure_memory: bool = True,
+    log: Callable[[str], None] = print,
+) -> Report:
+    """Benchmark swinkit's ``name`` against the peers that have it; see the module docstring."""
+    if dtype not in DTYPES or mode not in ("infer", "train"):
+        raise ValueError(f"dtype must be one of {list(DTYPES)} and mode 'infer' or 'train'")
+    unknown = {a for a in against if not a.startswith("swinkit:")} - set(PEERS)
+    if unknown:
+        raise ValueError(f"unknown peers {sorted(unknown)}; choose from {', '.join(PEERS)} or swinkit:<model>")
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    ours = models.create_model(name, drop_path_rate=0.0)
+    size = to_2tuple(img_size or ours.img_size)
+    x = torch.randn(batch_size, 3, *size, generator=torch.Generator().manual_seed(0)).to(dev)
+
+    entries: list[tuple[str, nn.Module, float | None]] = []
+    for seed, impl in enumerate(against):
+        if impl.startswith("swinkit:"):
+            # Another swinkit architecture on the same input (e.g. CSWin-T against Swin-T): no weights to share.
+            entries.append((impl, models.create_model(impl.split(":", 1)[1], drop_path_rate=0.0).to(dev), None))
+            continue
+        builder, layout = PEERS[impl]
+        peer = builder(name, ours)
+        if peer is None:
+            log(f"{impl}: has no {name}; skipped")
+            continue
+        _perturb_(peer, seed)
+        load_checkpoint(ours, peer.state_dict(), format=layout)
+        peer = _Logits(peer) if impl == "hf" else peer
+        peer.to(dev).eval()
+        ours.to(dev).eval()
+        with torch.inference_mode():
+            expected, actual = peer(x[:2]), ours(x[:2])
+        diff = ((expected - actual).abs().max() / expected.abs().max()).item()
+        if diff > 1e-4:
+            raise RuntimeError(f"swinkit and {impl} disagree on {name}: max relative difference {diff:.2e}")
+        entries.append((impl, peer, diff))
+    entries.insert(0, ("swinkit", ours.to(dev), None))
+
+    flops_per_img = 2 * models.count_flops(ours, size) * (3 if mode == "train" else 1)
+    peak = matmul_peak_gflops(DTYPES[dtype], dev)
+    steps = {}
+    for impl, model, _ in entries:
+        runnable = torch.compile(model) if compile else model
+        steps[impl] = make_step(runnable, x, mode, dtype)[0]
+        for _ in range(warmup):
+            steps[impl]()
+    times: dict[str, list[float]] = {impl: [] for impl in steps}
+    for r in range(rounds):
+        order = list(steps) if r % 2 == 0 else list(steps)[::-1]
+        for impl in order:
+            _sync(dev)
+            start = time.perf_counter()
+            for _ in range(iters):
+                steps[impl]()
+            _sync(dev)
+            times[impl].append((time.perf_counter() - start) / iters)
+
+    report = Report(name, mode, dtype, batch_size, size, compile, str(dev), torch.get_num_threads(), peak,
+                    flops_per_img / 1e9)  # fmt: skip
+    for impl, model, diff in entries:
+        rates = [batch_size / t for t in times[impl]]
+        median = statistics.median(rates)
+        memory = peak_memory_mb(model, x, mode, dtype) if measure_memory else None
+        mfu = median * flops_per_img / (peak * 1e9)
+        report.results.append(Result(impl, median, (min(rates), max(rates)), memory, mfu, diff))
+    return report
+
+
+def format_report(report: Report) -> str:
+    size = "x".join(map(str, report.img_size))
+    lines = [
+        f"{report.model} | {report.mode} | {report.dtype}{' compiled' if report.compile else ''} | batch "
+        f"{report.batch_size} | {size} px | {report.device}, {report.threads} threads | torch {report.torch_version}",
+        f"matmul peak {report.matmul_peak_gflops:.0f} GFLOP/s; {report.gflop_per_img:.1f} GFLOP per image",
+        f"{'impl':<12} {'img/s':>8} {'spread':>15} {'swinkit x':>9} {'peak MB':>8} {'MFU':>6} {'max rel diff':>12}",
+    ]
+    ratios = report.ratios()
+    for r in report.results:
+        ratio = f"{ratios[r.name]:.2f}" if r.name in ratios else "-"
+        memory = f"{r.peak_mem_mb:.0f}" if r.peak_mem_mb is not None else "-"
+        diff = f"{r.max_rel_diff:.1e}" if r.max_rel_diff is not None else "-"
+        spread = f"{r.spread[0]:.1f}-{r.spread[1]:.1f}"
+        lines.append(f"{r.name:<12} {r.img_per_s:>8.2f} {spread:>15} {ratio:>9} {memory:>8} {r.mfu:>6.1%} {diff:>12}")
+    return "\n".join(lines)
+
+
+def report_json(report: Report) -> str:
+    return json.dumps({**asdict(report), "ratios": report.ratios()}, indent=2)
