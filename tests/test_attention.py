@@ -18,7 +18,7 @@ from swinkit.layers import (
 )
 from swinkit.layers.window import attention_mask
 
-from .conftest import perturb_parameters, tiny_overrides
+from .conftest import perturb_parameters
 
 DIM, HEADS = 16, 2
 
