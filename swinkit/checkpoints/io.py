@@ -1,7 +1,8 @@
 """Reading and writing checkpoint files safely.
 
 ``.pth``/``.pt``/``.bin`` files are read with ``torch.load(weights_only=True)`` only, so no code in a file can run;
-``.safetensors`` through safetensors; PaddlePaddle's ``.pdparams`` (a pickle of numpy arrays) with an unpickler that
+``.safetensors`` through safetensors; MindSpore's ``.ckpt`` (a protobuf container of raw arrays) by a protobuf
+reader of swinkit's own; PaddlePaddle's ``.pdparams`` (a pickle of numpy arrays) with an unpickler that
 admits numpy array reconstruction and ordered dicts and nothing else.
 
 Writes go to a temporary file in the target directory and are renamed into
@@ -53,6 +54,10 @@ def read_file(path: str | os.PathLike) -> tuple[dict, dict[str, str]]:
         raise CheckpointError(f"{path}: no such checkpoint file")
     if path.suffix == ".pdparams":
         return read_pdparams(path), {}
+    if path.suffix == ".ckpt":
+        from .mindspore import read_ckpt
+
+        return read_ckpt(path), {}
     if path.suffix == ".safetensors" or _is_safetensors(path):
         try:
             with safe_open(str(path), framework="pt") as f:

@@ -49,6 +49,7 @@ class SwinTransformerV2Block(nn.Module):
         drop_path: float,
         extra_norm: bool,
         norm_eps: float,
+        gelu_approximate: str = "none",
     ) -> None:
         super().__init__()
         self.window_size = window_size
@@ -64,7 +65,7 @@ class SwinTransformerV2Block(nn.Module):
         )
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.drop_path1 = DropPath(drop_path)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop, approximate_gelu=gelu_approximate)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.drop_path2 = DropPath(drop_path)
         self.norm3 = nn.LayerNorm(dim, eps=norm_eps) if extra_norm else None
@@ -94,6 +95,8 @@ class SwinTransformerV2(HierarchicalModel):
             normalises offsets by it, so a model fine-tuned at a larger window keeps the pretrained coordinates.
         extra_norm_period: add a LayerNorm on the main branch after every n-th block of a stage (0 = never).
         norm_eps: LayerNorm epsilon of the patch embedding, the blocks and the final norm (MindCV trained with 1e-6).
+        gelu_approximate: the MLP's GELU, 'none' (exact, the official one) or 'tanh' (MindSpore's default, which
+            MindCV's weights were trained with).
     """
 
     family = "swinv2"
@@ -117,6 +120,7 @@ class SwinTransformerV2(HierarchicalModel):
         drop_path_rate: float = 0.1,
         extra_norm_period: int = 0,
         norm_eps: float = 1e-5,
+        gelu_approximate: str = "none",
     ) -> None:
         super().__init__()
         if len(depths) != len(num_heads):
@@ -150,6 +154,7 @@ class SwinTransformerV2(HierarchicalModel):
                     drop_path=rates[i][j],
                     extra_norm=extra_norm_period > 0 and (j + 1) % extra_norm_period == 0,
                     norm_eps=norm_eps,
+                    gelu_approximate=gelu_approximate,
                 )
                 for j in range(depth)
             ]

@@ -1,0 +1,96 @@
+"""``swinkit convert``: any checkpoint layout in, any written layout out, with a report of what happened."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from torch import nn
+
+from ..checkpoints import load_checkpoint, save_checkpoint
+from ..checkpoints.common import DERIVED_BUFFERS
+from ..checkpoints.io import extract_state_dict, read_file
+from ..checkpoints.load import LAYOUTS, LoadReport, detect_format
+from ..checkpoints.transfer import read_label_map
+from ..models import create_model, model_info
+
+
+def _classifier(src: str | os.PathLike, name: str, format: str) -> tuple[int | None, dict[str, str]]:
+    """The class count of a checkpoint's classifier (None without one) and the file's metadata."""
+    obj, metadata = read_file(src)
+    state = extract_state_dict(obj, str(src))
+    if format == "auto":
+        format = detect_format(state, metadata)
+    layout = LAYOUTS.get(format, LAYOUTS["timm"])
+    converted = layout.to_swinkit(state, model_info(name).cls.family).state
+    head = converted.get("head.fc.weight")
+    return (None if head is None else head.shape[0]), metadata
+
+
+def load_model(
+    name: str,
+    checkpoint: str | os.PathLike | None,
+    *,
+    format: str = "auto",
+    label_map: str | os.PathLike | Sequence[int] | None = None,
+    overrides: dict | None = None,
+) -> tuple[nn.Module, LoadReport | None, list[str] | None]:
+    """Build ``name`` with the checkpoint's class count and load it.
+
+    ``checkpoint`` may be a file or a swinkit training checkpoint directory (its ``model.safetensors`` is used).
+    ``overrides`` are constructor arguments for ``create_model`` (e.g. a non-default ``window_size``).
+
+    Returns:
+        (model in eval mode, the load report or None without a checkpoint, class names stored in the checkpoint
+        (a swinkit training checkpoint's class folder names) or None).
+    """
+    if checkpoint is None:
+        return create_model(name, **(overrides or {})).eval(), None, None
+    path = Path(checkpoint)
+    if path.is_dir():
+        path = path / "model.safetensors"
+    num_classes, metadata = _classifier(path, name, format)
+    if label_map is not None:
+        num_classes = len(read_label_map(label_map))
+    model = create_model(name, **{**(overrides or {}), "num_classes": num_classes or 0})
+    report = load_checkpoint(model, path, format=format, label_map=label_map)
+    classes = json.loads(metadata["classes"]) if "classes" in metadata else None
+    return model.eval(), report, classes
+
+
+def convert(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    name: str,
+    *,
+    from_format: str = "auto",
+    to_format: str = "swinkit",
+    label_map: str | os.PathLike | None = None,
+    layout: str | None = None,
+    overrides: dict | None = None,
+) -> str:
+    """Read ``src`` (any layout ``load_checkpoint`` reads) into model ``name``, write it to ``dst`` as ``to_format``.
+
+    Returns:
+        A summary: what was mapped, dropped (unused keys, training state), rebuilt (derived tables and masks, made
+        from the window geometry) and adapted, and what was written.
+    """
+    model, report, _ = load_model(name, src, format=from_format, label_map=label_map, overrides=overrides)
+    save_checkpoint(model, dst, format=to_format, layout=layout)
+    rebuilt = [k for k in report.dropped if any(d in k for d in DERIVED_BUFFERS)]
+    dropped = [k for k in report.dropped if k not in rebuilt]
+    lines = [f"read {src} ({report.format} layout) into {model_info(name).name} ({model.num_classes} classes)"]
+    lines.append(f"mapped {len(report.loaded)} tensors")
+    if dropped:
+        lines.append(f"dropped {len(dropped)} (unused or training state): {_preview(dropped)}")
+    if rebuilt:
+        lines.append(f"rebuilt {len(rebuilt)} derived tables/masks from the window geometry: {_preview(rebuilt)}")
+    lines += [f"adapted {note}" for note in report.adapted]
+    lines.append(f"wrote {dst} ({to_format} layout)")
+    return "\n".join(lines)
+
+
+def _preview(keys: list[str], limit: int = 6) -> str:
+    return ", ".join(keys[:limit]) + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")

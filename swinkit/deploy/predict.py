@@ -1,0 +1,71 @@
+"""``swinkit predict``: top-k classes of image files with the model's own evaluation preprocessing.
+
+Preprocessing is the model's ``model_info``: resize to ``img_size / crop_pct`` with its interpolation, centre crop
+``img_size``, normalise with its mean and std. Class names are those stored in a swinkit training checkpoint (the
+class folder names), else ImageNet-1k's (timm's ``ImageNetInfo``) for a 1000-class model, else ``class <i>``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from timm.data import ImageNetInfo, create_transform
+
+from .convert import load_model
+
+
+def class_names(num_classes: int, stored: list[str] | None) -> list[str]:
+    if stored is not None and len(stored) == num_classes:
+        return list(stored)
+    if num_classes == 1000:
+        info = ImageNetInfo()
+        return [info.index_to_description(i) for i in range(1000)]
+    return [f"class {i}" for i in range(num_classes)]
+
+
+def predict(
+    name: str,
+    checkpoint: str | os.PathLike | None,
+    images: Sequence[str | os.PathLike],
+    *,
+    topk: int = 5,
+    overrides: dict | None = None,
+) -> list[dict]:
+    """Classify image files.
+
+    ``overrides`` are constructor arguments for ``create_model``.
+
+    Returns:
+        One dict per image, in order: ``{"image", "top": [{"index", "label", "probability"}, ...]}``, or
+        ``{"image", "error"}`` for a file that cannot be read as an image (the others are still predicted).
+    """
+    model, _, stored = load_model(name, checkpoint, overrides=overrides)
+    info = model.model_info
+    size = info.img_size if isinstance(info.img_size, int) else tuple(info.img_size)
+    transform = create_transform(
+        input_size=(3, size, size) if isinstance(size, int) else (3, *size), interpolation=info.interpolation,
+        crop_pct=info.crop_pct, mean=info.mean, std=info.std,
+    )  # fmt: skip
+    names = class_names(model.num_classes, stored)
+    results = []
+    for path in images:
+        try:
+            with Image.open(path) as image:
+                x = transform(image.convert("RGB")).unsqueeze(0)
+        except (OSError, ValueError, UnidentifiedImageError) as err:
+            results.append({"image": str(path), "error": f"not a readable image ({type(err).__name__}: {err})"})
+            continue
+        with torch.no_grad():
+            probs = model(x).softmax(-1)[0]
+        top = probs.topk(min(topk, probs.numel()))
+        results.append({
+            "image": str(path),
+            "top": [
+                {"index": int(i), "label": names[int(i)], "probability": float(p)}
+                for p, i in zip(top.values, top.indices, strict=True)
+            ],
+        })  # fmt: skip
+    return results
