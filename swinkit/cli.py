@@ -77,6 +77,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from .engine.pretrain import pretrain
+
+    if args.resume and args.config is None:
+        args.config = str(Path(args.resume) / "config.yaml")
+    if args.config is None:
+        print("swinkit pretrain: error: --config is required (e.g. moby_quickstart)", file=sys.stderr)
+        return 2
+    pretrain(_config(args), resume=args.resume)
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from .engine.evaluate import run_eval
 
@@ -104,6 +116,58 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .deploy import convert
+
+    print(convert(args.src, args.dst, args.model, from_format=args.from_format, to_format=args.to_format,
+                  label_map=args.label_map, layout=args.layout))  # fmt: skip
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .deploy import ExportCheckError, export
+
+    size = None if args.img_size is None else tuple(args.img_size) * (2 // len(args.img_size))
+    try:
+        result = export(args.model, args.output, format=args.format, checkpoint=args.checkpoint, img_size=size,
+                        dynamic_batch=args.dynamic_batch, dynamic_size=args.dynamic_size)  # fmt: skip
+    except (ExportCheckError, ValueError) as err:
+        print(f"swinkit export: error: {err}", file=sys.stderr)
+        return 1
+    print(result)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import json
+
+    from .deploy import predict
+
+    results = predict(args.model, args.checkpoint, args.images, topk=args.topk)
+    for result in results:
+        if "error" in result:
+            print(f"swinkit predict: error: {result['image']}: {result['error']}", file=sys.stderr)
+        elif not args.json:
+            print(result["image"])
+            for top in result["top"]:
+                print(f"  {top['probability']:7.2%}  {top['index']:>5}  {top['label']}")
+    if args.json:
+        print(json.dumps(results, indent=1))
+    return 1 if any("error" in r for r in results) else 0
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from .benchmark import format_report, report_json, run_benchmark
+
+    against = tuple(a for a in args.against.split(",") if a)
+    report = run_benchmark(
+        args.model, batch_size=args.batch_size, img_size=args.img_size, dtype=args.dtype, mode=args.mode,
+        compile=args.compile, against=against, rounds=args.rounds, measure_memory=not args.no_memory,
+    )  # fmt: skip
+    print(report_json(report) if args.json else format_report(report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="swinkit", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -123,6 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value", help=overrides_help)
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("pretrain", help="self-supervised pretraining (MoBY, SimMIM) with a kNN monitor each epoch")
+    p.add_argument("-c", "--config", help="recipe name (e.g. moby_quickstart, simmim_quickstart) or YAML")
+    p.add_argument("--data", help="dataset directory in ImageNet layout (labels are used by the kNN monitor only)")
+    p.add_argument("--output", help="run directory (default: runs/<config name>, or runs/<config name>-N when taken)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from checkpoints/last")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help=overrides_help)
+    p.set_defaults(func=cmd_pretrain)
+
     p = sub.add_parser("eval", help="top-1/top-5 of a checkpoint on the validation set; writes eval.json")
     p.add_argument("-c", "--config", help="recipe name or YAML file (default: the checkpoint's config.yaml)")
     p.add_argument("--checkpoint", required=True, help="a checkpoint directory (RUN_DIR/checkpoints/best) or file")
@@ -138,6 +210,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--output", help="image path (default: RUN_DIR/curves.png)")
     p.set_defaults(func=cmd_plot)
+
+    from .checkpoints.load import FORMATS as READ_FORMATS
+    from .checkpoints.writers import WRITE_FORMATS
+
+    p = sub.add_parser("convert", help="convert a checkpoint between layouts (timm, official, HF, MindSpore, ...)")
+    p.add_argument("src", help="checkpoint to read (.pth/.pt/.bin, .safetensors, .ckpt, .pdparams)")
+    p.add_argument("dst", help="file to write (.safetensors, .pth, or .ckpt for --to mindspore)")
+    p.add_argument("--model", required=True, help="registered model name the weights belong to")
+    p.add_argument("--from", dest="from_format", default="auto", choices=READ_FORMATS, help="source layout")
+    p.add_argument("--to", dest="to_format", default="swinkit", choices=WRITE_FORMATS, help="target layout")
+    p.add_argument("--label-map", help="class map file (line i = source class of target class i), or a built-in name")
+    p.add_argument("--layout", choices=["mindcv", "modelzoo"], help="MindSpore names for --to mindspore")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("export", help="export to ONNX, TorchScript or torch.export and check it against PyTorch")
+    p.add_argument("--model", required=True, help="registered model name")
+    p.add_argument("--checkpoint", help="weights to load (any layout); random weights without")
+    p.add_argument("--format", required=True, choices=["onnx", "torchscript", "exported-program"])
+    p.add_argument("--output", required=True, help="file to write")
+    p.add_argument("--img-size", type=int, nargs="+", metavar="N", help="H [W] (default: the model's size)")
+    p.add_argument("--dynamic-batch", action="store_true", help="let the batch size vary")
+    p.add_argument("--dynamic-size", action="store_true", help="not supported: explains why (export per size)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("predict", help="top-k classes of images with the model's own preprocessing")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--model", required=True, help="registered model name")
+    p.add_argument("--checkpoint", help="weights (file or training checkpoint directory)")
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("benchmark", help="img/s, memory and FLOP utilisation against timm, torchvision and HF")
+    p.add_argument("--model", required=True)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--img-size", type=int, help="default: the model's")
+    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="bf16/fp16 run under autocast")
+    p.add_argument("--mode", choices=("infer", "train"), default="infer", help="train: forward, loss, backward, AdamW")
+    p.add_argument("--compile", action="store_true", help="torch.compile every model")
+    p.add_argument(
+        "--against", default="timm,torchvision,hf", help="comma-separated: timm, torchvision, hf, swinkit:<model>"
+    )
+    p.add_argument("--rounds", type=int, default=7, help="alternating timed rounds")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory probe")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_benchmark)
     return parser
 
 

@@ -13,7 +13,8 @@ from torch import nn
 
 from ..layers import WindowAttentionV1
 from ..models.base import FeatureExtractor, HierarchicalModel
-from . import hf, microsoft, paddle, timm, torchvision
+from . import hf, microsoft, mindspore, paddle, timm, torchvision, writers
+from . import ssl as ssl_layout
 from .io import EMA_KEYS, CheckpointError, container_key, extract_state_dict, read_file, save_safetensors
 from .transfer import HEAD_KEYS, adapt_to_model
 
@@ -21,9 +22,12 @@ from .transfer import HEAD_KEYS, adapt_to_model
 # prefixes of HF, torchvision and PaddleClas are unambiguous (PaddleClas must come before the official layout, whose
 # bare ``head`` classifier it shares), official checkpoints are told from timm's by where the patch merging sits and
 # by the bare ``head`` classifier. The converters take the model's family, so one layout name covers Swin and CSWin.
+# MindSpore layouts are told by their LayerNorm ``gamma``/``beta`` (and MindCV's q/k/v), PaddleClas Swin by its
+# transposed Linear weights.
 LAYOUTS: dict[str, ModuleType] = {
     "hf": hf,
     "torchvision": torchvision,
+    "mindspore": mindspore,
     "paddle": paddle,
     "microsoft": microsoft,
     "timm": timm,
@@ -119,7 +123,9 @@ def load_checkpoint(
         src: a .pth/.pt/.bin (read with ``weights_only=True``), .safetensors or PaddlePaddle .pdparams (read with
             an unpickler that admits numpy arrays only) file, or an in-memory state dict. ``model``/``state_dict``
             containers and ``module.`` prefixes are unwrapped.
-        format: 'auto' or one of 'swinkit', 'microsoft', 'timm', 'hf', 'torchvision', 'paddle'.
+        format: 'auto' or one of 'swinkit', 'microsoft', 'timm', 'hf', 'torchvision', 'mindspore', 'paddle'.
+            Weights in MindCV's Swin V2 layout also switch the model to the numerics MindCV trained them with
+            (LayerNorm eps 1e-6, tanh GELU; reported under ``adapted``), as do swinkit files saved from such a model.
         strict: raise if the model has parameters the checkpoint lacks, or the checkpoint has extra weights.
         label_map: a file (line i = source class of target class i, e.g. ImageNet-22k -> 1k) or a list of indices
             selecting rows of the checkpoint's classifier.
@@ -141,6 +147,8 @@ def load_checkpoint(
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
     if head not in ("match", "reset"):
         raise ValueError(f"head must be 'match' or 'reset', got {head!r}")
+    if hasattr(model, "load_ssl_checkpoint"):  # swinkit.ssl meta-architectures load part by part through here
+        return model.load_ssl_checkpoint(src, format=format, strict=strict, ema=ema)
     model = _backbone(model)
     if isinstance(src, Mapping):
         source, obj, metadata = "<state dict>", src, {}
@@ -150,10 +158,18 @@ def load_checkpoint(
     state = extract_state_dict(obj, source, ema=ema)
     if isinstance(obj, Mapping) and container_key(obj, source, ema) in EMA_KEYS:
         source = f"{source} (EMA weights, {container_key(obj, source, ema)!r})"
+    ssl_dropped: list[str] = []
+    if kind := ssl_layout.detect(state):
+        # MoBY/SimMIM pretraining: the backbone is the (online) encoder, and there is no classifier to match.
+        state, ssl_dropped = ssl_layout.online_encoder(state)
+        source, head = f"{source} ({kind} encoder)", "reset"
     if format == "auto":
         format = detect_format(state, metadata)
     layout = timm if format == "swinkit" else LAYOUTS[format]
+    mindcv = format == "mindspore" and model.family == "swinv2"
+    mindcv = mindcv and mindspore.is_mindcv(mindspore.normalise_names(state)[0])
     state, dropped = layout.to_swinkit(state, model.family)
+    dropped = ssl_dropped + dropped
     for prefix in model.pruned_prefixes:
         dropped += [k for k in state if k.startswith(prefix)]
     state = {k: v for k, v in state.items() if k not in dropped}
@@ -187,15 +203,36 @@ def load_checkpoint(
             f"{_architecture_hint(state, model).strip()} Use strict=False to load the matching part only."
         )
     model.load_state_dict({k: v for k, v in state.items() if k in model_state}, strict=False)
+    if mindcv or (format == "swinkit" and metadata.get("numerics") == "mindcv"):
+        adapted += mindspore.mindcv_numerics(model)
     return LoadReport(
         source, format, sorted(k for k in state if k in model_state), dropped, adapted, missing, unexpected
     )
 
 
-def save_checkpoint(model: nn.Module, path: str | os.PathLike, *, metadata: Mapping[str, str] | None = None) -> Path:
-    """Write the model's weights to a .safetensors file in swinkit's layout, atomically."""
+def save_checkpoint(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    format: str = "swinkit",
+    metadata: Mapping[str, str] | None = None,
+    layout: str | None = None,
+) -> Path:
+    """Write the model's weights atomically, in swinkit's layout or another ecosystem's.
+
+    Args:
+        format: 'swinkit' (a .safetensors file with swinkit metadata), or 'timm', 'microsoft', 'hf', 'torchvision'
+            (.safetensors or .pth/.pt/.bin by the suffix of ``path``) or 'mindspore' (a .ckpt file); see
+            ``swinkit.checkpoints.writers``. ``load_checkpoint`` reads every one of them back exactly.
+        metadata: extra safetensors metadata (swinkit format only).
+        layout: for 'mindspore', 'mindcv' (Swin V2's default) or 'modelzoo' (official names, gamma/beta).
+    """
     model = _backbone(model)
+    if format != "swinkit":
+        return writers.write(model, path, format, layout)
     info = getattr(model, "model_info", None)
     meta = {"format": "swinkit", "family": model.family, **({"model": info.name} if info else {})}
+    if mindspore.has_mindcv_numerics(model):
+        meta["numerics"] = "mindcv"
     meta.update(metadata or {})
     return save_safetensors(model.state_dict(), path, meta)

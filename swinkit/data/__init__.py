@@ -2,7 +2,7 @@
 
 from .datasets import DataLayoutError, Digits, ImageFolder, build_datasets, imagenet_folders
 from .loader import EpochSampler, build_loader, collate
-from .transforms import build_transform
+from .transforms import build_transform, build_two_view_transform
 
 __all__ = [
     "DataLayoutError",
@@ -12,6 +12,7 @@ __all__ = [
     "build_datasets",
     "build_loader",
     "build_transform",
+    "build_two_view_transform",
     "collate",
     "imagenet_folders",
 ]

@@ -1,13 +1,18 @@
-"""Train and eval transforms through timm's ``create_transform`` (the official Swin/CSWin augmentation recipe)."""
+"""Train and eval transforms through timm's ``create_transform`` (the official Swin/CSWin augmentation recipe), and
+MoBY's two-view BYOL augmentation."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import torch
+from PIL import ImageFilter, ImageOps
 from timm.data import create_transform
+from timm.data.transforms import str_to_interp_mode
+from torchvision import transforms as T
 
 if TYPE_CHECKING:
-    from ..engine.config import DataConfig
+    from ..engine.config import DataConfig, SSLConfig
 
 
 def build_transform(data: DataConfig, img_size: int, train: bool, info) -> object:
@@ -40,3 +45,61 @@ def build_transform(data: DataConfig, img_size: int, train: bool, info) -> objec
     return create_transform(
         img_size, is_training=False, interpolation=interpolation, mean=mean, std=std, crop_pct=crop_pct
     )
+
+
+class GaussianBlur:
+    """PIL Gaussian blur with a radius drawn uniformly from ``sigma`` (BYOL/MoBY: (0.1, 2.0) at 224 px)."""
+
+    def __init__(self, sigma: tuple[float, float] = (0.1, 2.0)) -> None:
+        self.sigma = sigma
+
+    def __call__(self, img):
+        radius = self.sigma[0] + float(torch.rand(())) * (self.sigma[1] - self.sigma[0])
+        return img.filter(ImageFilter.GaussianBlur(radius=radius))
+
+
+class Solarize:
+    def __call__(self, img):
+        return ImageOps.solarize(img)
+
+
+class TwoViews:
+    """Two differently augmented views of one image, stacked: (2, C, H, W)."""
+
+    def __init__(self, view1, view2) -> None:
+        self.view1, self.view2 = view1, view2
+
+    def __call__(self, img):
+        return torch.stack([self.view1(img), self.view2(img)])
+
+
+def build_two_view_transform(data: DataConfig, ssl: SSLConfig, img_size: int, info) -> TwoViews:
+    """MoBY's asymmetric BYOL augmentation: random-resized crop, flip, colour jitter, grayscale, then Gaussian blur
+    (p = ``ssl.blur_prob`` per view: 1.0 and 0.1) and solarize (0 and 0.2) before normalising.
+
+    Args:
+        info: anything with ``mean``/``std`` (the encoder's), unless the data config sets them.
+    """
+    mean = tuple(data.mean) if data.mean else tuple(info.mean)
+    std = tuple(data.std) if data.std else tuple(info.std)
+    interp = str_to_interp_mode("bicubic" if data.interpolation == "random" else data.interpolation)
+
+    def view(i: int) -> T.Compose:
+        crop = T.RandomResizedCrop(img_size, scale=tuple(data.scale), ratio=tuple(data.ratio), interpolation=interp)
+        steps = [
+            crop,
+            T.RandomHorizontalFlip(data.hflip),
+        ]
+        if data.color_jitter:
+            s = data.color_jitter
+            steps.append(T.RandomApply([T.ColorJitter(s, s, s / 2, s / 4)], p=ssl.color_jitter_prob))
+        steps += [
+            T.RandomGrayscale(ssl.grayscale_prob),
+            T.RandomApply([GaussianBlur(tuple(ssl.blur_sigma))], p=ssl.blur_prob[i]),
+            T.RandomApply([Solarize()], p=ssl.solarize_prob[i]),
+            T.ToTensor(),
+            T.Normalize(mean, std),
+        ]
+        return T.Compose(steps)
+
+    return TwoViews(view(0), view(1))

@@ -11,6 +11,7 @@ either the old or the new checkpoint, and ``find_checkpoint`` finds whichever su
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoints.io import read_file
+from ..checkpoints.io import read_file, save_safetensors
 from ..checkpoints.load import save_checkpoint
 from .config import Config, save_config, to_yaml
 
@@ -96,13 +97,28 @@ def write_dir(final: Path, write: Callable[[Path], None]) -> Path:
 
 
 def save_training_checkpoint(
-    path: Path, cfg: Config, model: nn.Module, ema: nn.Module | None, trainer_state: dict
+    path: Path,
+    cfg: Config,
+    model: nn.Module,
+    ema: nn.Module | None,
+    trainer_state: dict,
+    classes: list[str] | None = None,
 ) -> Path:
-    """Write a complete checkpoint directory atomically (call on rank 0 only)."""
+    """Write a complete checkpoint directory atomically (call on rank 0 only).
+
+    ``classes`` (the dataset's class folder names, in label order) go into the weight files' metadata as a JSON list
+    under ``classes``, for ``swinkit predict``.
+    """
     metadata = {"config": to_yaml(cfg)}
+    if classes is not None:
+        metadata["classes"] = json.dumps(list(classes))
 
     def write(tmp: Path) -> None:
-        save_checkpoint(model, tmp / MODEL_FILE, metadata=metadata)
+        if hasattr(model, "load_ssl_checkpoint"):
+            # swinkit.ssl meta-architectures keep their own (official) key layout: encoder.*, encoder_k.*, ...
+            save_safetensors(model.state_dict(), tmp / MODEL_FILE, {"format": "swinkit", **metadata})
+        else:
+            save_checkpoint(model, tmp / MODEL_FILE, metadata=metadata)
         if ema is not None:
             save_checkpoint(ema, tmp / EMA_FILE, metadata=metadata)
         torch.save(trainer_state, tmp / STATE_FILE)

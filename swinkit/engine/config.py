@@ -3,7 +3,8 @@
 A recipe is either a name from ``swinkit/configs/`` (``list_configs()``) or a path to a YAML file. Two YAML layouts
 are accepted:
 
-* swinkit's own, nested by concern: ``model``, ``data``, ``optim``, ``sched``, ``train`` (plus a top-level ``name``);
+* swinkit's own, nested by concern: ``model``, ``data``, ``optim``, ``sched``, ``train``, ``ssl`` (plus a top-level
+  ``name``);
 * the seed systems' flat MindSpore-style files (``arch: ...``, ``base_lr: ...``), translated by the one table
   ``FLAT_KEYS``; keys without a meaning here (``IGNORED_FLAT_KEYS``) are named in a single warning line.
 
@@ -155,6 +156,8 @@ class TrainConfig:
     ema_decay: float = 0.9998
     ema_warmup: bool = False
     freeze: list[str] = field(default_factory=list)  # module-name prefixes to freeze, e.g. [patch_embed, layers.0]
+    linear_probe: bool = False  # train the classifier (head.fc) only; the frozen backbone runs in eval mode
+    linear_probe_drop_path: bool = False  # official MoBY quirk: keep the frozen backbone in train mode (drop path on)
     stages: list[StageConfig] = field(default_factory=list)
     eval_every: int = 1  # epochs between evaluations (the last epoch is always evaluated)
     save_every_steps: int = 0  # also write last/ every n optimizer steps (0: at the end of each epoch only)
@@ -168,6 +171,41 @@ class TrainConfig:
 
 
 @dataclass
+class SSLConfig:
+    """Self-supervised pretraining (``swinkit pretrain``); ``swinkit train`` ignores it.
+
+    MoBY's online encoder uses ``model.drop_path_rate``, its target ``target_drop_path_rate``. The two views'
+    augmentations are BYOL's: random-resized crop (``data.scale``, ``data.ratio``), flip (``data.hflip``), colour
+    jitter (``data.color_jitter`` s -> (s, s, s/2, s/4)) with ``color_jitter_prob``, grayscale, then Gaussian blur and
+    solarize with a probability per view.
+    """
+
+    method: str = "moby"  # moby | simmim
+    # MoBY (Transformer-SSL)
+    momentum: float = 0.99  # target momentum at step 0; rises to 1 on a cosine over all steps
+    temperature: float = 0.2
+    queue_size: int = 4096  # keys per queue; a multiple of the global batch
+    proj_dim: int = 256
+    hidden_dim: int = 4096
+    proj_layers: int = 2
+    pred_layers: int = 2
+    target_drop_path_rate: float = 0.0
+    color_jitter_prob: float = 0.8
+    grayscale_prob: float = 0.2
+    blur_prob: list[float] = field(default_factory=lambda: [1.0, 0.1])  # view 1, view 2
+    blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0])  # in pixels of the model input
+    solarize_prob: list[float] = field(default_factory=lambda: [0.0, 0.2])
+    # SimMIM
+    mask_ratio: float = 0.6
+    mask_patch_size: int = 32  # pixels; a multiple of the model's patch size that divides the input size
+    norm_target_window: int | None = None  # Swin V2 recipe: normalise targets by the local 47x47 mean/std
+    # k-nearest-neighbour monitor of the frozen encoder on the validation split
+    knn_k: int = 20
+    knn_temperature: float = 0.07
+    knn_every: int = 1  # epochs between kNN evaluations (0: never; the last epoch is always evaluated)
+
+
+@dataclass
 class Config:
     name: str = "custom"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -175,6 +213,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     sched: SchedConfig = field(default_factory=SchedConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    ssl: SSLConfig = field(default_factory=SSLConfig)
 
 
 CHOICES = {
@@ -186,6 +225,7 @@ CHOICES = {
     "optim.name": ("adamw", "sgd"),
     "sched.name": ("cosine", "constant"),
     "train.precision": ("auto", "fp32", "bf16", "fp16"),
+    "ssl.method": ("moby", "simmim"),
 }
 
 

@@ -28,6 +28,16 @@ def freeze_modules(model: nn.Module, prefixes: list[str]) -> list[str]:
     return frozen
 
 
+def freeze_backbone(model: nn.Module) -> list[str]:
+    """A linear probe: ``requires_grad=False`` on everything but the classifier (``head.fc``); returns the names."""
+    frozen = []
+    for name, param in model.named_parameters():
+        if not name.startswith("head.fc."):
+            param.requires_grad_(False)
+            frozen.append(name)
+    return frozen
+
+
 def _top_level(model: nn.Module) -> str:
     return ", ".join(n for n, _ in model.named_children())
 

@@ -33,7 +33,9 @@ def plot_metrics(run_dir: str | Path, output: str | Path | None = None) -> Path:
         if x:
             axes[0].plot(x, y, marker=".", label=label)
     axes[0].set_title("loss")
-    for key, label in [("val_top1", "top-1"), ("val_top5", "top-5"), ("ema_val_top1", "top-1 (EMA)")]:
+    accuracy = [("val_top1", "top-1"), ("val_top5", "top-5"), ("ema_val_top1", "top-1 (EMA)"),
+                ("knn_top1", "kNN top-1")]  # fmt: skip
+    for key, label in accuracy:
         x, y = series(key)
         if x:
             axes[1].plot(x, y, marker=".", label=label)

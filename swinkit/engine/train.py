@@ -30,7 +30,7 @@ from .config import Config, save_config, to_dict
 from .distributed import DistEnv, all_reduce_max, all_reduce_sum, barrier, cleanup, init_distributed
 from .ema import ModelEMA
 from .evaluate import autocast, evaluate
-from .optim import build_optimizer, freeze_modules
+from .optim import build_optimizer, freeze_backbone, freeze_modules
 from .schedule import lr_at, lr_scale_factor
 
 log = logging.getLogger(__name__)
@@ -73,13 +73,19 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
-def build_model(cfg: Config, num_classes: int | None = None, img_size=None, window_size=None) -> nn.Module:
-    """``create_model`` with the config's overrides; ``num_classes`` applies when the config leaves it unset."""
+def model_overrides(cfg: Config) -> dict:
+    """The constructor arguments the config sets (lists as tuples)."""
     overrides = {}
     for key in MODEL_OVERRIDES:
         value = getattr(cfg.model, key)
         if value is not None:
             overrides[key] = tuple(value) if isinstance(value, list) else value
+    return overrides
+
+
+def build_model(cfg: Config, num_classes: int | None = None, img_size=None, window_size=None) -> nn.Module:
+    """``create_model`` with the config's overrides; ``num_classes`` applies when the config leaves it unset."""
+    overrides = model_overrides(cfg)
     if num_classes is not None and cfg.model.num_classes is None:
         overrides["num_classes"] = num_classes
     if img_size is not None:
@@ -308,6 +314,9 @@ def _train(cfg: Config, env: DistEnv, resume: str | None) -> dict:
         if cfg.train.freeze:
             frozen = freeze_modules(model, cfg.train.freeze)
             log.info("froze %d parameter tensors under %s", len(frozen), ", ".join(cfg.train.freeze))
+        if cfg.train.linear_probe:
+            frozen = freeze_backbone(model)
+            log.info("linear probe: froze %d backbone tensors; training head.fc only", len(frozen))
         if cfg.model.grad_checkpointing:
             model.set_grad_checkpointing(True)
         model.to(device)
@@ -361,6 +370,10 @@ def _train(cfg: Config, env: DistEnv, resume: str | None) -> dict:
             sampler.set_epoch(epoch, start=progress.batch_in_epoch * batch)
             micro_per_epoch = steps_per_epoch * accum
             net.train()
+            if cfg.train.linear_probe and not cfg.train.linear_probe_drop_path:
+                for name, child in model.named_children():
+                    if name != "head":
+                        child.eval()  # the frozen backbone: no drop path
             t0, seen = time.perf_counter(), 0
             bar = tqdm(
                 train_loader, total=micro_per_epoch - progress.batch_in_epoch, disable=not env.is_main,
@@ -440,7 +453,7 @@ def _train(cfg: Config, env: DistEnv, resume: str | None) -> dict:
                         tb.add_scalar("train/lr", lr, progress.step)
                 stop = cfg.train.stop_after_steps is not None and progress.step >= cfg.train.stop_after_steps
                 if stop or (cfg.train.save_every_steps and progress.step % cfg.train.save_every_steps == 0):
-                    _save_last(cfg, env, ckpt_dir, model, ema, optimizer, scaler, progress)
+                    _save_last(cfg, env, ckpt_dir, model, ema, optimizer, scaler, progress, train_base.classes)
                 if stop:
                     bar.close()
                     log.info("stopped after step %d as train.stop_after_steps asks; resume with --resume %s",
@@ -486,7 +499,7 @@ def _train(cfg: Config, env: DistEnv, resume: str | None) -> dict:
                 if tb is not None:
                     for k, v in record.items():
                         tb.add_scalar(f"epoch/{k}", v, epoch + 1)
-            _save_last(cfg, env, ckpt_dir, model, ema, optimizer, scaler, progress)
+            _save_last(cfg, env, ckpt_dir, model, ema, optimizer, scaler, progress, train_base.classes)
             if improved and env.is_main:
                 ckpt.copy_checkpoint(ckpt_dir / "last", ckpt_dir / "best")
             barrier()
@@ -524,7 +537,7 @@ def _saved(cfg: Config) -> Config:
     return replace(cfg, train=replace(cfg.train, stop_after_steps=None))
 
 
-def _save_last(cfg, env, ckpt_dir, model, ema, optimizer, scaler, progress: Progress) -> None:
+def _save_last(cfg, env, ckpt_dir, model, ema, optimizer, scaler, progress: Progress, classes=None) -> None:
     if env.is_main:
         cfg = _saved(cfg)
         state = {
@@ -536,5 +549,5 @@ def _save_last(cfg, env, ckpt_dir, model, ema, optimizer, scaler, progress: Prog
             "world_size": env.world_size,
             "config": to_dict(cfg),
         }
-        ckpt.save_training_checkpoint(ckpt_dir / "last", cfg, model, ema.module if ema else None, state)
+        ckpt.save_training_checkpoint(ckpt_dir / "last", cfg, model, ema.module if ema else None, state, classes)
     barrier()
