@@ -26,6 +26,7 @@ from torch import nn
 from ..layers import WindowAttentionV1, WindowAttentionV2
 from ..layers.relative_position import log_spaced_coords, relative_position_index
 from . import mindspore
+from .common import rename
 from .io import CheckpointError, save_safetensors, write_atomic
 
 WRITE_FORMATS = ("swinkit", "timm", "microsoft", "hf", "torchvision", "mindspore")
@@ -64,18 +65,9 @@ _TO_TORCHVISION = [
 ]
 
 
-def _rename(state: dict[str, torch.Tensor], rules) -> dict[str, torch.Tensor]:
-    out = {}
-    for key, value in state.items():
-        for pattern, repl in rules:
-            key = re.sub(pattern, repl, key)
-        out[key] = value
-    return out
-
-
 def to_official(state: dict[str, torch.Tensor], family: str) -> dict[str, torch.Tensor]:
     if family == "cswin":
-        return _rename(state, _CSWIN_TO_OFFICIAL)
+        return rename(state, _CSWIN_TO_OFFICIAL)
     out = {}
     for key, value in state.items():
         key = re.sub(r"^layers\.(\d+)\.downsample\.", lambda m: f"layers.{int(m[1]) - 1}.downsample.", key)
@@ -86,7 +78,7 @@ def to_official(state: dict[str, torch.Tensor], family: str) -> dict[str, torch.
 def _to_hf(official: dict[str, torch.Tensor], family: str) -> dict[str, torch.Tensor]:
     prefix = "swinv2." if family == "swinv2" else "swin."
     out = {}
-    for key, value in _rename(official, _OFFICIAL_TO_HF).items():
+    for key, value in rename(official, _OFFICIAL_TO_HF).items():
         if key.startswith("head."):
             out["classifier." + key.removeprefix("head.")] = value
             continue
@@ -104,7 +96,7 @@ def _to_hf(official: dict[str, torch.Tensor], family: str) -> dict[str, torch.Te
 
 def _to_torchvision(model: nn.Module, state: dict[str, torch.Tensor], family: str) -> dict[str, torch.Tensor]:
     out = {}
-    for key, value in _rename(state, _TO_TORCHVISION).items():
+    for key, value in rename(state, _TO_TORCHVISION).items():
         if key.endswith(".attn.q_bias"):
             prefix = key.removesuffix("q_bias")
             v_bias = state[_swinkit_key(key, "v_bias")]
@@ -115,7 +107,7 @@ def _to_torchvision(model: nn.Module, state: dict[str, torch.Tensor], family: st
     for name, module in model.named_modules():
         if not isinstance(module, (WindowAttentionV1, WindowAttentionV2)):
             continue
-        prefix = _rename({name + ".x": None}, _TO_TORCHVISION).popitem()[0].removesuffix("x")
+        prefix = rename({name + ".x": None}, _TO_TORCHVISION).popitem()[0].removesuffix("x")
         window = tuple(module.window_size)
         out[prefix + "relative_position_index"] = relative_position_index(window).flatten().clone()
         if isinstance(module, WindowAttentionV2):

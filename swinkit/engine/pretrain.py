@@ -25,7 +25,7 @@ from ..data import build_datasets, build_loader, build_transform, build_two_view
 from ..ssl import MoBY, SimMIM, build_moby, build_simmim, encoder_info, momentum_at
 from . import checkpoint as ckpt
 from .config import Config, ConfigError, save_config
-from .distributed import DistEnv, all_reduce_max, all_reduce_sum, barrier, cleanup, init_distributed
+from .distributed import DistEnv, all_reduce_max, barrier, cleanup, init_distributed
 from .evaluate import autocast
 from .knn import knn_accuracy
 from .optim import build_optimizer
@@ -39,6 +39,7 @@ from .train import (
     _save_last,
     _saved,
     default_run_dir,
+    epoch_record,
     model_overrides,
     resolve_device,
     resolve_precision,
@@ -271,16 +272,7 @@ def _pretrain(cfg: Config, env: DistEnv, resume: str | None) -> dict:
         elapsed = time.perf_counter() - t0
 
         # ---- end of epoch: kNN monitor, log, checkpoint -------------------------------------------------------------
-        sums = all_reduce_sum(torch.tensor([progress.loss_sum, progress.loss_count, len(progress.bad)],
-                                           dtype=torch.float64, device=device))  # fmt: skip
-        record = {
-            "epoch": epoch + 1,
-            "step": progress.step,
-            "train_loss": (sums[0] / sums[1].clamp(min=1)).item(),
-            "lr": lr,
-            "img_per_s": seen * env.world_size / max(elapsed, 1e-9),
-            "bad_images": int(sums[2].item()),
-        }
+        record = epoch_record(progress, epoch, lr, seen * env.world_size / max(elapsed, 1e-9), device)
         if moby:
             record["momentum"] = momentum_at(progress.step, total_steps, cfg.ssl.momentum)
         last_epoch = epoch + 1 == cfg.sched.epochs

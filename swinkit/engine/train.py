@@ -203,6 +203,21 @@ def _append_jsonl(path: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
+def epoch_record(progress, epoch: int, lr: float, img_per_s: float, device: torch.device) -> dict:
+    """The first fields of an epoch's ``metrics.jsonl`` line, with the loss and unreadable images summed over
+    processes."""
+    sums = all_reduce_sum(torch.tensor([progress.loss_sum, progress.loss_count, len(progress.bad)],
+                                       dtype=torch.float64, device=device))  # fmt: skip
+    return {
+        "epoch": epoch + 1,
+        "step": progress.step,
+        "train_loss": (sums[0] / sums[1].clamp(min=1)).item(),
+        "lr": lr,
+        "img_per_s": img_per_s,
+        "bad_images": int(sums[2].item()),
+    }
+
+
 # --- the run -----------------------------------------------------------------------------------------------------
 def default_run_dir(name: str) -> Path:
     """``runs/<name>``, or ``runs/<name>-2``, ``-3``, ... when earlier runs hold it, so a repeated command never
@@ -463,16 +478,7 @@ def _train(cfg: Config, env: DistEnv, resume: str | None) -> dict:
             elapsed = time.perf_counter() - t0
 
             # ---- end of epoch: evaluate, log, checkpoint ----------------------------------------------------------
-            sums = all_reduce_sum(torch.tensor([progress.loss_sum, progress.loss_count, len(progress.bad)],
-                                               dtype=torch.float64, device=device))  # fmt: skip
-            record = {
-                "epoch": epoch + 1,
-                "step": progress.step,
-                "train_loss": (sums[0] / sums[1].clamp(min=1)).item(),
-                "lr": lr,
-                "img_per_s": seen * env.world_size / max(elapsed, 1e-9),
-                "bad_images": int(sums[2].item()),
-            }
+            record = epoch_record(progress, epoch, lr, seen * env.world_size / max(elapsed, 1e-9), device)
             last_epoch = epoch + 1 == cfg.sched.epochs
             if (epoch + 1) % cfg.train.eval_every == 0 or last_epoch:
                 val = evaluate(model, val_loader, device, precision)
