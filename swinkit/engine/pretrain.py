@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -33,16 +32,15 @@ from .schedule import lr_at, lr_scale_factor
 from .train import (
     NonFiniteLossError,
     Progress,
-    RunExistsError,
     _append_jsonl,
     _count_bad,
     _save_last,
     _saved,
-    default_run_dir,
     epoch_record,
     model_overrides,
     resolve_device,
     resolve_precision,
+    resolve_run_dir,
     seed_everything,
 )
 
@@ -96,17 +94,8 @@ def _pretrain(cfg: Config, env: DistEnv, resume: str | None) -> dict:
     precision = resolve_precision(cfg.train.precision, device)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    run_dir = Path(resume or cfg.train.output or default_run_dir(cfg.name))
+    run_dir, resume_dir = resolve_run_dir(cfg, resume)
     ckpt_dir = run_dir / "checkpoints"
-    resume_dir = None
-    if resume:
-        resume_dir = ckpt.find_checkpoint(ckpt_dir / "last")
-        if resume_dir is None:
-            raise FileNotFoundError(f"--resume {run_dir}: no checkpoint in {ckpt_dir / 'last'}")
-    elif ckpt.find_checkpoint(ckpt_dir / "last") is not None:
-        raise RunExistsError(
-            f"{run_dir} already holds a run; continue it with --resume {run_dir}, or choose another --output"
-        )
 
     train_base, val_base = build_datasets(
         cfg.data.dataset, cfg.data.root, cfg.data.max_train_samples, cfg.data.max_val_samples

@@ -227,6 +227,27 @@ def default_run_dir(name: str) -> Path:
     return next(p for p in candidates if ckpt.find_checkpoint(p / "checkpoints" / "last") is None)
 
 
+def resolve_run_dir(cfg: Config, resume: str | None) -> tuple[Path, Path | None]:
+    """The run directory and, when resuming, the checkpoint to resume from.
+
+    Raises:
+        FileNotFoundError: ``resume`` holds no checkpoint.
+        RunExistsError: the output directory already holds a run and ``resume`` is not given.
+    """
+    run_dir = Path(resume or cfg.train.output or default_run_dir(cfg.name))
+    last = run_dir / "checkpoints" / "last"
+    if resume:
+        resume_dir = ckpt.find_checkpoint(last)
+        if resume_dir is None:
+            raise FileNotFoundError(f"--resume {run_dir}: no checkpoint in {last}")
+        return run_dir, resume_dir
+    if ckpt.find_checkpoint(last) is not None:
+        raise RunExistsError(
+            f"{run_dir} already holds a run; continue it with --resume {run_dir}, or choose another --output"
+        )
+    return run_dir, None
+
+
 def train(cfg: Config, resume: str | None = None) -> dict:
     """Train (or continue) a run; returns the final record (the last line of ``metrics.jsonl``).
 
@@ -252,17 +273,8 @@ def _train(cfg: Config, env: DistEnv, resume: str | None) -> dict:
         torch.set_num_threads(cfg.train.threads)
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True)
-    run_dir = Path(resume or cfg.train.output or default_run_dir(cfg.name))
+    run_dir, resume_dir = resolve_run_dir(cfg, resume)
     ckpt_dir = run_dir / "checkpoints"
-    resume_dir = None
-    if resume:
-        resume_dir = ckpt.find_checkpoint(ckpt_dir / "last")
-        if resume_dir is None:
-            raise FileNotFoundError(f"--resume {run_dir}: no checkpoint in {ckpt_dir / 'last'}")
-    elif ckpt.find_checkpoint(ckpt_dir / "last") is not None:
-        raise RunExistsError(
-            f"{run_dir} already holds a run; continue it with --resume {run_dir}, or choose another --output"
-        )
     if env.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(_saved(cfg), run_dir / "config.yaml")
