@@ -231,7 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="file to write")
     p.add_argument("--img-size", type=int, nargs="+", metavar="N", help="H [W] (default: the model's size)")
     p.add_argument("--dynamic-batch", action="store_true", help="let the batch size vary")
-    p.add_argument("--dynamic-size", action="store_true", help="not supported: explains why (export per size)")
+    p.add_argument("--dynamic-size", action="store_true",
+                   help="let the image size vary (onnx, exported-program; Swin V1/V2): from --img-size up, multiples "
+                        "of 32")  # fmt: skip
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("predict", help="top-k classes of images with the model's own preprocessing")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 
+import onnxruntime
 import pytest
 import torch
 
@@ -24,12 +25,71 @@ def small_model() -> torch.nn.Module:
 
 
 @pytest.mark.slow
-def test_cli_onnx_of_swinv2_tiny_with_dynamic_batch_runs_in_onnxruntime(tmp_path, capsys):
+def test_cli_onnx_of_swinv2_tiny_with_dynamic_batch_and_size_runs_in_onnxruntime(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = perturb_parameters(swinkit.create_model("swinv2_tiny_window8_256"), std=0.02).eval()
+    checkpoint = tmp_path / "weights.safetensors"
+    swinkit.save_checkpoint(model, checkpoint)
     output = tmp_path / "swinv2_tiny.onnx"
-    assert main(["export", "--model", "swinv2_tiny_window8_256", "--format", "onnx", "--output", str(output),
-                 "--dynamic-batch"]) == 0  # fmt: skip
+    assert main(["export", "--model", "swinv2_tiny_window8_256", "--checkpoint", str(checkpoint), "--format", "onnx",
+                 "--output", str(output), "--dynamic-batch", "--dynamic-size"]) == 0  # fmt: skip
     out = capsys.readouterr().out
-    assert "input (1, 3, 256, 256)" in out and "input (4, 3, 256, 256)" in out and "largest relative difference" in out
+    for shape in ("(1, 3, 256, 256)", "(4, 3, 256, 256)", "(1, 3, 320, 256)", "(4, 3, 320, 256)"):
+        assert f"input {shape}" in out
+    # The same file, run here at sizes and batches of the test's choosing, against the eager model.
+    session = onnxruntime.InferenceSession(str(output), providers=["CPUExecutionProvider"])
+    for shape in ((1, 3, 256, 256), (4, 3, 320, 256), (2, 3, 256, 352)):
+        x = torch.randn(*shape, generator=torch.Generator().manual_seed(shape[0]))
+        with torch.no_grad():
+            expected = model(x)
+        (actual,) = session.run(None, {"images": x.numpy()})
+        assert actual.shape == (shape[0], 1000)
+        assert (torch.from_numpy(actual) - expected).abs().max() <= 1e-4 * expected.abs().max()
+
+
+def small_dynamic_model(name: str) -> torch.nn.Module:
+    """Window 4 and stride 32: sizes from 128 px. At 192 px the last stage (6x6) is padded to 8x8 and shifted; at
+    192x128 (6x4) it is padded with its shift dropped; at 128 px it is one window."""
+    torch.manual_seed(0)
+    model = swinkit.create_model(name, window_size=4, embed_dim=16, depths=(1, 1, 2, 2), num_heads=(1, 2, 2, 4),
+                                 num_classes=5)  # fmt: skip
+    return perturb_parameters(model, std=0.02).eval()
+
+
+@pytest.mark.parametrize("name", ["swinv2_tiny_window8_256", "swin_tiny_patch4_window7_224"])
+@pytest.mark.parametrize("fmt, suffix", [("exported-program", "pt2"), ("onnx", "onnx")])
+def test_dynamic_size_export_matches_eager_at_sizes_that_pad_shift_and_clamp_differently(name, fmt, suffix, tmp_path):
+    model = small_dynamic_model(name)
+    path = tmp_path / f"m.{suffix}"
+    result = export(name, path, format=fmt, model=model, img_size=128, dynamic_size=True)
+    assert [shape for shape, _ in result.checks] == [(1, 3, 128, 128), (1, 3, 192, 128), (1, 3, 128, 160)]
+    if fmt == "onnx":
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        run = lambda x: torch.from_numpy(session.run(None, {"images": x.numpy()})[0])  # noqa: E731
+    else:
+        run = torch.export.load(str(path)).module()
+    for size in ((192, 192), (160, 224), (128, 128), (256, 192)):
+        x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(sum(size)))
+        with torch.no_grad():
+            expected = model(x)
+            actual = run(x)
+        assert (actual - expected).abs().max() <= 1e-5 * expected.abs().max(), size
+
+
+@pytest.mark.parametrize(
+    "name, fmt, img_size, message",
+    [
+        ("swinv2_tiny_window8_256", "torchscript", None, "records the image size as constants"),
+        ("swinv2_tiny_window8_256", "onnx", 224, "--img-size 256 256"),
+        ("swinv2_tiny_window8_256", "onnx", 300, "multiples of 32"),
+        ("cswin_tiny_224", "exported-program", None, "one file per image size"),
+    ],
+)
+def test_dynamic_size_outside_what_one_graph_covers_is_refused_with_the_fix(name, fmt, img_size, message, tmp_path,
+                                                                           capsys):  # fmt: skip
+    args = ["export", "--model", name, "--format", fmt, "--output", str(tmp_path / "m.out"), "--dynamic-size"]
+    assert main(args + (["--img-size", str(img_size)] if img_size else [])) == 1
+    assert message in capsys.readouterr().err and not (tmp_path / "m.out").exists()
 
 
 @pytest.mark.parametrize("fmt, suffix", [("torchscript", "pt"), ("exported-program", "pt2"), ("onnx", "onnx")])
@@ -44,13 +104,6 @@ def test_export_at_another_size(tmp_path):
     result = export("swinv2_tiny_window8_256", tmp_path / "m.pt2", format="exported-program", model=small_model(),
                     img_size=(80, 64))  # fmt: skip
     assert result.checks[0][0] == (1, 3, 80, 64)
-
-
-def test_dynamic_size_is_refused_with_the_reason(tmp_path, capsys):
-    code = main(["export", "--model", "swinv2_tiny_window8_256", "--format", "onnx", "--output",
-                 str(tmp_path / "m.onnx"), "--dynamic-size"])  # fmt: skip
-    assert code == 1
-    assert "window geometry" in capsys.readouterr().err and not (tmp_path / "m.onnx").exists()
 
 
 def test_a_mismatch_fails_loudly(tmp_path, monkeypatch):

@@ -1,21 +1,24 @@
 """``swinkit export``: ONNX (``torch.onnx.export(dynamo=True)``), TorchScript (tracing) or a torch.export program,
 checked against the PyTorch model on random inputs.
 
-The batch can be dynamic in all three. The image size is fixed at export: every Swin model decides its window
-geometry (the clamp of a window to a small map, padding to a window multiple, the shift masks) in Python from the
-feature map size, so a traced graph holds the decisions of the example size, and a size that would decide otherwise
-needs its own export. ``dynamic_size=True`` is refused with that explanation rather than producing a graph that is
-silently wrong at other sizes.
+The batch can be dynamic in all three. A dynamic image size (ONNX and exported programs, Swin V1/V2) makes one graph
+for every size that is a multiple of the model's total stride (32) and at least ``window * stride`` on each side, so
+that no stage's window is ever clamped to a smaller map: 256 px and up for swinv2_tiny_window8_256. Within that range
+the window machinery runs on symbolic sizes (see ``swinkit.layers.window``): padding, the shift dropped where a map
+equals its window, the window order and the masks are all computed in the graph. TorchScript tracing records sizes
+as constants, and CSWin decides its stripe padding in Python, so those are exported per size.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.fx.experimental._config
 from torch import nn
 
 from .convert import load_model
@@ -34,13 +37,15 @@ class ExportResult:
     format: str
     img_size: tuple[int, int]
     checks: list[tuple[tuple[int, ...], float]] = field(default_factory=list)  # (input shape, relative difference)
+    size_range: str = ""  # the sizes a dynamic-size export accepts
 
     @property
     def max_difference(self) -> float:
         return max(diff for _, diff in self.checks)
 
     def __str__(self) -> str:
-        lines = [f"wrote {self.path} ({self.format}, {self.img_size[0]}x{self.img_size[1]})"]
+        size = self.size_range or f"{self.img_size[0]}x{self.img_size[1]}"
+        lines = [f"wrote {self.path} ({self.format}, {size})"]
         lines += [f"  input {shape}: max |exported - pytorch| / max |pytorch| = {d:.2e}" for shape, d in self.checks]
         lines.append(f"largest relative difference {self.max_difference:.2e} (tolerance {TOLERANCE:g})")
         return "\n".join(lines)
@@ -70,7 +75,8 @@ def export(
         checkpoint: weights to load (any layout ``load_checkpoint`` reads); random initial weights without one.
         img_size: export image size, int or (H, W); the model's default size without one.
         dynamic_batch: let the batch dimension vary.
-        dynamic_size: not supported (see the module docstring); raises ValueError.
+        dynamic_size: let the image size vary (ONNX and exported programs of Swin V1/V2; see the module docstring).
+            ``img_size`` is then the smallest size and the example traced.
         model: an already built model to export instead of building ``name`` (for tests and library use).
 
     Raises:
@@ -78,11 +84,10 @@ def export(
     """
     if format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
-    if dynamic_size:
+    if dynamic_size and format == "torchscript":
         raise ValueError(
-            "a dynamic image size cannot be exported: the window geometry (window clamping, padding, shift masks) is "
-            "decided in Python from each input's size, so a graph traced at one size is wrong at sizes that decide "
-            "otherwise. Export one file per image size with --img-size H W (the batch can stay dynamic)"
+            "TorchScript tracing records the image size as constants: use --format onnx or exported-program for a "
+            "dynamic size, or export one TorchScript file per size"
         )
     if model is None:
         model, _, _ = load_model(name, checkpoint)
@@ -92,13 +97,25 @@ def export(
     example = torch.randn(2 if dynamic_batch else 1, 3, *size, generator=torch.Generator().manual_seed(0))
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    batch = {0: torch.export.Dim("batch", min=1, max=1024)} if dynamic_batch else {}
+    dims = {0: torch.export.Dim("batch", min=1, max=1024)} if dynamic_batch else {}
+    check_sizes = [size]
+    tracing_options = contextlib.nullcontext()
+    if dynamic_size:
+        stride = _dynamic_size_stride(model, name, size)
+        dims |= {2: stride * torch.export.Dim("height_units", min=size[0] // stride, max=4096 // stride),
+                 3: stride * torch.export.Dim("width_units", min=size[1] // stride, max=4096 // stride)}  # fmt: skip
+        check_sizes += [(size[0] + 2 * stride, size[1]), (size[0], size[1] + stride)]
+        # Sizes are traced as sizes of at least 2, so that a stage with one window at the example size (the last
+        # stage at 256 px) is not frozen to one window: the symbolic window code never asks whether a size is 1.
+        tracing_options = torch.fx.experimental._config.patch(backed_size_oblivious=True)
+    dynamic_shapes = (dims,) if dims else None
     with torch.no_grad():
         if format == "onnx":
-            torch.onnx.export(
-                model, (example,), str(output), dynamo=True, dynamic_shapes=(batch,) if batch else None,
-                input_names=["images"], output_names=["logits"],
-            )  # fmt: skip
+            with tracing_options:
+                torch.onnx.export(
+                    model, (example,), str(output), dynamo=True, dynamic_shapes=dynamic_shapes,
+                    input_names=["images"], output_names=["logits"],
+                )  # fmt: skip
             run = _onnx_runner(output)
         elif format == "torchscript":
             with warnings.catch_warnings():
@@ -109,16 +126,39 @@ def export(
             loaded = torch.jit.load(str(output))
             run = loaded
         else:
-            program = torch.export.export(model, (example,), dynamic_shapes=(batch,) if batch else None)
+            with tracing_options:
+                program = torch.export.export(model, (example,), dynamic_shapes=dynamic_shapes)
             torch.export.save(program, str(output))
             run = torch.export.load(str(output)).module()
         result = ExportResult(output, format, size)
-        for b in (1, 4) if dynamic_batch else (example.shape[0],):
-            x = torch.randn(b, 3, *size, generator=torch.Generator().manual_seed(b))
-            result.checks.append((tuple(x.shape), _relative(run(x), model(x))))
+        if dynamic_size:
+            result.size_range = f"any HxW with H, W multiples of {stride}, H >= {size[0]}, W >= {size[1]}"
+        for check_size in check_sizes:
+            for b in (1, 4) if dynamic_batch else (example.shape[0],):
+                x = torch.randn(b, 3, *check_size, generator=torch.Generator().manual_seed(b))
+                result.checks.append((tuple(x.shape), _relative(run(x), model(x))))
     if result.max_difference > TOLERANCE:
         raise ExportCheckError(f"{result}\nthe exported model does not match PyTorch: do not deploy {output}")
     return result
+
+
+def _dynamic_size_stride(model: nn.Module, name: str, size: tuple[int, int]) -> int:
+    """The model's total stride; ValueError unless ``size`` can start a dynamic-size export (module docstring)."""
+    if getattr(model, "family", "") not in ("swin", "swinv2"):
+        raise ValueError(
+            f"a dynamic image size is exported for Swin V1/V2 models; {name} decides its geometry in Python from each "
+            "input's size, so export one file per image size with --img-size H W (the batch can stay dynamic)"
+        )
+    stride = model.feature_info[-1]["reduction"]
+    min_size = max(model.window_size) * stride
+    if min(size) < min_size or size[0] % stride or size[1] % stride:
+        raise ValueError(
+            f"a dynamic-size export of {name} starts at a size whose sides are multiples of {stride} and at least "
+            f"{min_size} (window {max(model.window_size)} x stride {stride}, so that no stage clamps its window), "
+            f"got {size[0]}x{size[1]}: pass --img-size {max(min_size, size[0] + -size[0] % stride)} "
+            f"{max(min_size, size[1] + -size[1] % stride)}, or export this size without --dynamic-size"
+        )
+    return stride
 
 
 def _onnx_runner(path: Path):

@@ -82,7 +82,9 @@ class WindowAttention(nn.Module):
         bias = self.position_bias(geometry.window).unsqueeze(0)  # (1, nH, N, N)
         mask = attention_mask(geometry, device)
         if mask is not None:
-            bias = bias + mask.unsqueeze(1)  # (nW, nH, N, N)
+            # Expanded, not broadcast: broadcasting would ask whether num_windows is 1, which a dynamic-size export
+            # would freeze into its graph.
+            bias = bias.expand(mask.shape[0], -1, -1, -1) + mask.unsqueeze(1)  # (nW, nH, N, N)
         return bias.to(dtype).contiguous()
 
     def _cacheable(self) -> bool:
@@ -122,7 +124,9 @@ class WindowAttention(nn.Module):
         q, k, scale = self.scale_qk(q, k)
         q, k, v = (t.reshape(bw // masks, heads, n, self.head_dim) for t in (q, k, v))
         dropout = self.attn_drop if self.training else 0.0
-        mask = bias.reshape(1, heads, n, n)
+        # Expanded to the images (a view) rather than left for SDPA to broadcast: broadcasting asks whether the image
+        # count is 1, which a dynamic-size export would freeze into its graph.
+        mask = bias.reshape(1, heads, n, n).expand(bw // masks, -1, -1, -1)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scale)
         if torch.compiler.is_exporting():
             # SDPA's output strides depend on the kernel, and torch.onnx's passes disagree on them: one traces the

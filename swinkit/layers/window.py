@@ -4,6 +4,12 @@ A feature map of any size goes through the same path: the official clamping rule
 the map, the map is padded on the bottom/right to a window multiple, and padded tokens are masked out of attention
 as keys. When no padding is needed the mask is exactly the official shift mask, so the result is identical to the
 fixed-size implementations.
+
+While ``torch.export`` traces a model with a dynamic image size, the sizes are symbolic and every Python decision
+on them would be frozen into the graph. The geometry is then *symbolic*: the window is the configured one (the map
+must be at least that large, checked), and padding, the shift (dropped where the map's smaller side equals the
+window, as the clamping rule says), the window order and the masks are computed by tensor operations on the sizes,
+so one graph is right for every size in its range.
 """
 
 from __future__ import annotations
@@ -26,17 +32,26 @@ class WindowGeometry:
         height, width: the real feature map size.
         window: (wh, ww) after clamping.
         shift: (sh, sw) cyclic shift, zero for regular blocks and for clamped windows.
+        symbolic: the sizes are symbolic (``torch.export`` with a dynamic size); ``shift`` is then the shift of an
+            unclamped map, applied only where the map's smaller side exceeds the window.
     """
 
     height: int
     width: int
     window: tuple[int, int]
     shift: tuple[int, int]
+    symbolic: bool = False
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Windows along each side of the padded map."""
+        wh, ww = self.window
+        return (self.height + wh - 1) // wh, (self.width + ww - 1) // ww
 
     @property
     def padded_size(self) -> tuple[int, int]:
-        wh, ww = self.window
-        return self.height + (-self.height) % wh, self.width + (-self.width) % ww
+        (nh, nw), (wh, ww) = self.grid, self.window
+        return nh * wh, nw * ww
 
     @property
     def needs_padding(self) -> bool:
@@ -44,8 +59,7 @@ class WindowGeometry:
 
     @property
     def num_windows(self) -> int:
-        hp, wp = self.padded_size
-        return (hp // self.window[0]) * (wp // self.window[1])
+        return self.grid[0] * self.grid[1]
 
     @property
     def needs_mask(self) -> bool:
@@ -66,14 +80,23 @@ def window_geometry(height: int, width: int, window: tuple[int, int], shifted: b
 
     Official Swin (and HF) clamp when ``min(H, W) <= window``: the window becomes the smaller map side and the
     shift is dropped. With a non-square window the rule compares against the smaller window side and caps each side
-    at the map's smaller side, which reduces to the official rule for square windows.
+    at the map's smaller side, which reduces to the official rule for square windows. Sizes that are symbolic
+    (a dynamic-size export) give a symbolic geometry: see the module docstring.
     """
+    if exporting_dynamic_size(height, width):
+        shift = (window[0] // 2, window[1] // 2) if shifted else (0, 0)
+        return WindowGeometry(height, width, window, shift, symbolic=True)
     smallest = min(height, width)
     if smallest <= min(window):
         window = (min(window[0], smallest), min(window[1], smallest))
         return WindowGeometry(height, width, window, (0, 0))
     shift = (window[0] // 2, window[1] // 2) if shifted else (0, 0)
     return WindowGeometry(height, width, window, shift)
+
+
+def exporting_dynamic_size(*sizes) -> bool:
+    """True while ``torch.export`` traces with a symbolic image size (see the module docstring)."""
+    return torch.compiler.is_exporting() and any(isinstance(size, torch.SymInt) for size in sizes)
 
 
 def window_partition(x: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
@@ -146,6 +169,8 @@ def _attention_mask_cpu(geometry: WindowGeometry) -> torch.Tensor | None:
 
 def attention_mask(geometry: WindowGeometry, device: torch.device) -> torch.Tensor | None:
     """Additive mask (num_windows, N, N) for shifted regions and padded keys, or None when nothing is masked."""
+    if geometry.symbolic:
+        return _symbolic_attention_mask(geometry, device)
     mask = _attention_mask_cpu(geometry)
     return None if mask is None else mask.to(device)
 
@@ -181,6 +206,8 @@ def shifted_window_attention(x: torch.Tensor, geometry: WindowGeometry, attend) 
     b, h, w, c = x.shape
     hp, wp = geometry.padded_size
     n = geometry.window[0] * geometry.window[1]
+    if geometry.symbolic:
+        return _symbolic_window_attention(x, geometry, attend)
     if geometry.needs_padding:
         x = F.pad(x, (0, 0, 0, wp - w, 0, hp - h))
     if any(geometry.shift):
@@ -192,3 +219,69 @@ def shifted_window_attention(x: torch.Tensor, geometry: WindowGeometry, attend) 
     if geometry.needs_padding:
         x = x[:, :h, :w, :].contiguous()
     return x
+
+
+# --- symbolic sizes: the same geometry by tensor operations (torch.export with a dynamic image size) ---------------
+# Nothing is padded: the gather into window order reads every padded position from token 0, the mask hides those
+# positions as keys, and the gather back reads only real tokens. Every index is computed by broadcast arithmetic from
+# aranges, with no view of a symbolic size, so that no shape check freezes a size of the example (a one-window stage
+# at 256 px, two windows at 320) into the graph.
+
+
+def _symbolic_sizes(geometry: WindowGeometry, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """The map's height, width and window grid as 0-d tensors: ONNX takes arithmetic between tensors, not with a
+    symbolic Python number."""
+    sizes = (geometry.height, geometry.width, *geometry.grid)
+    return tuple(torch.scalar_tensor(size, dtype=torch.long, device=device) for size in sizes)
+
+
+def _symbolic_positions(geometry: WindowGeometry, device: torch.device):
+    """Each window position's source row and column (num_windows, N), whether it is a real token, and the shift.
+
+    The shift is a tensor, (smallest side > window) * shift, so that the clamping rule's dropped shift at a map equal
+    to the window is decided by the graph rather than frozen into it.
+    """
+    (wh, ww), (sh, sw) = geometry.window, geometry.shift
+    h, w, nh, nw = _symbolic_sizes(geometry, device)
+    active = (torch.minimum(h, w) > min(geometry.window)).long()
+    shift = (active * sh, active * sw)
+    window = torch.arange(geometry.num_windows, device=device)[:, None]
+    token = torch.arange(wh * ww, device=device)[None, :]
+    row = torch.remainder(torch.div(window, nw, rounding_mode="floor") * wh + token // ww + shift[0], nh * wh)
+    col = torch.remainder(torch.remainder(window, nw) * ww + token % ww + shift[1], nw * ww)
+    return row, col, (row < h) & (col < w), shift
+
+
+def _symbolic_window_order(geometry: WindowGeometry, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token read by each window position (0 for padding), and each real token's position among the windows."""
+    wh, ww = geometry.window
+    h, w, nh, nw = _symbolic_sizes(geometry, device)
+    row, col, real, (sh, sw) = _symbolic_positions(geometry, device)
+    order = torch.where(real, row * w + col, 0).flatten()
+    row = torch.remainder(torch.arange(geometry.height, device=device)[:, None] - sh, nh * wh)
+    col = torch.remainder(torch.arange(geometry.width, device=device)[None, :] - sw, nw * ww)
+    inverse = ((row // wh) * nw + col // ww) * (wh * ww) + (row % wh) * ww + col % ww
+    return order, inverse.flatten()
+
+
+def _symbolic_attention_mask(geometry: WindowGeometry, device: torch.device) -> torch.Tensor:
+    wh, ww = geometry.window
+    _, _, nh, nw = _symbolic_sizes(geometry, device)
+    row, col, real, (sh, sw) = _symbolic_positions(geometry, device)
+    # Regions in the shifted frame, as the official slices (0, -window), (-window, -shift), (-shift, None) label them.
+    hp, wp = nh * wh, nw * ww
+    shifted_row, shifted_col = torch.remainder(row - sh, hp), torch.remainder(col - sw, wp)
+    region = ((shifted_row >= hp - wh).long() + (shifted_row >= hp - sh).long()) * 3
+    region = region + (shifted_col >= wp - ww).long() + (shifted_col >= wp - sw).long()
+    mask = torch.where(region[:, :, None] != region[:, None, :], SHIFT_MASK_VALUE, 0.0)
+    own = torch.eye(wh * ww, dtype=torch.bool, device=device)
+    return mask.masked_fill(~real[:, None, :] & ~own, float("-inf"))
+
+
+def _symbolic_window_attention(x: torch.Tensor, geometry: WindowGeometry, attend) -> torch.Tensor:
+    b, h, w, c = x.shape
+    n = geometry.window[0] * geometry.window[1]
+    order, inverse = _symbolic_window_order(geometry, x.device)
+    windows = torch.index_select(x.reshape(b, h * w, c), 1, order).view(b * geometry.num_windows, n, c)
+    windows = attend(windows, geometry).view(b, geometry.num_windows * n, c)
+    return torch.index_select(windows, 1, inverse).view(b, h, w, c)
