@@ -216,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("convert", help="convert a checkpoint between layouts (timm, official, HF, MindSpore, ...)")
     p.add_argument("src", help="checkpoint to read (.pth/.pt/.bin, .safetensors, .ckpt, .pdparams)")
-    p.add_argument("dst", help="file to write (.safetensors, .pth, or .ckpt for --to mindspore)")
+    p.add_argument("dst", help="file to write (.safetensors, .pth; .ckpt for --to mindspore, .pdparams for paddle)")
     p.add_argument("--model", required=True, help="registered model name the weights belong to")
     p.add_argument("--from", dest="from_format", default="auto", choices=READ_FORMATS, help="source layout")
     p.add_argument("--to", dest="to_format", default="swinkit", choices=WRITE_FORMATS, help="target layout")

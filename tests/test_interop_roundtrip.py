@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import pickle
+
 import pytest
 import torch
 import transformers
@@ -9,6 +12,7 @@ from torchvision.models.swin_transformer import PatchMergingV2, SwinTransformer,
 
 import swinkit
 from swinkit.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from swinkit.checkpoints.io import PDPARAMS_NAME_TABLE, read_pdparams
 from swinkit.checkpoints.writers import to_format
 
 from .conftest import tiny_overrides
@@ -20,12 +24,15 @@ CASES = [
     ("swinv2_tiny_window8_256", "hf", "model.safetensors"),
     ("swinv2_tiny_window8_256", "torchvision", "model.pth"),
     ("swinv2_tiny_window8_256", "mindspore", "model.ckpt"),
+    ("swinv2_tiny_window8_256", "paddle", "model.pdparams"),
     ("swin_tiny_patch4_window7_224", "microsoft", "model.bin"),
     ("swin_tiny_patch4_window7_224", "hf", "model.safetensors"),
     ("swin_tiny_patch4_window7_224", "torchvision", "model.pth"),
     ("swin_tiny_patch4_window7_224", "mindspore", "model.ckpt"),
+    ("swin_tiny_patch4_window7_224", "paddle", "model.pdparams"),
     ("cswin_tiny_224", "microsoft", "model.pth"),
     ("cswin_tiny_224", "mindspore", "model.ckpt"),
+    ("cswin_tiny_224", "paddle", "model.pdparams"),
 ]
 
 
@@ -52,6 +59,37 @@ def test_mindcv_numerics_survive_a_swinkit_file(tmp_path):
 def test_cswin_cannot_be_written_where_it_does_not_exist(fmt, tiny_model, tmp_path):
     with pytest.raises(CheckpointError, match="no CSWin"):
         save_checkpoint(tiny_model("cswin_tiny_224"), tmp_path / "m.pth", format=fmt)
+
+
+class _RecordingUnpickler(pickle.Unpickler):
+    def __init__(self, data: bytes) -> None:
+        super().__init__(io.BytesIO(data))
+        self.globals: set[tuple[str, str]] = set()
+
+    def find_class(self, module: str, name: str):
+        self.globals.add((module, name))
+        return super().find_class(module, name)
+
+
+@pytest.mark.parametrize("name", ["swin_tiny_patch4_window7_224", "swinv2_tiny_window8_256", "cswin_tiny_224"])
+def test_paddle_file_is_a_state_dict_as_paddle_save_writes_it(name, tiny_model, tmp_path):
+    source = tiny_model(name)
+    path = save_checkpoint(source, tmp_path / "model.pdparams", format="paddle")
+    unpickler = _RecordingUnpickler(path.read_bytes())
+    unpickler.load()
+    # No numpy.core / numpy._core path: PaddleClas's numpy 1 and swinkit's numpy 2 both read it.
+    assert unpickler.globals == {("numpy", "ndarray"), ("numpy", "dtype")}
+    raw = read_pdparams(path)
+    arrays = {k: v for k, v in raw.items() if k != PDPARAMS_NAME_TABLE}
+    assert raw[PDPARAMS_NAME_TABLE] == {k: k for k in arrays}
+    assert all(isinstance(v, torch.Tensor) for v in arrays.values())
+    fc1 = "stages.0.blocks.0.mlp.fc1.weight" if name.startswith("cswin") else "layers.0.blocks.0.mlp.fc1.weight"
+    assert torch.equal(arrays[fc1], source.state_dict()["layers.0.blocks.0.mlp.fc1.weight"].t())  # [in, out]
+
+
+def test_paddle_file_needs_the_pdparams_suffix(tiny_model, tmp_path):
+    with pytest.raises(ValueError, match=r"\.pdparams"):
+        save_checkpoint(tiny_model("swinv2_tiny_window8_256"), tmp_path / "model.pth", format="paddle")
 
 
 def test_hf_file_loads_strictly_into_transformers_and_gives_the_same_logits(tiny_model):

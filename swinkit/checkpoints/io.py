@@ -3,7 +3,7 @@
 ``.pth``/``.pt``/``.bin`` files are read with ``torch.load(weights_only=True)`` only, so no code in a file can run;
 ``.safetensors`` through safetensors; MindSpore's ``.ckpt`` (a protobuf container of raw arrays) by a protobuf
 reader of swinkit's own; PaddlePaddle's ``.pdparams`` (a pickle of numpy arrays) with an unpickler that
-admits numpy array reconstruction and ordered dicts and nothing else.
+admits numpy array reconstruction and ordered dicts and nothing else, and written as ``paddle.save`` writes them.
 
 Writes go to a temporary file in the target directory and are renamed into
 place, so an interrupted save never leaves a half-written file under the final name.
@@ -11,6 +11,7 @@ place, so an interrupted save never leaves a half-written file under the final n
 
 from __future__ import annotations
 
+import copyreg
 import io
 import os
 import pickle
@@ -37,6 +38,8 @@ _PDPARAMS_GLOBALS = {
     ("numpy", "dtype"),
     ("collections", "OrderedDict"),
 }
+# The table of Paddle parameter names that ``paddle.save`` adds to a state dict.
+PDPARAMS_NAME_TABLE = "StructuredToParameterName@@"
 
 
 class CheckpointError(ValueError):
@@ -113,6 +116,33 @@ def read_pdparams(path: str | os.PathLike) -> dict:
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a PaddlePaddle state dict")
     return {k: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v for k, v in obj.items()}
+
+
+def write_pdparams(state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> Path:
+    """Write tensors as ``paddle.save`` writes a state dict, atomically, for ``paddle.load`` and ``read_pdparams``.
+
+    The file is a pickle (protocol 4) of numpy arrays by name, plus the name table ``paddle.load`` looks for (each
+    parameter named by its key). Arrays are pickled with the ``numpy.ndarray`` and ``numpy.dtype`` globals only, which
+    numpy 1 and numpy 2 both read.
+    """
+    arrays = {k: v.detach().to("cpu").contiguous().numpy() for k, v in state.items()}
+    saved = {**arrays, PDPARAMS_NAME_TABLE: {k: k for k in arrays}}
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            _PortableArrayPickler(f, protocol=4).dump(saved)
+
+    return write_atomic(path, write)
+
+
+def _reduce_array(array: np.ndarray) -> tuple:
+    # numpy's own reduction calls numpy._core.multiarray._reconstruct under numpy 2, a module numpy 1 (which
+    # PaddleClas 2.6 pins) does not have. An empty numpy.ndarray given the same state is the same array in both.
+    return np.ndarray, ((0,),), array.__reduce__()[2]
+
+
+class _PortableArrayPickler(pickle.Pickler):
+    dispatch_table = {**copyreg.dispatch_table, np.ndarray: _reduce_array}
 
 
 def _is_safetensors(path: Path) -> bool:

@@ -222,8 +222,9 @@ def save_checkpoint(
 
     Args:
         format: 'swinkit' (a .safetensors file with swinkit metadata), or 'timm', 'microsoft', 'hf', 'torchvision'
-            (.safetensors or .pth/.pt/.bin by the suffix of ``path``) or 'mindspore' (a .ckpt file); see
-            ``swinkit.checkpoints.writers``. ``load_checkpoint`` reads every one of them back exactly.
+            (.safetensors or .pth/.pt/.bin by the suffix of ``path``), 'mindspore' (a .ckpt file) or 'paddle' (a
+            .pdparams file); see ``swinkit.checkpoints.writers``. ``load_checkpoint`` reads every one of them back
+            exactly.
         metadata: extra safetensors metadata (swinkit format only).
         layout: for 'mindspore', 'mindcv' (Swin V2's default) or 'modelzoo' (official names, gamma/beta).
     """

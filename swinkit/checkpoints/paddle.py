@@ -1,4 +1,4 @@
-"""PaddleClas layouts: ``cswin_transformer.py`` (CSWin) and ``swin_transformer_v2.py`` (Swin V2), from ``.pdparams``.
+"""PaddleClas layouts (``swin_transformer.py``, ``swin_transformer_v2.py``, ``cswin_transformer.py``) of ``.pdparams``.
 
 ``io.read_file`` reads a ``.pdparams`` file (a pickle of numpy arrays) with an unpickler that admits numpy arrays and
 ordered dicts only. Paddle stores every ``Linear`` weight as [in, out]: all of them are transposed, the square
@@ -9,8 +9,14 @@ ordered dicts only. Paddle stores every ``Linear`` weight as [in, out]: all of t
 - Swin V2 (and V1) use the official names (``layers.{i}.blocks.{j}.attn.qkv``, ``q_bias``, ``cpb_mlp.{0,2}``,
   merging at the END of stage i, ``head``) and save the derived ``relative_coords_table`` and
   ``relative_position_index`` buffers; only the [in, out] Linear weights tell them from official checkpoints.
-  (PaddleClas 2.6.0's ``swin_transformer_v2.py`` cannot run as released: its PatchEmbed and PatchMerging forwards
-  name undefined variables. The test fixture runs it with those two forwards repaired.)
+  (PaddleClas 2.6.0's ``swin_transformer_v2.py`` cannot run as released: its PatchEmbed, PatchMerging and block
+  forwards name undefined variables. tests/fixtures/make_paddle_fixtures.py runs it with those forwards repaired.)
+  PaddleClas 2.6.0's V1 blocks shift windows even in a stage whose map is no larger than the window, where the
+  official code (and swinkit) does not: the same weights give other logits there, in PaddleClas only.
+
+``from_official`` is the inverse, for ``writers``: the official layout (``writers.to_official``) in PaddleClas's names
+with every Linear weight stored [in, out]. It writes no derived buffers: PaddleClas's ``set_state_dict`` warns
+"Skip loading" for each missing one and keeps the tables its constructor computed for its own window geometry.
 """
 
 from __future__ import annotations
@@ -28,6 +34,13 @@ _CSWIN_RULES = [
     (r"^stages\.(\d+)\.blocks\.", r"layers.\1.blocks."),
     (r"\.attns\.(\d+)\.get_v\.", r".attns.\1.lepe."),
     (r"^head\.(weight|bias)$", r"head.fc.\1"),
+]
+# The official CSWin names (``writers.to_official``) -> PaddleClas's; LePE's ``get_v`` and ``head`` are shared.
+_OFFICIAL_CSWIN_TO_PADDLE = [
+    (r"^stage1_conv_embed\.0\.", "patch_embedding.patch_embed."),
+    (r"^stage1_conv_embed\.2\.", "patch_embedding.norm."),
+    (r"^stage(\d+)\.(\d+)\.", lambda m: f"stages.{int(m[1]) - 1}.blocks.{m[2]}."),
+    (r"^merge(\d+)\.", lambda m: f"stages.{int(m[1]) - 1}.merge."),
 ]
 
 
@@ -52,10 +65,24 @@ def to_swinkit(state: dict[str, torch.Tensor], family: str) -> Converted:
             f"this is a PaddleClas CSWin checkpoint, and the model is {family}: pick a cswin_* model "
             "(swinkit reads PaddleClas checkpoints of CSWin only for CSWin models)"
         )
-    # Every 2-D ``.weight`` of these layouts is a Linear weight (LayerNorms are 1-D, convolutions 4-D; V1's bias
-    # table and V2's position index are 2-D but not named ``weight``).
-    state = {k: v.t().contiguous() if v.ndim == 2 and k.endswith(".weight") else v for k, v in state.items()}
+    state = transpose_linear_weights(state)
     if family == "cswin":
         return Converted(rename(state, _CSWIN_RULES), dropped)
     converted = microsoft.to_swinkit(state, family)
     return Converted(converted.state, dropped + converted.dropped)
+
+
+def from_official(state: dict[str, torch.Tensor], family: str) -> dict[str, torch.Tensor]:
+    """Official-layout weights (``writers.to_official``) -> PaddleClas's names and [in, out] Linear weights."""
+    if family == "cswin":
+        state = rename(state, _OFFICIAL_CSWIN_TO_PADDLE)
+    return transpose_linear_weights(state)
+
+
+def transpose_linear_weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Swap PyTorch's [out, in] and Paddle's [in, out] Linear weights: its own inverse.
+
+    Every 2-D ``.weight`` of these layouts is a Linear weight (LayerNorms are 1-D, convolutions 4-D; V1's bias table
+    and V2's position index are 2-D but not named ``weight``).
+    """
+    return {k: v.t().contiguous() if v.ndim == 2 and k.endswith(".weight") else v for k, v in state.items()}

@@ -2,7 +2,7 @@
 
 Every writer is the inverse of the reader of the same name: ``load_checkpoint`` of a written file gives back exactly
 the weights that were saved. The layouts are described in the reader modules (``microsoft``, ``hf``,
-``torchvision``, ``mindspore``); what a writer adds:
+``torchvision``, ``mindspore``, ``paddle``); what a writer adds:
 
 - ``microsoft``: ``{"model": state}`` as the official training code saves it; derived buffers are not written (the
   official ``load_pretrained`` deletes them and rebuilds them anyway).
@@ -12,6 +12,10 @@ the weights that were saved. The layouts are described in the reader modules (``
 - ``mindspore``: a ``.ckpt`` in MindCV's layout for Swin V2 (``layout="mindcv"``, the default for V2) or in the
   ModelZoo layout (``layout="modelzoo"``: the official names with LayerNorm ``gamma``/``beta``, what the seed's
   pth->ckpt converter produced; the only one for Swin V1 and CSWin).
+- ``paddle``: a ``.pdparams`` as ``paddle.save`` writes it, in the layout of PaddleClas's ``swin_transformer.py``,
+  ``swin_transformer_v2.py`` or ``cswin_transformer.py`` (Linear weights [in, out]), for ``paddle.load`` and
+  ``set_state_dict``. Derived buffers are not written: ``set_state_dict`` tolerates their absence (a "Skip loading"
+  warning each) and keeps the ones PaddleClas's constructor computed.
 """
 
 from __future__ import annotations
@@ -25,11 +29,11 @@ from torch import nn
 
 from ..layers import WindowAttentionV1, WindowAttentionV2
 from ..layers.relative_position import log_spaced_coords, relative_position_index
-from . import mindspore
+from . import mindspore, paddle
 from .common import rename
-from .io import CheckpointError, save_safetensors, write_atomic
+from .io import CheckpointError, save_safetensors, write_atomic, write_pdparams
 
-WRITE_FORMATS = ("swinkit", "timm", "microsoft", "hf", "torchvision", "mindspore")
+WRITE_FORMATS = ("swinkit", "timm", "microsoft", "hf", "torchvision", "mindspore", "paddle")
 
 _CSWIN_TO_OFFICIAL = [
     (r"^patch_embed\.proj\.", "stage1_conv_embed.0."),
@@ -129,7 +133,7 @@ def to_format(model: nn.Module, format: str, layout: str | None = None) -> dict[
         raise ValueError(f"format must be one of {', '.join(WRITE_FORMATS)}, got {format!r}")
     unsupported = {("cswin", "timm"), ("cswin", "hf"), ("cswin", "torchvision")}
     if (family, format) in unsupported:
-        raise CheckpointError(f"{format} has no CSWin models; write CSWin as swinkit, microsoft or mindspore")
+        raise CheckpointError(f"{format} has no CSWin models; write CSWin as swinkit, microsoft, mindspore or paddle")
     if format in ("swinkit", "timm"):
         out = state
     elif format == "microsoft":
@@ -138,6 +142,8 @@ def to_format(model: nn.Module, format: str, layout: str | None = None) -> dict[
         out = _to_hf(to_official(state, family), family)
     elif format == "torchvision":
         out = _to_torchvision(model, state, family)
+    elif format == "paddle":
+        out = paddle.from_official(to_official(state, family), family)
     else:
         layout = layout or ("mindcv" if family == "swinv2" else "modelzoo")
         if layout not in ("mindcv", "modelzoo"):
@@ -150,13 +156,20 @@ def to_format(model: nn.Module, format: str, layout: str | None = None) -> dict[
 
 
 def write(model: nn.Module, path: str | os.PathLike, format: str, layout: str | None = None) -> Path:
-    """Write ``to_format(model, format)`` to ``path``: .ckpt (MindSpore), .safetensors or .pth/.pt/.bin."""
+    """Write ``to_format(model, format)`` to ``path``.
+
+    The suffix says how: .ckpt (MindSpore), .pdparams (PaddlePaddle), .safetensors or .pth/.pt/.bin.
+    """
     path = Path(path)
     state = to_format(model, format, layout)
     if format == "mindspore":
         if path.suffix != ".ckpt":
             raise ValueError(f"a MindSpore checkpoint is a .ckpt file, got {path.name}")
         return mindspore.write_ckpt(state, path)
+    if format == "paddle":
+        if path.suffix != ".pdparams":
+            raise ValueError(f"a PaddlePaddle checkpoint is a .pdparams file, got {path.name}")
+        return write_pdparams(state, path)
     if path.suffix == ".safetensors":
         return save_safetensors(state, path, {"format": "pt"})
     if path.suffix in (".pth", ".pt", ".bin"):
