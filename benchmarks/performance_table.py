@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from swinkit.benchmark import format_report, run_benchmark
+from swinkit.runtime import reuse_freed_memory
 
 # (label, model, kwargs, peers, target)
 ROWS = [
@@ -48,9 +49,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--output", default="benchmarks/results.md")
     args = parser.parse_args()
+    allocator = (
+        "freed memory kept for reuse (`swinkit.runtime`, as every swinkit command)"
+        if reuse_freed_memory()
+        else "default"
+    )
     header = (
         f"Measured {datetime.date.today()} on {cpu_name()}, {torch.get_num_threads()} threads, torch "
-        f"{torch.__version__}, by `python benchmarks/performance_table.py`.\n\n"
+        f"{torch.__version__}, allocator {allocator}, by `python benchmarks/performance_table.py`.\n\n"
         "| workload | target | swinkit img/s | peer img/s | swinkit / peer | peak MB swinkit / peer | swinkit MFU |\n"
         "|---|---|---|---|---|---|---|\n"
     )

@@ -164,6 +164,10 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         args.model, batch_size=args.batch_size, img_size=args.img_size, dtype=args.dtype, mode=args.mode,
         compile=args.compile, against=against, rounds=args.rounds, measure_memory=not args.no_memory,
     )  # fmt: skip
+    if not args.json:
+        print(
+            "allocator:", "glibc default" if args.default_allocator else "freed memory kept for reuse (swinkit.runtime)"
+        )
     print(report_json(report) if args.json else format_report(report))
     return 0
 
@@ -256,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--rounds", type=int, default=7, help="alternating timed rounds")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory probe")
+    p.add_argument("--default-allocator", action="store_true",
+                   help="leave glibc's malloc thresholds alone (see swinkit.runtime), to measure them")  # fmt: skip
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_benchmark)
     return parser
@@ -270,7 +276,10 @@ def main(argv: list[str] | None = None) -> int:
     from .checkpoints.io import CheckpointError
     from .data.datasets import DataLayoutError
     from .engine.config import ConfigError
+    from .runtime import reuse_freed_memory
 
+    if not getattr(args, "default_allocator", False):
+        reuse_freed_memory()
     try:
         return args.func(args)
     except ConfigError as err:
