@@ -1,6 +1,6 @@
 """Produce the README's performance table: every row of issue 7's targets, measured with ``swinkit benchmark``.
 
-    python benchmarks/performance_table.py [--rounds 7] [--output benchmarks/results.md]
+    python benchmarks/performance_table.py [--rounds 7] [--output benchmarks/results.md] [--default-allocator]
 
 Each row is one ``run_benchmark`` call (models timed alternately in one process); the markdown table, with the
 machine, date and torch version, is printed and written to ``--output``. Run it on an otherwise idle machine.
@@ -48,12 +48,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--output", default="benchmarks/results.md")
+    parser.add_argument("--default-allocator", action="store_true", help="leave glibc's malloc thresholds alone")
     args = parser.parse_args()
-    allocator = (
-        "freed memory kept for reuse (`swinkit.runtime`, as every swinkit command)"
-        if reuse_freed_memory()
-        else "default"
-    )
+    if not args.default_allocator and reuse_freed_memory():
+        allocator = "freed memory kept for reuse (`swinkit.runtime`, as every swinkit command)"
+    else:
+        allocator = "glibc default"
     header = (
         f"Measured {datetime.date.today()} on {cpu_name()}, {torch.get_num_threads()} threads, torch "
         f"{torch.__version__}, allocator {allocator}, by `python benchmarks/performance_table.py`.\n\n"
