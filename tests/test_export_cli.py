@@ -68,6 +68,8 @@ def test_dynamic_size_export_matches_eager_at_sizes_that_pad_shift_and_clamp_dif
         run = lambda x: torch.from_numpy(session.run(None, {"images": x.numpy()})[0])  # noqa: E731
     else:
         run = torch.export.load(str(path)).module()
+        with pytest.raises(Exception, match="128"):  # below the range, where the window would be clamped
+            run(torch.randn(1, 3, 96, 128))
     for size in ((192, 192), (160, 224), (128, 128), (256, 192)):
         x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(sum(size)))
         with torch.no_grad():

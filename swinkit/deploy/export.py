@@ -132,7 +132,12 @@ def export(
             run = torch.export.load(str(output)).module()
         result = ExportResult(output, format, size)
         if dynamic_size:
-            result.size_range = f"any HxW with H, W multiples of {stride}, H >= {size[0]}, W >= {size[1]}"
+            checked = (
+                "the program refuses other sizes"
+                if format == "exported-program"
+                else "ONNX runtimes do not check this: other sizes error or differ from PyTorch"
+            )
+            result.size_range = f"any HxW with H, W multiples of {stride}, H >= {size[0]}, W >= {size[1]}; {checked}"
         for check_size in check_sizes:
             for b in (1, 4) if dynamic_batch else (example.shape[0],):
                 x = torch.randn(b, 3, *check_size, generator=torch.Generator().manual_seed(b))
