@@ -36,12 +36,16 @@ from .train import (
     _count_bad,
     _save_last,
     _saved,
+    close_epoch,
+    epoch_line,
     epoch_record,
     model_overrides,
+    optimizer_step,
     resolve_device,
     resolve_precision,
     resolve_run_dir,
     seed_everything,
+    skip_nonfinite_step,
 )
 
 log = logging.getLogger(__name__)
@@ -225,10 +229,7 @@ def _pretrain(cfg: Config, env: DistEnv, resume: str | None) -> dict:
             # ---- optimizer step ---------------------------------------------------------------------------------
             finite = all_reduce_max(torch.tensor(0.0 if torch.isfinite(loss) else 1.0, device=device)).item() == 0
             if not finite and precision != "fp16":
-                optimizer.zero_grad(set_to_none=True)
-                progress.nonfinite += 1
-                log.warning("non-finite loss at step %d (epoch %d); step skipped", progress.step, epoch + 1)
-                if progress.nonfinite >= cfg.train.max_nonfinite:
+                if skip_nonfinite_step(progress, optimizer, epoch) >= cfg.train.max_nonfinite:
                     raise NonFiniteLossError(
                         f"pretraining stopped: the loss was NaN/inf for {progress.nonfinite} consecutive steps "
                         f"(epoch {epoch + 1}, step {progress.step}, lr {lr:.3g}). The last good checkpoint is "
@@ -236,12 +237,7 @@ def _pretrain(cfg: Config, env: DistEnv, resume: str | None) -> dict:
                     )
                 continue
             progress.nonfinite = 0
-            if cfg.optim.clip_grad:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
+            optimizer_step(model, optimizer, scaler, cfg.optim.clip_grad)
             progress.step += 1
             progress.loss_sum += loss.item()
             progress.loss_count += 1
@@ -267,14 +263,9 @@ def _pretrain(cfg: Config, env: DistEnv, resume: str | None) -> dict:
         last_epoch = epoch + 1 == cfg.sched.epochs
         if cfg.ssl.knn_every and ((epoch + 1) % cfg.ssl.knn_every == 0 or last_epoch):
             record["knn_top1"] = knn()
-        improved = "knn_top1" in record and record["knn_top1"] > progress.best_top1
-        if improved:
-            progress.best_top1, progress.best_epoch = record["knn_top1"], epoch + 1
-        progress.epoch, progress.batch_in_epoch = epoch + 1, 0
-        progress.loss_sum, progress.loss_count, progress.bad = 0.0, 0, []
+        improved = close_epoch(progress, record, "knn_top1", epoch)
         if env.is_main:
-            line = (f"epoch {epoch + 1}/{cfg.sched.epochs}  step {progress.step}  loss {record['train_loss']:.4f}"
-                    f"  lr {lr:.3g}  {record['img_per_s']:.0f} img/s (global batch {global_batch})")  # fmt: skip
+            line = epoch_line(record, cfg.sched.epochs, global_batch)
             if "knn_top1" in record:
                 line += f"  kNN top-1 {record['knn_top1']:.2f}"
             log.info(line)

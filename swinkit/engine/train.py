@@ -218,6 +218,41 @@ def epoch_record(progress, epoch: int, lr: float, img_per_s: float, device: torc
     }
 
 
+def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler, clip_grad: float | None) -> None:
+    """Clip the global gradient norm (when asked), step through the loss scaler, and clear the gradients."""
+    if clip_grad:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def skip_nonfinite_step(progress, optimizer: torch.optim.Optimizer, epoch: int) -> int:
+    """Drop a step whose loss was NaN/inf; returns how many steps in a row have been dropped."""
+    optimizer.zero_grad(set_to_none=True)
+    progress.nonfinite += 1
+    log.warning("non-finite loss at step %d (epoch %d); step skipped", progress.step, epoch + 1)
+    return progress.nonfinite
+
+
+def close_epoch(progress, record: dict, metric: str, epoch: int) -> bool:
+    """Track the best ``record[metric]`` (when the epoch measured it) and reset the per-epoch counters; True if it
+    improved."""
+    improved = metric in record and record[metric] > progress.best_top1
+    if improved:
+        progress.best_top1, progress.best_epoch = record[metric], epoch + 1
+    progress.epoch, progress.batch_in_epoch = epoch + 1, 0
+    progress.loss_sum, progress.loss_count, progress.bad = 0.0, 0, []
+    return improved
+
+
+def epoch_line(record: dict, epochs: int, global_batch: int) -> str:
+    """The start of an epoch's log line: epoch, step, loss, learning rate and throughput."""
+    return (f"epoch {record['epoch']}/{epochs}  step {record['step']}  loss {record['train_loss']:.4f}"
+            f"  lr {record['lr']:.3g}  {record['img_per_s']:.0f} img/s (global batch {global_batch})")  # fmt: skip
+
+
 # --- the run -----------------------------------------------------------------------------------------------------
 def default_run_dir(name: str) -> Path:
     """``runs/<name>``, or ``runs/<name>-2``, ``-3``, ... when earlier runs hold it, so a repeated command never
@@ -446,11 +481,8 @@ def _train(cfg: Config, env: DistEnv, resume: str | None) -> dict:
                 finite = all_reduce_max(torch.tensor(0.0 if window_finite else 1.0, device=device)).item() == 0
                 window_finite = True
                 if not finite and precision != "fp16":
-                    optimizer.zero_grad(set_to_none=True)
                     window_loss.zero_()
-                    progress.nonfinite += 1
-                    log.warning("non-finite loss at step %d (epoch %d); step skipped", progress.step, epoch + 1)
-                    if progress.nonfinite >= cfg.train.max_nonfinite:
+                    if skip_nonfinite_step(progress, optimizer, epoch) >= cfg.train.max_nonfinite:
                         raise NonFiniteLossError(
                             f"training stopped: the loss was NaN/inf for {progress.nonfinite} consecutive steps "
                             f"(epoch {epoch + 1}, step {progress.step}, lr {lr:.3g}, precision {precision}). "
@@ -459,12 +491,7 @@ def _train(cfg: Config, env: DistEnv, resume: str | None) -> dict:
                         )
                     continue
                 progress.nonfinite = 0
-                if cfg.optim.clip_grad:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
+                optimizer_step(model, optimizer, scaler, cfg.optim.clip_grad)
                 if ema is not None:
                     ema.update(model)
                 progress.step += 1
@@ -498,14 +525,9 @@ def _train(cfg: Config, env: DistEnv, resume: str | None) -> dict:
                 if ema is not None:
                     val_ema = evaluate(ema.module, val_loader, device, precision)
                     record.update({f"ema_val_{k}": val_ema[k] for k in ("top1", "top5", "loss")})
-            improved = "val_top1" in record and record["val_top1"] > progress.best_top1
-            if improved:
-                progress.best_top1, progress.best_epoch = record["val_top1"], epoch + 1
-            progress.epoch, progress.batch_in_epoch = epoch + 1, 0
-            progress.loss_sum, progress.loss_count, progress.bad = 0.0, 0, []
+            improved = close_epoch(progress, record, "val_top1", epoch)
             if env.is_main:
-                line = (f"epoch {epoch + 1}/{cfg.sched.epochs}  step {progress.step}  loss {record['train_loss']:.4f}"
-                        f"  lr {lr:.3g}  {record['img_per_s']:.0f} img/s (global batch {global_batch})")  # fmt: skip
+                line = epoch_line(record, cfg.sched.epochs, global_batch)
                 if "val_top1" in record:
                     line += f"  val top-1 {record['val_top1']:.2f} top-5 {record['val_top5']:.2f}"
                 if "ema_val_top1" in record:
