@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from swinkit.benchmark import format_report, run_benchmark
 from swinkit.runtime import reuse_freed_memory
+from swinkit.tools.benchmark import format_report, run_benchmark
 
 # (label, model, kwargs, peers, target)
 ROWS = [

@@ -157,7 +157,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from .benchmark import format_report, report_json, run_benchmark
+    from .tools.benchmark import format_report, report_json, run_benchmark
 
     against = tuple(a for a in args.against.split(",") if a)
     report = run_benchmark(
@@ -273,9 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     rank = int(os.environ.get("RANK", "0"))
     level = logging.DEBUG if args.verbose else logging.INFO
     logging.basicConfig(level=level if rank == 0 else logging.WARNING, format="%(message)s")
-    from .checkpoints.io import CheckpointError
-    from .data.datasets import DataLayoutError
-    from .engine.config import ConfigError
+    from .core.errors import ConfigError, SwinkitError
     from .runtime import reuse_freed_memory
 
     if not getattr(args, "default_allocator", False):
@@ -285,12 +283,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"swinkit {args.command}: config error: {err}", file=sys.stderr)
         return 2
-    except (DataLayoutError, CheckpointError, FileExistsError, FileNotFoundError) as err:
-        print(f"swinkit {args.command}: error: {err}", file=sys.stderr)
-        return 1
-    except RuntimeError as err:
-        # The engine's own stops (non-finite loss, too many unreadable images) explain themselves.
-        if type(err).__name__ not in ("NonFiniteLossError", "TooManyBadImagesError"):
-            raise
+    except (SwinkitError, FileExistsError, FileNotFoundError) as err:
         print(f"swinkit {args.command}: error: {err}", file=sys.stderr)
         return 1

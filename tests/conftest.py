@@ -1,4 +1,5 @@
-"""Shared fixtures: seeded weight perturbation and tiny registry models."""
+"""Shared fixtures: seeded weight perturbation (``swinkit.tools.peers``, shared with the benchmark) and tiny registry
+models."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from torch import nn
 
 import swinkit
 from swinkit.models import model_info
+from swinkit.tools.peers import perturb_parameters, perturbed_state_dict
+
+__all__ = ["perturb_parameters", "perturbed_state_dict"]
 
 # Small enough that a forward and backward of a batch of two 64 px images takes a fraction of a second, large
 # enough that stages 1-2 have shifted 4x4 windows (16x16 and 8x8 maps) and stages 3-4 exercise the window clamp
@@ -34,30 +38,6 @@ CSWIN_TINY_OVERRIDES = dict(
     num_classes=7,
     drop_path_rate=0.0,
 )
-
-
-def perturbed_state_dict(model: nn.Module, seed: int = 0, std: float = 0.1) -> dict[str, torch.Tensor]:
-    """The model's state dict with seeded Gaussian noise added to every parameter (buffers are copied as they are).
-
-    Swin V2 zero-initialises the res-post-norms (norm1/norm2), which makes every residual branch the identity and
-    hides attention and MLP numerics (and gradients) behind a zero; V1 and V2 start with zero biases. Noise on
-    everything gives non-trivial weights that still reproduce exactly for a given seed.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    params = dict(model.named_parameters())
-    state = {}
-    for name, value in model.state_dict().items():
-        if name in params:
-            noise = torch.randn(value.shape, generator=generator, dtype=value.dtype).to(value.device)
-            value = value + noise * std
-        state[name] = value.clone()
-    return state
-
-
-def perturb_parameters(model: nn.Module, seed: int = 0, std: float = 0.1) -> nn.Module:
-    """Load ``perturbed_state_dict`` into the model, in place; returns the model."""
-    model.load_state_dict(perturbed_state_dict(model, seed=seed, std=std))
-    return model
 
 
 def tiny_overrides(name: str) -> dict:

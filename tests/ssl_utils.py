@@ -35,14 +35,6 @@ def tiny_simmim(seed: int = 0, name: str = "swinv2_tiny_window8_256", **kwargs) 
     return build_simmim(name, backbone_kwargs=dict(ARCH, drop_path_rate=0.0), **{"mask_patch_size": 8, **kwargs})
 
 
-def perturb_(module: torch.nn.Module, seed: int = 1, std: float = 0.1) -> None:
-    """Add seeded noise to every parameter, in place (moves the online branch away from the target)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * std)
-
-
 def pretrain_config(recipe: str, out: Path, *overrides: str) -> Config:
     tiny = TINY_MOBY if recipe.startswith("moby") else TINY_SIMMIM
     return load_config(recipe, [*tiny, f"train.output={out}", *overrides])

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from swinkit.benchmark import run_benchmark
 from swinkit.cli import main
+from swinkit.tools.benchmark import run_benchmark
 
 
 def test_benchmark_against_timm_and_hf_reports_agreement_speed_and_memory():

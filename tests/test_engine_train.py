@@ -8,6 +8,7 @@ import logging
 import pytest
 import torch
 
+import swinkit.core.atomic as atomic
 import swinkit.engine.checkpoint as ckpt
 import swinkit.engine.train as train_mod
 from swinkit.checkpoints.io import read_file
@@ -150,7 +151,7 @@ def test_crash_while_writing_keeps_previous_last(tmp_path, monkeypatch):
 def test_crash_between_renames_leaves_a_loadable_old_copy(tmp_path, monkeypatch):
     out = tmp_path / "run"
     train(tiny_config(out, "sched.epochs=1"))
-    real_replace = ckpt.os.replace
+    real_replace = atomic.os.replace
 
     def crash_before_new_last(src, dst):
         # last/ has just been moved to .last.old; die before the new directory takes its name.
@@ -158,7 +159,7 @@ def test_crash_between_renames_leaves_a_loadable_old_copy(tmp_path, monkeypatch)
             raise KeyboardInterrupt("killed between the renames")
         real_replace(src, dst)
 
-    monkeypatch.setattr(ckpt.os, "replace", crash_before_new_last)
+    monkeypatch.setattr(atomic.os, "replace", crash_before_new_last)
     with pytest.raises(KeyboardInterrupt):
         train(tiny_config(out, "sched.epochs=2"), resume=str(out))
     monkeypatch.undo()

@@ -12,7 +12,7 @@ from torchvision.models.swin_transformer import PatchMergingV2, SwinTransformer,
 
 import swinkit
 from swinkit.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
-from swinkit.checkpoints.io import PDPARAMS_NAME_TABLE, read_pdparams
+from swinkit.checkpoints.paddle import PDPARAMS_NAME_TABLE, read_pdparams
 from swinkit.checkpoints.writers import to_format
 
 from .conftest import tiny_overrides

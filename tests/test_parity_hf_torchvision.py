@@ -15,6 +15,7 @@ from torchvision.models.swin_transformer import PatchMergingV2, SwinTransformer,
 import swinkit
 from swinkit.checkpoints import hf, timm
 from swinkit.checkpoints import torchvision as tv
+from swinkit.tools.peers import perturb_parameters
 
 # Tiny's four stages, windows and input sizes, but two blocks per stage (one shifted) and a third of the width, so that
 # a test takes seconds on a CPU. Nothing in the layouts depends on width or depth beyond this.
@@ -74,16 +75,10 @@ PEERS = {
 
 
 def _perturb(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Add noise to every parameter, so zero-initialised norms and biases carry information.
-
-    Derived buffers (torchvision's persistent coordinate tables) are left alone: converters drop them. The key third
-    of torchvision V2's qkv bias is perturbed too; torchvision ignores it in forward and the converter drops it.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.add_(0.02 * torch.randn(param.shape, generator=gen))
-    return model.eval()
+    """Noise on every parameter, so zero-initialised norms and biases carry information (torchvision's derived
+    buffers are left alone: converters drop them; the key third of V2's qkv bias, which torchvision ignores in forward,
+    is perturbed too and dropped by the converter)."""
+    return perturb_parameters(model, seed, std=0.02).eval()
 
 
 def _swinkit(peer: Peer, state: dict[str, torch.Tensor], num_classes: int = NUM_CLASSES) -> nn.Module:

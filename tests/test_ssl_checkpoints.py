@@ -9,7 +9,8 @@ import torch
 
 import swinkit
 from swinkit.checkpoints import CheckpointError
-from tests.ssl_utils import ARCH, perturb_, tiny_moby, tiny_simmim
+from swinkit.tools.peers import perturb_parameters
+from tests.ssl_utils import ARCH, tiny_moby, tiny_simmim
 
 V1 = "swin_tiny_patch4_window7_224"
 
@@ -27,9 +28,9 @@ def _to_official(encoder_state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
 def _official_moby_checkpoint(tmp_path):
     """A Transformer-SSL-style checkpoint: {'model': encoder.*, encoder_k.*, projector*, predictor.*, queues, ...}."""
     source = tiny_moby(name=V1)
-    perturb_(source.encoder, seed=1)
-    perturb_(source.encoder_k, seed=2)  # the target differs from the online encoder
-    perturb_(source.projector, seed=3)
+    perturb_parameters(source.encoder, seed=1)
+    perturb_parameters(source.encoder_k, seed=2)  # the target differs from the online encoder
+    perturb_parameters(source.projector, seed=3)
     with torch.no_grad():
         source.queue1.normal_()
         source.queue_ptr.fill_(8)
@@ -75,7 +76,7 @@ def test_moby_checkpoint_with_another_queue_size_is_refused(tmp_path):
 
 def test_backbone_checkpoint_initialises_both_moby_encoders(tmp_path):
     backbone = swinkit.create_model(V1, **ARCH, num_classes=10)
-    perturb_(backbone)
+    perturb_parameters(backbone, seed=1)
     torch.save(backbone.state_dict(), tmp_path / "supervised.pth")
     model = tiny_moby(name=V1)
     swinkit.load_checkpoint(model, tmp_path / "supervised.pth")
@@ -85,7 +86,7 @@ def test_backbone_checkpoint_initialises_both_moby_encoders(tmp_path):
 
 def test_official_simmim_checkpoint_loads_both_ways(tmp_path):
     source = tiny_simmim(name=V1)
-    perturb_(source)
+    perturb_parameters(source, seed=1)
     state = source.state_dict()
     encoder = _to_official({k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")})
     official = {f"encoder.{k}": v for k, v in encoder.items()}

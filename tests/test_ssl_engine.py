@@ -181,3 +181,66 @@ def test_linear_probe_backbone_mode(tmp_path, monkeypatch, drop_path):
     training_calls = [mode for mode, grad in seen if grad]
     assert training_calls == [drop_path, drop_path]
     assert [n for n, p in models[0].named_parameters() if p.requires_grad] == ["head.fc.weight", "head.fc.bias"]
+
+
+@pytest.mark.parametrize("setting", ["deterministic", "tensorboard", "channels_last", "grad_checkpointing",
+                                     "stop_after_steps", "save_every_steps"])  # fmt: skip
+def test_train_settings_have_their_effect_under_pretrain(tmp_path, monkeypatch, caplog, setting):
+    """Every ``train.*`` setting means in ``swinkit pretrain`` what it means in ``swinkit train``."""
+    import logging
+
+    import swinkit.engine.checkpoint as ckpt
+    import swinkit.engine.pretrain as pretrain_module
+    import swinkit.layers.stage as stage_module
+
+    seen, saves, checkpoints = [], [], [0]
+    build = pretrain_module.build_ssl_model
+
+    def recording_build(cfg):
+        model = build(cfg)
+        model.encoder.patch_embed.register_forward_pre_hook(
+            lambda m, a: seen.append((torch.are_deterministic_algorithms_enabled(),
+                                      a[0].is_contiguous(memory_format=torch.channels_last)))  # fmt: skip
+        )
+        return model
+
+    def counted_checkpoint(fn, *args, **kwargs):
+        checkpoints[0] += 1
+        return fn(*args)
+
+    real_save = ckpt.save_training_checkpoint
+
+    def recording_save(path, cfg, model, ema, state, classes=None):
+        saves.append((path.name, state["progress"]["step"]))
+        return real_save(path, cfg, model, ema, state, classes)
+
+    monkeypatch.setattr(pretrain_module, "build_ssl_model", recording_build)
+    monkeypatch.setattr(stage_module, "checkpoint", counted_checkpoint)
+    monkeypatch.setattr(ckpt, "save_training_checkpoint", recording_save)
+    value = {"stop_after_steps": "3", "save_every_steps": "3"}.get(setting, "true")
+    key = "model.grad_checkpointing" if setting == "grad_checkpointing" else f"train.{setting}"
+    cfg = pretrain_config("simmim_quickstart", tmp_path / "run", "sched.epochs=1", "ssl.knn_every=0", f"{key}={value}")
+    with caplog.at_level(logging.WARNING):
+        result = pretrain(cfg)
+    if setting == "deterministic":
+        assert seen and all(det for det, _ in seen) and not torch.are_deterministic_algorithms_enabled()
+    elif setting == "tensorboard":
+        logged = any("tensorboard is not installed" in r.getMessage() for r in caplog.records)
+        assert logged or (tmp_path / "run" / "tensorboard").is_dir()
+    elif setting == "channels_last":
+        assert seen and all(cl for _, cl in seen)
+    elif setting == "grad_checkpointing":
+        assert checkpoints[0] == 8 * 2  # 8 steps x 2 one-block stages
+    elif setting == "stop_after_steps":
+        assert result["stopped"] and result["step"] == 3 and saves == [("last", 3)]
+    else:
+        assert [s for name, s in saves if name == "last"] == [3, 6, 8]
+
+
+@pytest.mark.parametrize("override", ["train.ema=true", "train.linear_probe=true",
+                                      "train.stages=[{epochs: 1, img_size: 16}]"])  # fmt: skip
+def test_pretrain_refuses_what_it_cannot_do(tmp_path, override):
+    with pytest.raises(ConfigError, match="swinkit pretrain does not support"):
+        pretrain(pretrain_config("simmim_quickstart", tmp_path / "run", override))
+    with pytest.raises(ConfigError, match=r"optim\.accum_steps \(MoBY\)"):
+        pretrain(pretrain_config("moby_quickstart", tmp_path / "run", "optim.accum_steps=2"))

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from swinkit.ssl import MoBY, momentum_at
-from tests.ssl_utils import perturb_, tiny_moby
+from swinkit.tools.peers import perturb_parameters
+from tests.ssl_utils import tiny_moby
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,8 +41,8 @@ def test_target_branch_gets_no_gradients():
 
 def test_after_one_step_target_is_the_momentum_average_of_online():
     model = tiny_moby()
-    perturb_(model.encoder)  # online != target, so the average is not trivially either of them
-    perturb_(model.projector, seed=2)
+    perturb_parameters(model.encoder, seed=1)  # online != target, so the average is not trivially either of them
+    perturb_parameters(model.projector, seed=2)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
     m = 0.9
@@ -66,7 +67,7 @@ def test_momentum_schedule_follows_the_cosine(step, expected):
 def test_momentum_is_applied_before_the_target_forward():
     """The keys are computed with the updated target: with momentum 0 the target becomes the online branch."""
     model = tiny_moby()
-    perturb_(model.encoder)
+    perturb_parameters(model.encoder, seed=1)
     a, b = _views()
     model.eval()  # BatchNorm from running statistics, nothing enqueued
     loss = model(a, b, momentum=0.0)
@@ -81,7 +82,7 @@ def test_momentum_is_applied_before_the_target_forward():
 
 def test_loss_is_symmetric_in_the_two_views():
     model = tiny_moby()
-    perturb_(model.encoder)
+    perturb_parameters(model.encoder, seed=1)
     with torch.no_grad():
         model.queue2.copy_(model.queue1)
     a, b = _views()

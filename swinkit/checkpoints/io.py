@@ -1,50 +1,32 @@
 """Reading and writing checkpoint files safely.
 
 ``.pth``/``.pt``/``.bin`` files are read with ``torch.load(weights_only=True)`` only, so no code in a file can run;
-``.safetensors`` through safetensors; MindSpore's ``.ckpt`` (a protobuf container of raw arrays) by a protobuf
-reader of swinkit's own; PaddlePaddle's ``.pdparams`` (a pickle of numpy arrays) with an unpickler that
-admits numpy array reconstruction and ordered dicts and nothing else, and written as ``paddle.save`` writes them.
+``.safetensors`` through safetensors; MindSpore's ``.ckpt`` by ``mindspore.read_ckpt`` and PaddlePaddle's
+``.pdparams`` by ``paddle.read_pdparams``, both of swinkit's own and neither able to run code from a file.
 
-Writes go to a temporary file in the target directory and are renamed into
-place, so an interrupted save never leaves a half-written file under the final name.
+Writes are atomic (``swinkit.core.atomic``): an interrupted save never leaves a half-written file under the final name.
 """
 
 from __future__ import annotations
 
-import copyreg
-import io
 import os
 import pickle
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
+
+from ..core.atomic import write_atomic
+from ..core.errors import CheckpointError
+from .mindspore import read_ckpt
+from .paddle import read_pdparams
 
 # Container keys that hold the weights, in the order the official repositories and timm's saver use them.
 CONTAINER_KEYS = ("model", "state_dict", "module")
 # Keys of the EMA weights in training containers: timm's CheckpointSaver (used by the official CSWin) and official Swin.
 EMA_KEYS = ("state_dict_ema", "model_ema")
-
-# The globals a .pdparams pickle may name: what numpy needs to rebuild arrays (numpy 1 and 2 module paths), and
-# OrderedDict. Anything else (a function, a class with a __reduce__ payload) is refused before it is called.
-_PDPARAMS_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("collections", "OrderedDict"),
-}
-# The table of Paddle parameter names that ``paddle.save`` adds to a state dict.
-PDPARAMS_NAME_TABLE = "StructuredToParameterName@@"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or does not fit the model; the message says which and how to fix it."""
-
 
 def read_file(path: str | os.PathLike) -> tuple[dict, dict[str, str]]:
     """Load a checkpoint file into Python objects without executing code.
@@ -58,8 +40,6 @@ def read_file(path: str | os.PathLike) -> tuple[dict, dict[str, str]]:
     if path.suffix == ".pdparams":
         return read_pdparams(path), {}
     if path.suffix == ".ckpt":
-        from .mindspore import read_ckpt
-
         return read_ckpt(path), {}
     if path.suffix == ".safetensors" or _is_safetensors(path):
         try:
@@ -83,66 +63,6 @@ def read_file(path: str | os.PathLike) -> tuple[dict, dict[str, str]]:
             f"{path} is not a PyTorch checkpoint or is corrupt ({type(err).__name__}: {str(err).splitlines()[0]}); "
             "expected a .pth/.pt/.bin saved by torch.save or a .safetensors file"
         ) from err
-
-
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    def __init__(self, file, source: Path) -> None:
-        super().__init__(file)
-        self.source = source
-
-    def find_class(self, module: str, name: str):
-        if (module, name) not in _PDPARAMS_GLOBALS:
-            raise CheckpointError(
-                f"{self.source} asks to load the Python global {module}.{name}; a .pdparams file holds only numpy "
-                "arrays, and swinkit refuses anything else because unpickling it could run code. If you trust the "
-                "file, load it with paddle.load and pass the arrays (as torch tensors) to load_checkpoint."
-            )
-        return super().find_class(module, name)
-
-
-def read_pdparams(path: str | os.PathLike) -> dict:
-    """A PaddlePaddle ``.pdparams`` file (``paddle.save`` of a state dict) as a dict of torch tensors.
-
-    The pickle is read by an unpickler that only admits numpy array reconstruction and ``OrderedDict``, so no code in
-    the file can run; arrays become CPU tensors and other entries (Paddle's name tables) are kept as they are.
-    """
-    path = Path(path)
-    try:
-        obj = _NumpyOnlyUnpickler(io.BytesIO(path.read_bytes()), path).load()
-    except CheckpointError:
-        raise
-    except Exception as err:  # truncated or not a pickle at all
-        raise CheckpointError(f"{path} is not a readable .pdparams file ({type(err).__name__}: {err})") from err
-    if not isinstance(obj, Mapping):
-        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a PaddlePaddle state dict")
-    return {k: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v for k, v in obj.items()}
-
-
-def write_pdparams(state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> Path:
-    """Write tensors as ``paddle.save`` writes a state dict, atomically, for ``paddle.load`` and ``read_pdparams``.
-
-    The file is a pickle (protocol 4) of numpy arrays by name, plus the name table ``paddle.load`` looks for (each
-    parameter named by its key). Arrays are pickled with the ``numpy.ndarray`` and ``numpy.dtype`` globals only, which
-    numpy 1 and numpy 2 both read.
-    """
-    arrays = {k: v.detach().to("cpu").contiguous().numpy() for k, v in state.items()}
-    saved = {**arrays, PDPARAMS_NAME_TABLE: {k: k for k in arrays}}
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            _PortableArrayPickler(f, protocol=4).dump(saved)
-
-    return write_atomic(path, write)
-
-
-def _reduce_array(array: np.ndarray) -> tuple:
-    # numpy's own reduction calls numpy._core.multiarray._reconstruct under numpy 2, a module numpy 1 (which
-    # PaddleClas 2.6 pins) does not have. An empty numpy.ndarray given the same state is the same array in both.
-    return np.ndarray, ((0,),), array.__reduce__()[2]
-
-
-class _PortableArrayPickler(pickle.Pickler):
-    dispatch_table = {**copyreg.dispatch_table, np.ndarray: _reduce_array}
 
 
 def _is_safetensors(path: Path) -> bool:
@@ -193,21 +113,6 @@ def extract_state_dict(
     if all(k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}
     return state
-
-
-def write_atomic(path: str | os.PathLike, write) -> Path:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def save_safetensors(state: Mapping[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str]) -> Path:

@@ -11,11 +11,12 @@ from types import ModuleType
 import torch
 from torch import nn
 
+from ..core.errors import CheckpointError
 from ..layers import WindowAttentionV1
 from ..models.base import FeatureExtractor, HierarchicalModel
 from . import hf, microsoft, mindspore, paddle, timm, torchvision, writers
 from . import ssl as ssl_layout
-from .io import EMA_KEYS, CheckpointError, container_key, extract_state_dict, read_file, save_safetensors
+from .io import EMA_KEYS, container_key, extract_state_dict, read_file, save_safetensors
 from .transfer import HEAD_KEYS, adapt_to_model
 
 # Layouts by name. swinkit's own layout for Swin V1/V2 is timm's. Auto-detection tries them in this order: the

@@ -40,9 +40,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..core.atomic import write_atomic
+from ..core.errors import CheckpointError
 from . import microsoft
 from .common import Converted, drop_derived, rename
-from .io import CheckpointError, write_atomic
 
 # tensor_type strings of mindspore.train.serialization and their dtypes.
 _DTYPES = {

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .io import CheckpointError
+from ..core.errors import CheckpointError
 
 HEAD_KEYS = ("head.fc.weight", "head.fc.bias")
 

@@ -27,11 +27,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..core.atomic import write_atomic
+from ..core.errors import CheckpointError
 from ..layers import WindowAttentionV1, WindowAttentionV2
 from ..layers.relative_position import log_spaced_coords, relative_position_index
 from . import mindspore, paddle
 from .common import rename
-from .io import CheckpointError, save_safetensors, write_atomic, write_pdparams
+from .io import save_safetensors
 
 WRITE_FORMATS = ("swinkit", "timm", "microsoft", "hf", "torchvision", "mindspore", "paddle")
 
@@ -169,7 +171,7 @@ def write(model: nn.Module, path: str | os.PathLike, format: str, layout: str | 
     if format == "paddle":
         if path.suffix != ".pdparams":
             raise ValueError(f"a PaddlePaddle checkpoint is a .pdparams file, got {path.name}")
-        return write_pdparams(state, path)
+        return paddle.write_pdparams(state, path)
     if path.suffix == ".safetensors":
         return save_safetensors(state, path, {"format": "pt"})
     if path.suffix in (".pth", ".pt", ".bin"):

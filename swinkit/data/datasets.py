@@ -14,13 +14,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..core.errors import DataLayoutError
+
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 DIGITS_VAL_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0
-
-
-class DataLayoutError(ValueError):
-    """A data directory that is not in the expected layout; the message says what was found and what is expected."""
 
 
 class ImageFolder:

@@ -3,22 +3,18 @@ MoBY's two-view BYOL augmentation."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from PIL import ImageFilter, ImageOps
 from timm.data import create_transform
 from timm.data.transforms import str_to_interp_mode
 from torchvision import transforms as T
 
-if TYPE_CHECKING:
-    from ..engine.config import DataConfig, SSLConfig
 
-
-def build_transform(data: DataConfig, img_size: int, train: bool, info) -> object:
+def build_transform(data, img_size: int, train: bool, info) -> object:
     """RandAugment, random erasing, random-resized crop and flip for training; resize + centre crop for eval.
 
     Args:
+        data: the ``data`` section of a config (``swinkit.engine.config.DataConfig``, or anything with its fields).
         img_size: the square input side.
         info: the model's ``ModelInfo``; gives the mean/std and crop_pct unless the data config sets them.
     """
@@ -73,11 +69,12 @@ class TwoViews:
         return torch.stack([self.view1(img), self.view2(img)])
 
 
-def build_two_view_transform(data: DataConfig, ssl: SSLConfig, img_size: int, info) -> TwoViews:
+def build_two_view_transform(data, ssl, img_size: int, info) -> TwoViews:
     """MoBY's asymmetric BYOL augmentation: random-resized crop, flip, colour jitter, grayscale, then Gaussian blur
     (p = ``ssl.blur_prob`` per view: 1.0 and 0.1) and solarize (0 and 0.2) before normalising.
 
     Args:
+        data, ssl: the ``data`` and ``ssl`` sections of a config (``DataConfig``, ``SSLConfig``).
         info: anything with ``mean``/``std`` (the encoder's), unless the data config sets them.
     """
     mean = tuple(data.mean) if data.mean else tuple(info.mean)

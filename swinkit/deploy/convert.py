@@ -14,6 +14,8 @@ from ..checkpoints.common import DERIVED_BUFFERS
 from ..checkpoints.io import extract_state_dict, read_file
 from ..checkpoints.load import LAYOUTS, LoadReport, detect_format
 from ..checkpoints.transfer import read_label_map
+from ..core.errors import CheckpointError
+from ..engine.checkpoint import MODEL_FILE, find_checkpoint
 from ..models import create_model, model_info
 
 
@@ -49,8 +51,11 @@ def load_model(
     if checkpoint is None:
         return create_model(name, **(overrides or {})).eval(), None, None
     path = Path(checkpoint)
-    if path.is_dir():
-        path = path / "model.safetensors"
+    if not path.is_file():
+        found = find_checkpoint(path)  # a training checkpoint directory, or the .last.old of a cut swap
+        if found is None:
+            raise CheckpointError(f"{path}: no such checkpoint file, nor a training checkpoint directory")
+        path = found / MODEL_FILE
     num_classes, metadata = _classifier(path, name, format)
     if label_map is not None:
         num_classes = len(read_label_map(label_map))

@@ -4,27 +4,27 @@ A checkpoint directory holds ``model.safetensors``, ``ema.safetensors`` (with EM
 ``config.yaml``. ``trainer_state.pt`` holds only tensors, numbers, strings, lists and dicts (optimizer, scaler,
 epoch, step, position in the epoch, RNG states), so it loads with ``torch.load(weights_only=True)``.
 
-The files go to a temporary directory beside the target, which is then renamed into place: the old directory is
-first moved to ``.<name>.old`` and removed only after the new one is in place, so a crash at any point leaves
-either the old or the new checkpoint, and ``find_checkpoint`` finds whichever survived.
+The files go to a temporary directory beside the target, each is fsynced, and the directory is then renamed into
+place (``swinkit.core.atomic.write_dir``): the old directory is first moved to ``.<name>.old`` and removed only
+after the new one is in place, so a crash at any point leaves either the old or the new checkpoint, and
+``find_checkpoint`` finds whichever survived.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..checkpoints import save_checkpoint
 from ..checkpoints.io import read_file, save_safetensors
-from ..checkpoints.load import save_checkpoint
+from ..core.atomic import previous_copy, write_dir
+from ..core.errors import CheckpointError
 from .config import Config, save_config, to_yaml
 
 MODEL_FILE = "model.safetensors"
@@ -58,42 +58,6 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
     p = state["python"]
     random.setstate((p["version"], tuple(p["state"].tolist()), p["gauss_next"]))
-
-
-def _swap_in(tmp: Path, final: Path) -> None:
-    old = final.parent / f".{final.name}.old"
-    if final.exists():
-        # An .old left by an earlier interrupted swap is stale only once a complete final/ exists.
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_dir(final: Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_dir)`` on a fresh temporary directory, then move it onto ``final``."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    try:
-        write(tmp)
-        # mkdtemp/mkstemp create private files; give the checkpoint the permissions of anything else written here.
-        umask = _umask()
-        for f in tmp.iterdir():
-            f.chmod(0o666 & ~umask)
-        tmp.chmod(0o777 & ~umask)
-        _swap_in(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
 
 
 def save_training_checkpoint(
@@ -140,18 +104,24 @@ def copy_checkpoint(src: Path, dst: Path) -> Path:
 def find_checkpoint(path: str | Path) -> Path | None:
     """The checkpoint directory at ``path``, or the ``.<name>.old`` left by a save interrupted mid-swap."""
     path = Path(path)
-    if (path / MODEL_FILE).is_file():
-        return path
-    old = path.parent / f".{path.name}.old"
-    if (old / MODEL_FILE).is_file():
-        return old
+    for candidate in (path, previous_copy(path)):
+        if (candidate / MODEL_FILE).is_file():
+            return candidate
     return None
 
 
 def load_weights(model: nn.Module, ckpt_dir: Path, ema: bool = False) -> None:
     """Load ``model.safetensors`` (or ``ema.safetensors``) from a swinkit checkpoint directory, strictly."""
-    state, _ = read_file(Path(ckpt_dir) / (EMA_FILE if ema else MODEL_FILE))
-    model.load_state_dict(state, strict=True)
+    path = Path(ckpt_dir) / (EMA_FILE if ema else MODEL_FILE)
+    state, _ = read_file(path)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        detail = "; ".join(line.strip() for line in str(err).splitlines()[1:3])
+        raise CheckpointError(
+            f"{path} was saved from another architecture than the config now builds ({detail}); resume with the "
+            "run's own config (drop the model overrides), or start a new run"
+        ) from err
 
 
 def load_trainer_state(ckpt_dir: Path) -> dict:

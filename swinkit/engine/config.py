@@ -17,7 +17,6 @@ import contextlib
 import dataclasses
 import difflib
 import logging
-import os
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -26,14 +25,13 @@ from typing import Any
 
 import yaml
 
+from ..core.atomic import write_atomic
+from ..core.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = "quickstart"
-
-
-class ConfigError(ValueError):
-    """A recipe or override that does not fit the schema; the message names the key and what would fit."""
 
 
 @dataclass
@@ -498,14 +496,5 @@ def to_yaml(cfg: Config) -> str:
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    from ..checkpoints.io import write_atomic
-
     text = to_yaml(cfg)
-
-    def write(tmp: str) -> None:
-        Path(tmp).write_text(text)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-
-    write_atomic(path, write)
+    write_atomic(path, lambda tmp: Path(tmp).write_text(text))

@@ -6,7 +6,6 @@ counts and the number of samples are summed over processes, so the result equals
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 from pathlib import Path
@@ -15,15 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checkpoints import load_checkpoint
+from ..core.distributed import all_reduce_sum
+from ..data import build_datasets, build_loader, build_transform
+from . import checkpoint as ckpt
 from .config import Config
+from .setup import autocast, build_model, session
 
 log = logging.getLogger(__name__)
-
-
-def autocast(device: torch.device, precision: str):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 @torch.no_grad()
@@ -32,8 +30,6 @@ def evaluate(model: nn.Module, loader, device: torch.device, precision: str = "f
 
     top-1/top-5 are percentages; loss is the mean cross-entropy; unreadable images are left out of ``n``.
     """
-    from .distributed import all_reduce_sum
-
     was_training = model.training
     model.eval()
     counts = torch.zeros(3, dtype=torch.int64)  # correct top-1, correct top-5, samples
@@ -67,32 +63,25 @@ def run_eval(cfg: Config, checkpoint: str, output: str | None = None) -> dict:
             too when present) or a weights file in any layout ``swinkit.checkpoints.load_checkpoint`` reads.
         output: directory for ``eval.json``; the checkpoint directory (or the file's directory) by default.
     """
-    from ..data import build_datasets, build_loader, build_transform
-    from . import checkpoint as ckpt
-    from .distributed import cleanup, init_distributed
-    from .train import build_model, resolve_device, resolve_precision
+    with session(cfg) as s:
+        return _run_eval(cfg, s.env, s.device, s.precision, checkpoint, output)
 
-    env = init_distributed(cfg.train.device)
-    device = resolve_device(cfg.train.device, env)
-    precision = resolve_precision(cfg.train.precision, device)
+
+def _run_eval(cfg: Config, env, device: torch.device, precision: str, checkpoint: str, output: str | None) -> dict:
     _, val_base = build_datasets(cfg.data.dataset, cfg.data.root, None, cfg.data.max_val_samples)
     model = build_model(cfg, num_classes=len(val_base.classes))
     path = Path(checkpoint)
-    ckpt_dir = ckpt.find_checkpoint(path) if path.is_dir() else None
+    ckpt_dir = None if path.is_file() else ckpt.find_checkpoint(path)  # last/, or the .last.old of a cut swap
     if ckpt_dir is not None:
         ckpt.load_weights(model, ckpt_dir)
     elif path.is_file():
-        from ..checkpoints import load_checkpoint
-
         load_checkpoint(model, str(path), label_map=cfg.model.label_map)
     else:
         raise FileNotFoundError(f"{path}: not a swinkit checkpoint directory (no {ckpt.MODEL_FILE}) nor a file")
     model.to(device)
-    img_size = model.model_info.img_size
-    img_size = img_size if isinstance(img_size, int) else img_size[0]
     loader = build_loader(
         val_base,
-        build_transform(cfg.data, img_size, False, model.model_info),
+        build_transform(cfg.data, model.img_size[0], False, model.model_info),
         batch_size=cfg.data.eval_batch_size or cfg.data.batch_size,
         train=False,
         rank=env.rank,
@@ -112,5 +101,4 @@ def run_eval(cfg: Config, checkpoint: str, output: str | None = None) -> dict:
         if "ema_top1" in result:
             line += f"  |  EMA top-1 {result['ema_top1']:.2f}  top-5 {result['ema_top5']:.2f}"
         log.info("%s  (n=%d) -> %s", line, result["n"], out_dir / "eval.json")
-    cleanup()
     return result

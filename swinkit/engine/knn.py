@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .distributed import all_gather_objects
-from .evaluate import autocast
+from ..core.distributed import all_gather_objects
+from .setup import autocast
 
 
 @torch.no_grad()

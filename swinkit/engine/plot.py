@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: is {run_dir} a swinkit run directory?")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+from .run_dir import read_metrics
 
 
 def plot_metrics(run_dir: str | Path, output: str | Path | None = None) -> Path:

@@ -22,12 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checkpoints import LoadReport
 from ..checkpoints import ssl as layout
-from ..checkpoints.io import CheckpointError, extract_state_dict, read_file
-from ..checkpoints.load import LoadReport, load_checkpoint
-from ..engine.distributed import all_gather_cat
-from ..models.base import HierarchicalModel
+from ..core.distributed import all_gather_cat
+from ..core.errors import CheckpointError
 from .backbone import create_encoder
+from .checkpoint import check_part, load_encoder, read_state
 
 
 def momentum_at(step: int, total_steps: int, base: float = 0.99) -> float:
@@ -103,6 +103,10 @@ class MoBY(nn.Module):
     def num_features(self) -> int:
         return self.encoder.num_features
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute the online encoder's block activations in the backward pass (the target one has no backward)."""
+        self.encoder.set_grad_checkpointing(enable)
+
     def convert_sync_batchnorm(self) -> None:
         """Sync the heads' BatchNorm over processes (DDP on GPUs), as the official code does."""
         for name in ("projector", "projector_k", "predictor"):
@@ -175,17 +179,17 @@ class MoBY(nn.Module):
         Encoder weights in another layout (the official ``microsoft`` one) are converted; ``format`` names the
         encoders' layout ('auto' detects it).
         """
-        source, state, metadata = _read(src, ema)
+        source, state, metadata = read_state(src, ema)
         if format == "auto" and metadata.get("format") == "swinkit":
             format = "swinkit"
         if layout.detect(state) != "moby":
-            report = _load_encoder(self.encoder, state, format, strict, source)
+            report = load_encoder(self.encoder, state, format, strict, source)
             self.encoder_k.load_state_dict(self.encoder.state_dict())
             report.adapted.append("backbone checkpoint: loaded into the online and the target encoder")
             return report
         report = LoadReport(source, f"moby ({format} encoders)")
         for prefix in ("encoder.", "encoder_k."):
-            part = _load_encoder(getattr(self, prefix[:-1]), layout.split(state, prefix), format, strict, source)
+            part = load_encoder(getattr(self, prefix[:-1]), layout.split(state, prefix), format, strict, source)
             report.loaded += [prefix + k for k in part.loaded]
             report.dropped += [prefix + k for k in part.dropped]
             report.adapted += part.adapted
@@ -194,7 +198,7 @@ class MoBY(nn.Module):
         for name in ("projector", "projector_k", "predictor"):
             part = layout.split(state, name + ".")
             result = getattr(self, name).load_state_dict(part, strict=False)
-            _check_part(name, result, strict, source)
+            check_part(name, result, strict, source)
             report.loaded += [f"{name}.{k}" for k in part]
         for name in ("queue1", "queue2", "queue_ptr"):
             if name not in state:
@@ -211,32 +215,6 @@ class MoBY(nn.Module):
             buffer.copy_(state[name])
             report.loaded.append(name)
         return report
-
-
-def _read(src, ema: bool | None) -> tuple[str, dict[str, torch.Tensor], dict[str, str]]:
-    if isinstance(src, Mapping):
-        return "<state dict>", extract_state_dict(src, "<state dict>", ema=ema), {}
-    obj, metadata = read_file(src)
-    return str(src), extract_state_dict(obj, str(src), ema=ema), metadata
-
-
-def _load_encoder(encoder: nn.Module, state: dict, format: str, strict: bool, source: str) -> LoadReport:
-    """A swinkit encoder through ``load_checkpoint`` (layout conversion, window transfer); others as they are."""
-    if isinstance(encoder, HierarchicalModel):
-        report = load_checkpoint(encoder, state, format=format, strict=strict, head="reset")
-        report.source = source
-        return report
-    result = encoder.load_state_dict(state, strict=False)
-    _check_part("encoder", result, strict, source)
-    return LoadReport(source, "as is", loaded=sorted(state), missing=result.missing_keys)
-
-
-def _check_part(name: str, result, strict: bool, source: str) -> None:
-    if strict and (result.missing_keys or result.unexpected_keys):
-        raise CheckpointError(
-            f"{source}: the {name} weights do not match: missing {result.missing_keys[:8]}, unexpected "
-            f"{result.unexpected_keys[:8]}; use strict=False to load the matching part only"
-        )
 
 
 def build_moby(

@@ -20,11 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checkpoints import LoadReport
 from ..checkpoints import ssl as layout
-from ..checkpoints.io import CheckpointError
-from ..checkpoints.load import LoadReport
-from ..models.base import HierarchicalModel
-from .moby import _check_part, _load_encoder, _read
+from ..core.errors import CheckpointError
+from ..models import HierarchicalModel
+from .backbone import create_encoder
+from .checkpoint import check_part, load_encoder, read_state
 
 
 def norm_targets(targets: torch.Tensor, window: int) -> torch.Tensor:
@@ -83,6 +84,10 @@ class SimMIM(nn.Module):
     def num_features(self) -> int:
         return self.encoder.num_features
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute the encoder's block activations in the backward pass instead of storing them."""
+        self.encoder.set_grad_checkpointing(enable)
+
     def random_mask(self, batch: int, height: int, width: int, device: torch.device | None = None) -> torch.Tensor:
         """(batch, height / patch, width / patch) 0/1 token mask: ``ceil(ratio * n)`` random mask patches of n."""
         s = self.mask_patch_size
@@ -134,13 +139,13 @@ class SimMIM(nn.Module):
         ema: bool | None = None,
     ) -> LoadReport:
         """Load a SimMIM checkpoint (official or ``swinkit pretrain``), or a backbone checkpoint into the encoder."""
-        source, state, metadata = _read(src, ema)
+        source, state, metadata = read_state(src, ema)
         if format == "auto" and metadata.get("format") == "swinkit":
             format = "swinkit"
         if layout.detect(state) != "simmim":
-            return _load_encoder(self.encoder, state, format, strict, source)
+            return load_encoder(self.encoder, state, format, strict, source)
         encoder_state, _ = layout.online_encoder(state)
-        report = _load_encoder(self.encoder, encoder_state, format, strict, source)
+        report = load_encoder(self.encoder, encoder_state, format, strict, source)
         report.format = f"simmim ({report.format} encoder)"
         token = state.get(layout.MASK_TOKEN, state.get("mask_token"))
         if token is not None:
@@ -150,7 +155,7 @@ class SimMIM(nn.Module):
             raise CheckpointError(f"{source} has no mask token; use strict=False to keep a fresh one")
         part = layout.split(state, "decoder.")
         result = self.decoder.load_state_dict(part, strict=False)
-        _check_part("decoder", result, strict, source)
+        check_part("decoder", result, strict, source)
         report.loaded += [f"decoder.{k}" for k in part]
         return report
 
@@ -164,8 +169,6 @@ def build_simmim(
     norm_target_window: int | None = None,
 ) -> SimMIM:
     """SimMIM around a registry Swin V1/V2 backbone (``backbone_kwargs`` go to its constructor)."""
-    from .backbone import create_encoder
-
     encoder = create_encoder(backbone, **(backbone_kwargs or {}))
     return SimMIM(
         encoder, mask_ratio=mask_ratio, mask_patch_size=mask_patch_size, norm_target_window=norm_target_window

@@ -25,19 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import models
-from .checkpoints import load_checkpoint
-from .layers import to_2tuple
+from .. import models
+from ..checkpoints import load_checkpoint
+from ..layers import to_2tuple
+from .peers import PEERS, HFLogits, perturb_parameters
 
-# swinkit name -> torchvision builder name, for the architectures torchvision has.
-TORCHVISION_NAMES = {
-    "swinv2_tiny_window8_256": "swin_v2_t",
-    "swinv2_small_window8_256": "swin_v2_s",
-    "swinv2_base_window8_256": "swin_v2_b",
-    "swin_tiny_patch4_window7_224": "swin_t",
-    "swin_small_patch4_window7_224": "swin_s",
-    "swin_base_patch4_window7_224": "swin_b",
-}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -69,66 +61,6 @@ class Report:
     def ratios(self) -> dict[str, float]:
         ours = self.results[0].img_per_s
         return {r.name: ours / r.img_per_s for r in self.results[1:]}
-
-
-# --- peers -------------------------------------------------------------------------------------------------------
-
-
-def _timm_peer(name: str, model: nn.Module) -> nn.Module | None:
-    import timm
-
-    if model.family == "cswin" or name not in timm.list_models():
-        return None
-    return timm.create_model(name, pretrained=False, num_classes=model.num_classes, drop_path_rate=0.0)
-
-
-def _torchvision_peer(name: str, model: nn.Module) -> nn.Module | None:
-    import torchvision
-
-    builder = TORCHVISION_NAMES.get(name)
-    return None if builder is None else getattr(torchvision.models, builder)(num_classes=model.num_classes)
-
-
-def _hf_peer(name: str, model: nn.Module) -> nn.Module | None:
-    import transformers
-
-    if model.family not in ("swin", "swinv2"):
-        return None
-    stages = model.layers
-    kwargs = dict(
-        image_size=model.img_size[0], embed_dim=model.embed_dims[0], depths=[len(s.blocks) for s in stages],
-        num_heads=[s.blocks[0].attn.num_heads for s in stages], window_size=model.window_size[0],
-        num_labels=model.num_classes, drop_path_rate=0.0,
-    )  # fmt: skip
-    if model.family == "swinv2":
-        kwargs["pretrained_window_sizes"] = [p[0] for p in model.pretrained_window_sizes]
-        return transformers.Swinv2ForImageClassification(transformers.Swinv2Config(**kwargs))
-    return transformers.SwinForImageClassification(transformers.SwinConfig(**kwargs))
-
-
-class _Logits(nn.Module):
-    """HF models return an output object; the benchmark wants a tensor."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(pixel_values=x).logits
-
-
-PEERS: dict[str, tuple[Callable[[str, nn.Module], nn.Module | None], str]] = {
-    "timm": (_timm_peer, "timm"),
-    "torchvision": (_torchvision_peer, "torchvision"),
-    "hf": (_hf_peer, "hf"),
-}
-
-
-def _perturb_(model: nn.Module, seed: int) -> None:
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.add_(0.02 * torch.randn(param.shape, generator=generator))
 
 
 # --- timing ------------------------------------------------------------------------------------------------------
@@ -252,9 +184,9 @@ def run_benchmark(
         if peer is None:
             log(f"{impl}: has no {name}; skipped")
             continue
-        _perturb_(peer, seed)
+        perturb_parameters(peer, seed, std=0.02)
         load_checkpoint(ours, peer.state_dict(), format=layout)
-        peer = _Logits(peer) if impl == "hf" else peer
+        peer = HFLogits(peer) if impl == "hf" else peer
         peer.to(dev).eval()
         ours.to(dev).eval()
         with torch.inference_mode():

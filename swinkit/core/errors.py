@@ -1,0 +1,51 @@
+"""swinkit's errors: one hierarchy under ``SwinkitError`` for every failure a user causes and can fix.
+
+Each class also derives from the built-in exception a caller would expect (``ValueError`` for bad input,
+``FileExistsError`` for an occupied run directory), so code written against those keeps working.
+"""
+
+from __future__ import annotations
+
+
+class SwinkitError(Exception):
+    """A failure the user can fix; the message names the input and the fix. The CLI prints it as one line."""
+
+
+class ConfigError(SwinkitError, ValueError):
+    """A config key that does not exist, a value of the wrong type, or settings that do not go together."""
+
+
+class CheckpointError(SwinkitError, ValueError):
+    """A checkpoint that cannot be read or does not fit the model; the message says which and how to fix it."""
+
+
+class DataError(SwinkitError, ValueError):
+    """Data that cannot be used: a directory in the wrong layout, too many unreadable images."""
+
+
+class DataLayoutError(DataError):
+    """A data directory that is not in the expected layout; the message says what was found and what is expected."""
+
+
+class TooManyBadImagesError(DataError):
+    """More than ``data.max_bad_fraction`` of the training images could not be read."""
+
+
+class RunError(SwinkitError):
+    """A run directory that cannot be used as asked: taken, locked by another process, finished."""
+
+
+class RunExistsError(RunError, FileExistsError):
+    """The output directory already holds a run and ``--resume`` was not given."""
+
+
+class RunLockedError(RunError):
+    """Another live process is training into the same run directory."""
+
+
+class RunFinishedError(RunError):
+    """``--resume`` of a run that has already trained all its epochs."""
+
+
+class NonFiniteLossError(SwinkitError, RuntimeError):
+    """The loss was NaN or infinite for ``train.max_nonfinite`` consecutive steps (fp32/bf16)."""

@@ -1,0 +1,164 @@
+"""What the loop trains: classification (supervised training, fine-tuning, linear probing) and self-supervised
+pretraining (MoBY, SimMIM). Each owns its loss on a micro-batch and what it measures at the end of an epoch."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from ..ssl import momentum_at
+from .config import Config
+from .evaluate import evaluate
+from .knn import knn_accuracy
+from .setup import Session, autocast
+
+log = logging.getLogger(__name__)
+
+
+def build_criterion(cfg: Config, mixup_on: bool) -> nn.Module:
+    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+
+    if mixup_on:
+        return SoftTargetCrossEntropy()  # label smoothing is folded into the mixed targets
+    if cfg.data.label_smoothing > 0:
+        return LabelSmoothingCrossEntropy(cfg.data.label_smoothing)
+    return nn.CrossEntropyLoss()
+
+
+def build_mixup(cfg: Config, num_classes: int):
+    from timm.data import Mixup
+
+    d = cfg.data
+    if d.mixup <= 0 and d.cutmix <= 0:
+        return None
+    return Mixup(
+        mixup_alpha=d.mixup, cutmix_alpha=d.cutmix, prob=d.mixup_prob, switch_prob=d.switch_prob, mode=d.mixup_mode,
+        label_smoothing=d.label_smoothing, num_classes=num_classes,
+    )  # fmt: skip
+
+
+def mix(mixup, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """timm's ``Mixup`` on a batch of any size: it pairs sample i with sample B-1-i and needs an even B, so an odd
+    batch is mixed with its first sample appended, which is then dropped (a batch of one mixes with itself)."""
+    n = len(images)
+    if n % 2 == 0:
+        return mixup(images, targets)
+    images, targets = mixup(torch.cat([images, images[:1]]), torch.cat([targets, targets[:1]]))
+    return images[:n], targets[:n]
+
+
+class Classification:
+    """Cross-entropy of a classifier (with mixup/cutmix and label smoothing), top-1/top-5 on the validation set."""
+
+    metric = "val_top1"
+    full_batches = False
+
+    def __init__(self, cfg: Config, s: Session, model: nn.Module, train_loader, val_loader, num_classes: int,
+                 classes: list[str]) -> None:  # fmt: skip
+        self.cfg, self.session = cfg, s
+        self.model, self.train_loader, self.val_loader = model, train_loader, val_loader
+        self.classes = list(classes)
+        self.mixup = build_mixup(cfg, num_classes)
+        self.mixup_on = self.mixup is not None
+        self.criterion = build_criterion(cfg, self.mixup_on)
+
+    def train_epoch(self, epoch: int) -> None:
+        """Mixup stops at ``data.mixup_off_epoch``; a linear probe's frozen backbone runs in eval mode (no drop path)
+        unless ``train.linear_probe_drop_path`` keeps the official MoBY train mode."""
+        off = 0 < self.cfg.data.mixup_off_epoch <= epoch
+        self.mixup_on = self.mixup is not None and not off
+        self.criterion = build_criterion(self.cfg, self.mixup_on)
+        if self.cfg.train.linear_probe and not self.cfg.train.linear_probe_drop_path:
+            for name, child in self.model.named_children():
+                if name != "head":
+                    child.eval()
+
+    def loss(self, net: nn.Module, images: torch.Tensor, targets: torch.Tensor, step: int) -> torch.Tensor:
+        device, precision = self.session.device, self.session.precision
+        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        if self.mixup_on:
+            images, targets = mix(self.mixup, images, targets)
+        if self.cfg.train.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(device, precision):
+            logits = net(images)
+        return self.criterion(logits.float(), targets)  # outside autocast, as the official recipe
+
+    def initial_metrics(self) -> dict:
+        return {}
+
+    def epoch_metrics(self, epoch: int, step: int, last_epoch: bool, ema: nn.Module | None) -> dict:
+        if not ((epoch + 1) % self.cfg.train.eval_every == 0 or last_epoch):
+            return {}
+        device, precision = self.session.device, self.session.precision
+        val = evaluate(self.model, self.val_loader, device, precision)
+        record = {"val_top1": val["top1"], "val_top5": val["top5"], "val_loss": val["loss"]}
+        if ema is not None:
+            val_ema = evaluate(ema, self.val_loader, device, precision)
+            record.update({f"ema_val_{k}": val_ema[k] for k in ("top1", "top5", "loss")})
+        return record
+
+    def summary(self, record: dict) -> str:
+        line = ""
+        if "val_top1" in record:
+            line += f"  val top-1 {record['val_top1']:.2f} top-5 {record['val_top5']:.2f}"
+        if "ema_val_top1" in record:
+            line += f"  EMA top-1 {record['ema_val_top1']:.2f}"
+        return line
+
+
+class SelfSupervised:
+    """A MoBY or SimMIM meta-architecture, which returns its own loss; the kNN top-1 of its encoder as the monitor.
+
+    MoBY gets two views per image and the target momentum of the step (``momentum_at``); its gathered keys must be
+    equally many on every process, so a batch short of unreadable images is skipped everywhere.
+    """
+
+    metric = "knn_top1"
+    classes = None
+
+    def __init__(self, cfg: Config, s: Session, model: nn.Module, train_loader, bank_loader, val_loader,
+                 total_steps: int) -> None:  # fmt: skip
+        self.cfg, self.session = cfg, s
+        self.model, self.train_loader = model, train_loader
+        self.bank_loader, self.val_loader = bank_loader, val_loader
+        self.total_steps = total_steps
+        self.moby = cfg.ssl.method == "moby"
+        self.full_batches = self.moby
+
+    def train_epoch(self, epoch: int) -> None:
+        pass
+
+    def loss(self, net: nn.Module, images: torch.Tensor, targets: torch.Tensor, step: int) -> torch.Tensor:
+        device = self.session.device
+        images = images.to(device, non_blocking=True)
+        views = images.unbind(1) if self.moby else (images,)
+        if self.cfg.train.channels_last:
+            views = tuple(v.contiguous(memory_format=torch.channels_last) for v in views)
+        with autocast(device, self.session.precision):
+            if self.moby:
+                return net(*views, momentum=momentum_at(step, self.total_steps, self.cfg.ssl.momentum))
+            return net(*views)
+
+    def knn(self) -> float:
+        s = self.session
+        return knn_accuracy(self.model.encoder, self.bank_loader, self.val_loader, s.device, s.precision,
+                            self.cfg.ssl.knn_k, self.cfg.ssl.knn_temperature)  # fmt: skip
+
+    def initial_metrics(self) -> dict:
+        """The encoder at initialisation: the baseline the kNN curve is read against."""
+        return {"knn_top1": self.knn()} if self.cfg.ssl.knn_every else {}
+
+    def epoch_metrics(self, epoch: int, step: int, last_epoch: bool, ema: nn.Module | None) -> dict:
+        record = {}
+        if self.moby:
+            record["momentum"] = momentum_at(step, self.total_steps, self.cfg.ssl.momentum)
+        every = self.cfg.ssl.knn_every
+        if every and ((epoch + 1) % every == 0 or last_epoch):
+            record["knn_top1"] = self.knn()
+        return record
+
+    def summary(self, record: dict) -> str:
+        return f"  kNN top-1 {record['knn_top1']:.2f}" if "knn_top1" in record else ""

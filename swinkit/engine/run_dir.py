@@ -1,0 +1,166 @@
+"""A run directory's life: where it is, who may write it, and its ``metrics.jsonl``.
+
+A run directory (``train.output``, by default the first free ``runs/<config name>[-N]``) holds ``config.yaml``,
+``metrics.jsonl``, ``curves.png`` and ``checkpoints/{last,best}/``. While a process trains into it, it holds
+``.lock`` (host and pid of the owner): a second process stops at once with an error naming the first, and a lock
+left by a process that no longer runs is taken over with a warning. On entry the lock holder removes what
+interrupted saves left behind (``checkpoints/.*.tmp``).
+
+``metrics.jsonl`` gets one JSON line per epoch. A line cut short by a kill mid-append is ignored by every reader,
+and a resumed run first rewrites the file to the epochs its checkpoint has done, each once, so no epoch is ever
+written twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..core.atomic import remove_stale_temporaries, write_atomic
+from ..core.errors import RunExistsError, RunLockedError
+from .checkpoint import find_checkpoint
+
+log = logging.getLogger(__name__)
+
+LOCK_FILE = ".lock"
+METRICS_FILE = "metrics.jsonl"
+
+
+def default_run_dir(name: str) -> Path:
+    """``runs/<name>``, or ``runs/<name>-2``, ``-3``, ... when earlier or live runs hold it, so a repeated command
+    never overwrites or refuses; an explicit ``train.output`` that holds a run is refused instead."""
+    base = Path("runs") / name
+    candidates = itertools.chain([base], (base.with_name(f"{name}-{i}") for i in itertools.count(2)))
+    return next(p for p in candidates if find_checkpoint(p / "checkpoints" / "last") is None and lock_owner(p) is None)
+
+
+def resolve_run_dir(output: str | None, name: str, resume: str | None) -> tuple[Path, Path | None]:
+    """The run directory and, when resuming, the checkpoint to resume from.
+
+    Raises:
+        FileNotFoundError: ``resume`` holds no checkpoint.
+        RunExistsError: the output directory already holds a run and ``resume`` is not given.
+    """
+    run_dir = Path(resume or output or default_run_dir(name))
+    last = run_dir / "checkpoints" / "last"
+    if resume:
+        resume_dir = find_checkpoint(last)
+        if resume_dir is None:
+            raise FileNotFoundError(f"--resume {run_dir}: no checkpoint in {last}")
+        return run_dir, resume_dir
+    if find_checkpoint(last) is not None:
+        raise RunExistsError(
+            f"{run_dir} already holds a run; continue it with --resume {run_dir}, or choose another --output"
+        )
+    return run_dir, None
+
+
+# --- the lock ------------------------------------------------------------------------------------------------------
+def _alive(host: str, pid: int) -> bool:
+    if host != socket.gethostname():
+        return True  # cannot tell from here: assume the other machine's process runs
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def lock_owner(run_dir: str | os.PathLike) -> str | None:
+    """``host:pid`` of the live process that holds ``run_dir``'s lock, or None."""
+    try:
+        host, pid = (Path(run_dir) / LOCK_FILE).read_text().split()[:2]
+        return f"{host}:{pid}" if _alive(host, int(pid)) else None
+    except (OSError, ValueError):
+        return None
+
+
+@contextlib.contextmanager
+def locked(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir/.lock`` for the duration; refuse if a live process holds it, take it over if it is stale.
+
+    Raises:
+        RunLockedError: another live process trains into ``run_dir``.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK_FILE
+    me = f"{socket.gethostname()} {os.getpid()}\n"
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            owner = lock_owner(run_dir)
+            if owner is not None:
+                raise RunLockedError(
+                    f"{run_dir} is in use by process {owner} (its lock is {path}); wait for it to finish, stop it, "
+                    "or choose another --output"
+                ) from None
+            log.warning("%s: taking over the lock of a process that no longer runs", run_dir)
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(me)
+        break
+    else:
+        raise RunLockedError(f"{run_dir}: another process took the lock {path} at the same moment; try again")
+    try:
+        removed = remove_stale_temporaries(run_dir / "checkpoints")
+        if removed:
+            log.warning("removed %d file(s) left by an interrupted save: %s", len(removed),
+                        ", ".join(p.name for p in removed))  # fmt: skip
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            if path.read_text() == me:
+                path.unlink()
+
+
+# --- metrics.jsonl -------------------------------------------------------------------------------------------------
+def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    """The complete records of ``metrics.jsonl``; a line cut short by a kill mid-append is left out."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: is {run_dir} a swinkit run directory?")
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and "epoch" in record:
+            records.append(record)
+    return records
+
+
+def append_metrics(run_dir: Path, record: dict) -> None:
+    with (run_dir / METRICS_FILE).open("a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def reconcile_metrics(run_dir: Path, epochs_done: int, last_record: dict | None) -> None:
+    """Make ``metrics.jsonl`` hold each epoch up to ``epochs_done`` once, as a resumed run continues after them.
+
+    Lines of later epochs (written after the checkpoint being resumed), repeated epochs and a truncated last line
+    are dropped; the checkpoint's own epoch record is added if the kill came between the save and the append.
+    """
+    path = run_dir / METRICS_FILE
+    records = read_metrics(run_dir) if path.is_file() else []
+    kept: dict[int, dict] = {}
+    for record in records:
+        if record["epoch"] <= epochs_done:
+            kept.setdefault(record["epoch"], record)
+    if last_record and last_record.get("epoch") == epochs_done:
+        kept.setdefault(epochs_done, last_record)
+    text = "".join(json.dumps(kept[e]) + "\n" for e in sorted(kept))
+    if not (path.is_file() and path.read_text() == text):
+        write_atomic(path, lambda tmp: Path(tmp).write_text(text))

@@ -1,0 +1,119 @@
+"""What evaluation and training both set up: device, precision, autocast, seeds, process-wide switches, the model.
+
+``session(cfg)`` joins the process group torchrun describes, picks the device and precision and applies the
+``train.threads``/``train.deterministic`` switches for the duration of a command, restoring them afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import models
+from ..checkpoints import load_checkpoint
+from ..core.distributed import DistEnv, cleanup, init_distributed
+from .config import Config
+
+log = logging.getLogger(__name__)
+
+# ModelConfig fields passed to create_model when set.
+MODEL_OVERRIDES = (
+    "num_classes", "img_size", "window_size", "pretrained_window_sizes", "drop_path_rate", "drop_rate",
+    "patch_size", "in_chans", "embed_dim", "depths", "num_heads", "mlp_ratio", "split_size",
+)  # fmt: skip
+
+
+def resolve_device(name: str, env: DistEnv | None = None) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        return torch.device("cuda", env.local_rank if env else 0)
+    return torch.device(name)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' is bf16 on CUDA and fp32 on CPU; fp16 on CPU runs as bf16 (CPU kernels for fp16 are slow or absent)."""
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        log.warning("train.precision=fp16 is for GPUs; running bf16 autocast on %s instead", device.type)
+        return "bf16"
+    return precision
+
+
+def autocast(device: torch.device, precision: str):
+    """The autocast context of ``precision`` ('fp32': none)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass(frozen=True)
+class Session:
+    """Where a command runs: its process group, device and precision."""
+
+    env: DistEnv
+    device: torch.device
+    precision: str
+
+
+@contextlib.contextmanager
+def session(cfg: Config) -> Iterator[Session]:
+    """Join the process group, apply ``train.threads`` and ``train.deterministic``; undo all three on exit."""
+    env = init_distributed(cfg.train.device)
+    device = resolve_device(cfg.train.device, env)
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        if cfg.train.deterministic:
+            torch.use_deterministic_algorithms(True)
+        yield Session(env, device, resolve_precision(cfg.train.precision, device))
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+        cleanup()
+
+
+def model_overrides(cfg: Config) -> dict:
+    """The constructor arguments the config sets (lists as tuples)."""
+    overrides = {}
+    for key in MODEL_OVERRIDES:
+        value = getattr(cfg.model, key)
+        if value is not None:
+            overrides[key] = tuple(value) if isinstance(value, list) else value
+    return overrides
+
+
+def build_model(cfg: Config, num_classes: int | None = None, img_size=None, window_size=None) -> nn.Module:
+    """``create_model`` with the config's overrides; ``num_classes`` applies when the config leaves it unset."""
+    overrides = model_overrides(cfg)
+    if num_classes is not None and cfg.model.num_classes is None:
+        overrides["num_classes"] = num_classes
+    if img_size is not None:
+        overrides["img_size"] = img_size
+    if window_size is not None:
+        overrides["window_size"] = window_size
+    return models.create_model(cfg.model.name, **overrides)
+
+
+def load_pretrained(model: nn.Module, cfg: Config) -> None:
+    """Load ``model.pretrained`` (any layout, with the config's label map and head policy) and log the report."""
+    report = load_checkpoint(
+        model, cfg.model.pretrained, format=cfg.model.pretrained_format, label_map=cfg.model.label_map,
+        head=cfg.model.head,
+    )  # fmt: skip
+    log.info("loaded pretrained weights from %s: %s", cfg.model.pretrained, report)
