@@ -183,21 +183,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
 
     overrides_help = "dotted config overrides, e.g. optim.lr=1e-3 sched.epochs=10"
-    p = sub.add_parser("train", help="train a model; with no arguments, the quick start on the built-in digits")
-    p.add_argument("-c", "--config", help="recipe name (`swinkit configs`) or YAML file; default: quickstart")
-    p.add_argument("--data", help="dataset directory in ImageNet layout (DIR/train/<class>/*, DIR/val/<class>/*)")
-    p.add_argument("--output", help="run directory (default: runs/<config name>, or runs/<config name>-N when taken)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from checkpoints/last")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help=overrides_help)
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("pretrain", help="self-supervised pretraining (MoBY, SimMIM) with a kNN monitor each epoch")
-    p.add_argument("-c", "--config", help="recipe name (e.g. moby_quickstart, simmim_quickstart) or YAML")
-    p.add_argument("--data", help="dataset directory in ImageNet layout (labels are used by the kNN monitor only)")
-    p.add_argument("--output", help="run directory (default: runs/<config name>, or runs/<config name>-N when taken)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from checkpoints/last")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help=overrides_help)
-    p.set_defaults(func=cmd_pretrain)
+    for name, func, help_, config_help, data_help in [
+        ("train", cmd_train, "train a model; with no arguments, the quick start on the built-in digits",
+         "recipe name (`swinkit configs`) or YAML file; default: quickstart",
+         "dataset directory in ImageNet layout (DIR/train/<class>/*, DIR/val/<class>/*)"),
+        ("pretrain", cmd_pretrain, "self-supervised pretraining (MoBY, SimMIM) with a kNN monitor each epoch",
+         "recipe name (e.g. moby_quickstart, simmim_quickstart) or YAML",
+         "dataset directory in ImageNet layout (labels are used by the kNN monitor only)"),
+    ]:  # fmt: skip
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("-c", "--config", help=config_help)
+        p.add_argument("--data", help=data_help)
+        p.add_argument("--output", help="run directory (default: runs/<config name>, or runs/<config name>-N if taken)")
+        p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from checkpoints/last")
+        p.add_argument("overrides", nargs="*", metavar="key=value", help=overrides_help)
+        p.set_defaults(func=func)
 
     p = sub.add_parser("eval", help="top-1/top-5 of a checkpoint on the validation set; writes eval.json")
     p.add_argument("-c", "--config", help="recipe name or YAML file (default: the checkpoint's config.yaml)")

@@ -21,6 +21,7 @@ import torch
 import torch.fx.experimental._config
 from torch import nn
 
+from ..layers import to_2tuple
 from .convert import load_model
 
 FORMATS = ("onnx", "torchscript", "exported-program")
@@ -92,8 +93,7 @@ def export(
     if model is None:
         model, _, _ = load_model(name, checkpoint)
     model = model.eval()
-    size = img_size or model.model_info.img_size
-    size = (size, size) if isinstance(size, int) else tuple(size)
+    size = to_2tuple(img_size or model.img_size)
     example = torch.randn(2 if dynamic_batch else 1, 3, *size, generator=torch.Generator().manual_seed(0))
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)

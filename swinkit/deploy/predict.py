@@ -44,9 +44,8 @@ def predict(
     """
     model, _, stored = load_model(name, checkpoint, overrides=overrides)
     info = model.model_info
-    size = info.img_size if isinstance(info.img_size, int) else tuple(info.img_size)
     transform = create_transform(
-        input_size=(3, size, size) if isinstance(size, int) else (3, *size), interpolation=info.interpolation,
+        input_size=(3, *info.img_size), interpolation=info.interpolation,
         crop_pct=info.crop_pct, mean=info.mean, std=info.std,
     )  # fmt: skip
     names = class_names(model.num_classes, stored)

@@ -4,7 +4,7 @@ from .attention import WindowAttention, WindowAttentionV1, WindowAttentionV2
 from .head import ClassifierHead
 from .mlp import DropPath, Mlp, drop_path_rates
 from .patch import PatchEmbed, PatchMerging, PatchMergingV2, merge_2x2
-from .stage import Stage
+from .stage import Stage, build_stages
 from .window import (
     WindowGeometry,
     shifted_window_attention,
@@ -22,6 +22,7 @@ __all__ = [
     "PatchMerging",
     "PatchMergingV2",
     "Stage",
+    "build_stages",
     "WindowAttention",
     "WindowAttentionV1",
     "WindowAttentionV2",

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+from .mlp import drop_path_rates
 
 
 class Stage(nn.Module):
@@ -27,3 +31,26 @@ class Stage(nn.Module):
             else:
                 x = block(x)
         return x
+
+
+def build_stages(
+    depths: Sequence[int],
+    embed_dims: Sequence[int],
+    drop_path_rate: float,
+    block: Callable[[int, int, int, float], nn.Module],
+    downsample: Callable[[int, int], nn.Module],
+) -> nn.ModuleList:
+    """One ``Stage`` per entry of ``depths``, as every hierarchical model here builds them.
+
+    Stage i starts with ``downsample(embed_dims[i - 1], embed_dims[i])`` (none for the first) and holds ``depths[i]``
+    blocks ``block(i, j, embed_dims[i], drop_path)``, with stochastic depth rising linearly to ``drop_path_rate``
+    over all blocks.
+    """
+    rates = drop_path_rates(drop_path_rate, depths)
+    return nn.ModuleList(
+        Stage(
+            downsample(embed_dims[i - 1], dim) if i > 0 else None,
+            [block(i, j, dim, rates[i][j]) for j in range(depth)],
+        )
+        for i, (depth, dim) in enumerate(zip(depths, embed_dims, strict=True))
+    )

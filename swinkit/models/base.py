@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..layers import ClassifierHead, to_2tuple
+
 # Parameters matched by name that the official recipes keep out of weight decay, besides every 1-D tensor.
 NO_WEIGHT_DECAY_KEYWORDS = ("cpb_mlp", "logit_scale", "relative_position_bias_table")
 
@@ -32,8 +34,23 @@ class HierarchicalModel(nn.Module):
     head: nn.Module
     num_features: int
     embed_dims: list[int]
+    img_size: tuple[int, int]
 
-    def _finish_init(self) -> None:
+    def _set_widths(self, img_size: int | tuple[int, int], embed_dim: int, depths: Sequence[int],
+                    num_heads: Sequence[int]) -> None:  # fmt: skip
+        """``img_size`` as (H, W), ``embed_dims`` doubling per stage and ``num_features``; checks one head count per
+        stage."""
+        if len(depths) != len(num_heads):
+            raise ValueError(f"depths {tuple(depths)} and num_heads {tuple(num_heads)} differ in length")
+        self.img_size = to_2tuple(img_size)
+        self.embed_dims = [embed_dim * 2**i for i in range(len(depths))]
+        self.num_features = self.embed_dims[-1]
+
+    def _finish_init(self, num_classes: int, drop_rate: float, norm_eps: float = 1e-5) -> None:
+        """The final norm and the classifier, the official weight init, and ``feature_info``."""
+        self.norm = nn.LayerNorm(self.num_features, eps=norm_eps)
+        self.head = ClassifierHead(self.num_features, num_classes, drop_rate)
+        self.apply(init_weights)
         self.feature_info = [
             {"num_chs": dim, "reduction": 4 * 2**i, "module": f"layers.{i}"} for i, dim in enumerate(self.embed_dims)
         ]

@@ -46,10 +46,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import ClassifierHead, DropPath, Mlp, Stage, drop_path_rates, to_2tuple
+from ..layers import DropPath, Mlp, build_stages
 from ..layers.linear import Linear
-from .base import HierarchicalModel, init_weights
-from .registry import ModelInfo, register_model
+from .base import HierarchicalModel
+from .registry import register_model
 
 
 class StripeAttention(nn.Module):
@@ -267,36 +267,19 @@ class CSWinTransformer(HierarchicalModel):
             )
         if any(s < 1 for s in split_size):
             raise ValueError(f"split sizes must be positive, got {tuple(split_size)}")
-        self.img_size = to_2tuple(img_size)
+        self._set_widths(img_size, embed_dim, depths, num_heads)
         self.split_size = tuple(split_size)
-        self.embed_dims = [embed_dim * 2**i for i in range(num_stages)]
-        self.num_features = self.embed_dims[-1]
 
         self.patch_embed = ConvPatchEmbed(patch_size, in_chans, embed_dim)
-        rates = drop_path_rates(drop_path_rate, depths)
-        stages = []
-        for i, (depth, heads, dim) in enumerate(zip(depths, num_heads, self.embed_dims, strict=True)):
-            blocks = [
-                CSWinBlock(
-                    dim,
-                    heads,
-                    self.split_size[i],
-                    full_attention=i == num_stages - 1,
-                    mlp_ratio=mlp_ratio,
-                    qkv_bias=qkv_bias,
-                    proj_drop=proj_drop_rate,
-                    attn_drop=attn_drop_rate,
-                    drop_path=rates[i][j],
-                )
-                for j in range(depth)
-            ]
-            downsample = ConvMerge(self.embed_dims[i - 1], dim) if i > 0 else None
-            stages.append(Stage(downsample, blocks))
-        self.layers = nn.ModuleList(stages)
-        self.norm = nn.LayerNorm(self.num_features)
-        self.head = ClassifierHead(self.num_features, num_classes, drop_rate)
-        self.apply(init_weights)
-        self._finish_init()
+        self.layers = build_stages(
+            depths, self.embed_dims, drop_path_rate,
+            lambda i, j, dim, drop_path: CSWinBlock(
+                dim, num_heads[i], self.split_size[i], full_attention=i == num_stages - 1, mlp_ratio=mlp_ratio,
+                qkv_bias=qkv_bias, proj_drop=proj_drop_rate, attn_drop=attn_drop_rate, drop_path=drop_path,
+            ),
+            ConvMerge,
+        )  # fmt: skip
+        self._finish_init(num_classes, drop_rate)
 
 
 # --- registered models ------------------------------------------------------------------------------------------
@@ -306,6 +289,7 @@ class CSWinTransformer(HierarchicalModel):
 # resolve case-insensitively, so the seed's ``cswin_64_24322_small_224`` is the official ``CSWin_64_24322_small_224``.
 
 _OFFICIAL = "microsoft/CSWin-Transformer README"
+_FINETUNED = _OFFICIAL + " (22k pretrain, 1k fine-tune)"
 _SPLIT_224 = (1, 2, 7, 7)
 _SPLIT_384 = (1, 2, 12, 12)
 _TINY = dict(embed_dim=64, depths=(1, 2, 21, 1), num_heads=(2, 4, 8, 16))
@@ -313,28 +297,70 @@ _SMALL = dict(embed_dim=64, depths=(2, 4, 32, 2), num_heads=(2, 4, 8, 16))
 _BASE = dict(embed_dim=96, depths=(2, 4, 32, 2), num_heads=(4, 8, 16, 32))
 _LARGE = dict(embed_dim=144, depths=(2, 4, 32, 2), num_heads=(6, 12, 24, 24))  # 24 heads in the last stage, not 48
 
-for _name, _arch, _size, _drop_path, _top1, _aliases in [
-    ("tiny", _TINY, 224, 0.2, 82.8, ("CSWin_64_12211_tiny_224",)),
-    ("small", _SMALL, 224, 0.4, 83.6, ("CSWin_64_24322_small_224",)),
-    ("base", _BASE, 224, 0.5, 84.2, ("CSWin_96_24322_base_224",)),
-    ("large", _LARGE, 224, 0.2, 86.5, ("CSWin_144_24322_large_224",)),
-    ("base", _BASE, 384, 0.7, 85.5, ("CSWin_96_24322_base_384",)),
-    ("large", _LARGE, 384, 0.2, 87.5, ("CSWin_144_24322_large_384",)),
-]:
-    register_model(
-        ModelInfo(
-            f"cswin_{_name}_{_size}",
-            CSWinTransformer,
-            dict(
-                _arch,
-                img_size=_size,
-                split_size=_SPLIT_224 if _size == 224 else _SPLIT_384,
-                drop_path_rate=_drop_path,
-            ),
-            img_size=_size,
-            crop_pct=0.875 if _size == 224 else 1.0,
-            top1=_top1,
-            source=_OFFICIAL + (" (22k pretrain, 1k fine-tune)" if _name == "large" else ""),
-            aliases=_aliases,
-        )
-    )
+
+@register_model(
+    defaults=dict(_TINY, img_size=224, split_size=_SPLIT_224, drop_path_rate=0.2),
+    top1=82.8,
+    source=_OFFICIAL,
+    aliases=("CSWin_64_12211_tiny_224",),
+)
+def cswin_tiny_224(**kwargs) -> CSWinTransformer:
+    """CSWin-T, 224 px."""
+    return CSWinTransformer(**kwargs)
+
+
+@register_model(
+    defaults=dict(_SMALL, img_size=224, split_size=_SPLIT_224, drop_path_rate=0.4),
+    top1=83.6,
+    source=_OFFICIAL,
+    aliases=("CSWin_64_24322_small_224",),
+)
+def cswin_small_224(**kwargs) -> CSWinTransformer:
+    """CSWin-S, 224 px."""
+    return CSWinTransformer(**kwargs)
+
+
+@register_model(
+    defaults=dict(_BASE, img_size=224, split_size=_SPLIT_224, drop_path_rate=0.5),
+    top1=84.2,
+    source=_OFFICIAL,
+    aliases=("CSWin_96_24322_base_224",),
+)
+def cswin_base_224(**kwargs) -> CSWinTransformer:
+    """CSWin-B, 224 px."""
+    return CSWinTransformer(**kwargs)
+
+
+@register_model(
+    defaults=dict(_LARGE, img_size=224, split_size=_SPLIT_224, drop_path_rate=0.2),
+    top1=86.5,
+    source=_FINETUNED,
+    aliases=("CSWin_144_24322_large_224",),
+)
+def cswin_large_224(**kwargs) -> CSWinTransformer:
+    """CSWin-L, 224 px, ImageNet-22k pretrained."""
+    return CSWinTransformer(**kwargs)
+
+
+@register_model(
+    defaults=dict(_BASE, img_size=384, split_size=_SPLIT_384, drop_path_rate=0.7),
+    crop_pct=1.0,
+    top1=85.5,
+    source=_OFFICIAL,
+    aliases=("CSWin_96_24322_base_384",),
+)
+def cswin_base_384(**kwargs) -> CSWinTransformer:
+    """CSWin-B, 384 px."""
+    return CSWinTransformer(**kwargs)
+
+
+@register_model(
+    defaults=dict(_LARGE, img_size=384, split_size=_SPLIT_384, drop_path_rate=0.2),
+    crop_pct=1.0,
+    top1=87.5,
+    source=_FINETUNED,
+    aliases=("CSWin_144_24322_large_384",),
+)
+def cswin_large_384(**kwargs) -> CSWinTransformer:
+    """CSWin-L, 384 px, ImageNet-22k pretrained."""
+    return CSWinTransformer(**kwargs)

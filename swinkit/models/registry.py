@@ -1,15 +1,29 @@
-"""The model registry: one dict from model name to its builder, defaults and metadata."""
+"""The model registry: one dict from model name to its builder, defaults and metadata.
+
+Every name is a literal builder function under ``@register_model(...)`` in its family's module, as in timm and
+torchvision, so ``grep`` finds it::
+
+    @register_model(defaults=dict(_TINY, window_size=8), img_size=256, top1=81.8, source=_OFFICIAL)
+    def swinv2_tiny_window8_256(**kwargs) -> SwinTransformerV2:
+        return SwinTransformerV2(**kwargs)
+
+The decorator records the class (the return annotation), the defaults and the metadata; calling the registered
+function is ``create_model`` of its name.
+"""
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
 import inspect
-from collections.abc import Sequence
+import typing
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from torch import nn
 
+from ..layers import to_2tuple
 from .base import FeatureExtractor
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -20,15 +34,15 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class ModelInfo:
     """What a registered name builds and how its published weights expect their inputs.
 
-    ``defaults`` are keyword arguments for ``cls``; ``crop_pct`` and ``interpolation`` describe the evaluation
-    transform (resize to size / crop_pct, centre crop); ``top1`` is the published ImageNet-1k accuracy of the
-    reference weights and ``source`` where it comes from.
+    ``defaults`` are keyword arguments for ``cls``; ``img_size`` is (H, W); ``crop_pct`` and ``interpolation``
+    describe the evaluation transform (resize to size / crop_pct, centre crop); ``top1`` is the published
+    ImageNet-1k accuracy of the reference weights and ``source`` where it comes from.
     """
 
     name: str
     cls: type[nn.Module]
     defaults: dict = field(default_factory=dict)
-    img_size: int = 224
+    img_size: tuple[int, int] = (224, 224)
     num_classes: int = 1000
     crop_pct: float = 0.875
     interpolation: str = "bicubic"
@@ -40,15 +54,35 @@ class ModelInfo:
 
 
 _MODELS: dict[str, ModelInfo] = {}
+_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
 _ALIASES: dict[str, str] = {}
 
 
-def register_model(info: ModelInfo) -> None:
-    for name in (info.name, *info.aliases):
-        if name in _MODELS or name in _ALIASES:
-            raise ValueError(f"model name {name!r} is registered twice")
-    _MODELS[info.name] = info
-    _ALIASES.update({alias: info.name for alias in info.aliases})
+def register_model(*, defaults: dict, **metadata) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register the decorated builder under its function name, with the constructor ``defaults`` and ``ModelInfo``
+    ``metadata`` (``num_classes`` and ``img_size`` default to the constructor defaults')."""
+
+    def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        name = builder.__name__
+        cls = typing.get_type_hints(builder)["return"]
+        signature = inspect.signature(cls).parameters
+        metadata.setdefault("num_classes", defaults.get("num_classes", signature["num_classes"].default))
+        size = to_2tuple(metadata.pop("img_size", defaults.get("img_size", signature["img_size"].default)))
+        info = ModelInfo(name, cls, dict(defaults), img_size=size, **metadata)
+        for key in (name, *info.aliases):
+            if key in _MODELS or key in _ALIASES:
+                raise ValueError(f"model name {key!r} is registered twice")
+        _MODELS[name] = info
+        _BUILDERS[name] = builder
+        _ALIASES.update({alias: name for alias in info.aliases})
+
+        @functools.wraps(builder)
+        def build(**overrides) -> nn.Module:
+            return create_model(name, **overrides)
+
+        return build
+
+    return decorate
 
 
 def list_models(pattern: str = "*", include_aliases: bool = False) -> list[str]:
@@ -100,12 +134,8 @@ def create_model(
         raise TypeError(
             f"create_model({info.name!r}) got unknown override {', '.join(hints)}; valid: {', '.join(accepted)}"
         )
-    model = info.cls(**{**info.defaults, **overrides})
-    model.model_info = replace(
-        info,
-        img_size=overrides.get("img_size", info.img_size),
-        num_classes=overrides.get("num_classes", info.num_classes),
-    )
+    model = _BUILDERS[info.name](**{**info.defaults, **overrides})
+    model.model_info = replace(info, img_size=model.img_size, num_classes=model.num_classes)
     if features_only:
         return FeatureExtractor(model, out_indices)
     return model

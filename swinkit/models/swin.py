@@ -11,20 +11,18 @@ import torch
 from torch import nn
 
 from ..layers import (
-    ClassifierHead,
     DropPath,
     Mlp,
     PatchEmbed,
     PatchMerging,
-    Stage,
     WindowAttentionV1,
-    drop_path_rates,
+    build_stages,
     shifted_window_attention,
     to_2tuple,
     window_geometry,
 )
-from .base import HierarchicalModel, init_weights
-from .registry import ModelInfo, register_model
+from .base import HierarchicalModel
+from .registry import register_model
 
 
 class SwinTransformerBlock(nn.Module):
@@ -88,39 +86,19 @@ class SwinTransformer(HierarchicalModel):
         drop_path_rate: float = 0.1,
     ) -> None:
         super().__init__()
-        if len(depths) != len(num_heads):
-            raise ValueError(f"depths {tuple(depths)} and num_heads {tuple(num_heads)} differ in length")
-        num_stages = len(depths)
-        self.img_size = to_2tuple(img_size)
+        self._set_widths(img_size, embed_dim, depths, num_heads)
         self.window_size = to_2tuple(window_size)
-        self.embed_dims = [embed_dim * 2**i for i in range(num_stages)]
-        self.num_features = self.embed_dims[-1]
 
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
-        rates = drop_path_rates(drop_path_rate, depths)
-        stages = []
-        for i, (depth, heads, dim) in enumerate(zip(depths, num_heads, self.embed_dims, strict=True)):
-            blocks = [
-                SwinTransformerBlock(
-                    dim,
-                    heads,
-                    self.window_size,
-                    shifted=j % 2 == 1,
-                    mlp_ratio=mlp_ratio,
-                    qkv_bias=qkv_bias,
-                    proj_drop=proj_drop_rate,
-                    attn_drop=attn_drop_rate,
-                    drop_path=rates[i][j],
-                )
-                for j in range(depth)
-            ]
-            downsample = PatchMerging(self.embed_dims[i - 1], dim) if i > 0 else None
-            stages.append(Stage(downsample, blocks))
-        self.layers = nn.ModuleList(stages)
-        self.norm = nn.LayerNorm(self.num_features)
-        self.head = ClassifierHead(self.num_features, num_classes, drop_rate)
-        self.apply(init_weights)
-        self._finish_init()
+        self.layers = build_stages(
+            depths, self.embed_dims, drop_path_rate,
+            lambda i, j, dim, drop_path: SwinTransformerBlock(
+                dim, num_heads[i], self.window_size, shifted=j % 2 == 1, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+                proj_drop=proj_drop_rate, attn_drop=attn_drop_rate, drop_path=drop_path,
+            ),
+            PatchMerging,
+        )  # fmt: skip
+        self._finish_init(num_classes, drop_rate)
 
 
 # --- registered models ------------------------------------------------------------------------------------------
@@ -128,22 +106,43 @@ class SwinTransformer(HierarchicalModel):
 # timm and torchvision ship under these names' defaults (base from 1k only: 83.5 at 224, 84.5 at 384).
 
 _SOURCE = "microsoft/Swin-Transformer README"
-for _name, _arch, _window, _size, _top1 in [
-    ("tiny", dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)), 7, 224, 81.2),
-    ("small", dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)), 7, 224, 83.2),
-    ("base", dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)), 7, 224, 85.2),
-    ("large", dict(embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48)), 7, 224, 86.3),
-    ("base", dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)), 12, 384, 86.4),
-    ("large", dict(embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48)), 12, 384, 87.3),
-]:
-    register_model(
-        ModelInfo(
-            f"swin_{_name}_patch4_window{_window}_{_size}",
-            SwinTransformer,
-            dict(_arch, img_size=_size, window_size=_window),
-            img_size=_size,
-            crop_pct=0.875 if _size == 224 else 1.0,
-            top1=_top1,
-            source=_SOURCE,
-        )
-    )
+_TINY = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24))
+_SMALL = dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24))
+_BASE = dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32))
+_LARGE = dict(embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48))
+
+
+@register_model(defaults=dict(_TINY, img_size=224, window_size=7), top1=81.2, source=_SOURCE)
+def swin_tiny_patch4_window7_224(**kwargs) -> SwinTransformer:
+    """Swin-T, 7x7 windows, 224 px."""
+    return SwinTransformer(**kwargs)
+
+
+@register_model(defaults=dict(_SMALL, img_size=224, window_size=7), top1=83.2, source=_SOURCE)
+def swin_small_patch4_window7_224(**kwargs) -> SwinTransformer:
+    """Swin-S, 7x7 windows, 224 px."""
+    return SwinTransformer(**kwargs)
+
+
+@register_model(defaults=dict(_BASE, img_size=224, window_size=7), top1=85.2, source=_SOURCE)
+def swin_base_patch4_window7_224(**kwargs) -> SwinTransformer:
+    """Swin-B, 7x7 windows, 224 px."""
+    return SwinTransformer(**kwargs)
+
+
+@register_model(defaults=dict(_LARGE, img_size=224, window_size=7), top1=86.3, source=_SOURCE)
+def swin_large_patch4_window7_224(**kwargs) -> SwinTransformer:
+    """Swin-L, 7x7 windows, 224 px."""
+    return SwinTransformer(**kwargs)
+
+
+@register_model(defaults=dict(_BASE, img_size=384, window_size=12), crop_pct=1.0, top1=86.4, source=_SOURCE)
+def swin_base_patch4_window12_384(**kwargs) -> SwinTransformer:
+    """Swin-B, 12x12 windows, 384 px."""
+    return SwinTransformer(**kwargs)
+
+
+@register_model(defaults=dict(_LARGE, img_size=384, window_size=12), crop_pct=1.0, top1=87.3, source=_SOURCE)
+def swin_large_patch4_window12_384(**kwargs) -> SwinTransformer:
+    """Swin-L, 12x12 windows, 384 px."""
+    return SwinTransformer(**kwargs)

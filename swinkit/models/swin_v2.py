@@ -12,20 +12,18 @@ import torch
 from torch import nn
 
 from ..layers import (
-    ClassifierHead,
     DropPath,
     Mlp,
     PatchEmbed,
     PatchMergingV2,
-    Stage,
     WindowAttentionV2,
-    drop_path_rates,
+    build_stages,
     shifted_window_attention,
     to_2tuple,
     window_geometry,
 )
-from .base import HierarchicalModel, init_weights
-from .registry import ModelInfo, register_model
+from .base import HierarchicalModel
+from .registry import register_model
 
 
 class SwinTransformerV2Block(nn.Module):
@@ -123,54 +121,33 @@ class SwinTransformerV2(HierarchicalModel):
         gelu_approximate: str = "none",
     ) -> None:
         super().__init__()
-        if len(depths) != len(num_heads):
-            raise ValueError(f"depths {tuple(depths)} and num_heads {tuple(num_heads)} differ in length")
-        num_stages = len(depths)
+        self._set_widths(img_size, embed_dim, depths, num_heads)
         if isinstance(pretrained_window_sizes, int):
-            pretrained_window_sizes = [pretrained_window_sizes] * num_stages
-        if len(pretrained_window_sizes) != num_stages:
-            raise ValueError(f"pretrained_window_sizes needs {num_stages} entries, got {pretrained_window_sizes}")
-        self.img_size = to_2tuple(img_size)
+            pretrained_window_sizes = [pretrained_window_sizes] * len(depths)
+        if len(pretrained_window_sizes) != len(depths):
+            raise ValueError(f"pretrained_window_sizes needs {len(depths)} entries, got {pretrained_window_sizes}")
         self.window_size = to_2tuple(window_size)
         self.pretrained_window_sizes = [to_2tuple(p) for p in pretrained_window_sizes]
-        self.embed_dims = [embed_dim * 2**i for i in range(num_stages)]
-        self.num_features = self.embed_dims[-1]
 
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, norm_eps=norm_eps)
-        rates = drop_path_rates(drop_path_rate, depths)
-        stages = []
-        for i, (depth, heads, dim) in enumerate(zip(depths, num_heads, self.embed_dims, strict=True)):
-            blocks = [
-                SwinTransformerV2Block(
-                    dim,
-                    heads,
-                    self.window_size,
-                    shifted=j % 2 == 1,
-                    pretrained_window_size=self.pretrained_window_sizes[i],
-                    mlp_ratio=mlp_ratio,
-                    qkv_bias=qkv_bias,
-                    proj_drop=proj_drop_rate,
-                    attn_drop=attn_drop_rate,
-                    drop_path=rates[i][j],
-                    extra_norm=extra_norm_period > 0 and (j + 1) % extra_norm_period == 0,
-                    norm_eps=norm_eps,
-                    gelu_approximate=gelu_approximate,
-                )
-                for j in range(depth)
-            ]
-            downsample = PatchMergingV2(self.embed_dims[i - 1], dim) if i > 0 else None
-            stages.append(Stage(downsample, blocks))
-        self.layers = nn.ModuleList(stages)
-        self.norm = nn.LayerNorm(self.num_features, eps=norm_eps)
-        self.head = ClassifierHead(self.num_features, num_classes, drop_rate)
-        self.apply(init_weights)
+        self.layers = build_stages(
+            depths, self.embed_dims, drop_path_rate,
+            lambda i, j, dim, drop_path: SwinTransformerV2Block(
+                dim, num_heads[i], self.window_size, shifted=j % 2 == 1,
+                pretrained_window_size=self.pretrained_window_sizes[i], mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+                proj_drop=proj_drop_rate, attn_drop=attn_drop_rate, drop_path=drop_path,
+                extra_norm=extra_norm_period > 0 and (j + 1) % extra_norm_period == 0, norm_eps=norm_eps,
+                gelu_approximate=gelu_approximate,
+            ),
+            PatchMergingV2,
+        )  # fmt: skip
+        self._finish_init(num_classes, drop_rate, norm_eps)
         for stage in self.layers:
             for block in stage.blocks:
                 # Official res-post-norm init: every residual branch starts as the identity.
                 for norm in (block.norm1, block.norm2):
                     nn.init.zeros_(norm.weight)
                     nn.init.zeros_(norm.bias)
-        self._finish_init()
 
 
 # --- registered models ------------------------------------------------------------------------------------------
@@ -188,78 +165,160 @@ _GIANT = dict(embed_dim=512, depths=(2, 2, 42, 4), num_heads=(16, 32, 64, 128), 
 _FROM_192 = (12, 12, 12, 6)  # stage 4 of a 192 px model is 6x6, so its window was clamped to 6
 
 _OFFICIAL = "microsoft/Swin-Transformer MODELHUB"
+_FINETUNED = _OFFICIAL + " (22k pretrain, 1k fine-tune)"
 
-for _name, _arch, _window, _top1, _aliases in [
-    ("tiny", _TINY, 8, 81.8, ("swinv2_tiny_window8",)),
-    ("tiny", _TINY, 16, 82.8, ("swinv2_tiny_window16",)),
-    ("small", _SMALL, 8, 83.7, ("swinv2_small_window8",)),
-    ("small", _SMALL, 16, 84.1, ("swinv2_small_window16",)),
-    ("base", _BASE, 8, 84.2, ("swinv2_base_window8",)),
-    ("base", _BASE, 16, 84.6, ("swinv2_base_window16",)),
-]:
-    register_model(
-        ModelInfo(
-            f"swinv2_{_name}_window{_window}_256",
-            SwinTransformerV2,
-            dict(_arch, img_size=256, window_size=_window),
-            img_size=256,
-            top1=_top1,
-            source=_OFFICIAL,
-            aliases=_aliases,
-        )
-    )
 
-for _name, _arch in [("base", _BASE), ("large", _LARGE)]:
-    register_model(
-        ModelInfo(
-            f"swinv2_{_name}_window12_192",
-            SwinTransformerV2,
-            dict(_arch, img_size=192, window_size=12, num_classes=21841),
-            img_size=192,
-            num_classes=21841,
-            source="ImageNet-22k pretraining (no 1k accuracy)",
-            aliases=(f"swinv2_{_name}_window12_192_22k",),
-        )
-    )
+@register_model(
+    defaults=dict(_TINY, img_size=256, window_size=8),
+    top1=81.8,
+    source=_OFFICIAL,
+    aliases=("swinv2_tiny_window8",),
+)
+def swinv2_tiny_window8_256(**kwargs) -> SwinTransformerV2:
+    """Swin V2-T, 8x8 windows, 256 px, ImageNet-1k."""
+    return SwinTransformerV2(**kwargs)
 
-for _name, _arch, _top1_256, _top1_384 in [("base", _BASE, 86.2, 87.1), ("large", _LARGE, 86.9, 87.6)]:
-    register_model(
-        ModelInfo(
-            f"swinv2_{_name}_window12to16_192to256",
-            SwinTransformerV2,
-            dict(_arch, img_size=256, window_size=16, pretrained_window_sizes=_FROM_192, drop_path_rate=0.2),
-            img_size=256,
-            top1=_top1_256,
-            source=_OFFICIAL + " (22k pretrain, 1k fine-tune)",
-            aliases=(
-                f"swinv2_{_name}_patch4_window12to16_192to256_22kto1k_ft",
-                f"swinv2_{_name}_window12to16_192to256_22kft1k",
-            ),
-        )
-    )
-    register_model(
-        ModelInfo(
-            f"swinv2_{_name}_window12to24_192to384",
-            SwinTransformerV2,
-            dict(_arch, img_size=384, window_size=24, pretrained_window_sizes=_FROM_192, drop_path_rate=0.2),
-            img_size=384,
-            crop_pct=1.0,
-            top1=_top1_384,
-            source=_OFFICIAL + " (22k pretrain, 1k fine-tune)",
-            aliases=(
-                f"swinv2_{_name}_patch4_window12to24_192to384_22kto1k_ft",
-                f"swinv2_{_name}_window12to24_192to384_22kft1k",
-            ),
-        )
-    )
 
-for _name, _arch in [("huge", _HUGE), ("giant", _GIANT)]:
-    register_model(
-        ModelInfo(
-            f"swinv2_{_name}_window12_192",
-            SwinTransformerV2,
-            dict(_arch, img_size=192, window_size=12),
-            img_size=192,
-            source="paper architecture (no public weights)",
-        )
-    )
+@register_model(
+    defaults=dict(_TINY, img_size=256, window_size=16),
+    top1=82.8,
+    source=_OFFICIAL,
+    aliases=("swinv2_tiny_window16",),
+)
+def swinv2_tiny_window16_256(**kwargs) -> SwinTransformerV2:
+    """Swin V2-T, 16x16 windows, 256 px, ImageNet-1k."""
+    return SwinTransformerV2(**kwargs)
+
+
+@register_model(
+    defaults=dict(_SMALL, img_size=256, window_size=8),
+    top1=83.7,
+    source=_OFFICIAL,
+    aliases=("swinv2_small_window8",),
+)
+def swinv2_small_window8_256(**kwargs) -> SwinTransformerV2:
+    """Swin V2-S, 8x8 windows, 256 px, ImageNet-1k."""
+    return SwinTransformerV2(**kwargs)
+
+
+@register_model(
+    defaults=dict(_SMALL, img_size=256, window_size=16),
+    top1=84.1,
+    source=_OFFICIAL,
+    aliases=("swinv2_small_window16",),
+)
+def swinv2_small_window16_256(**kwargs) -> SwinTransformerV2:
+    """Swin V2-S, 16x16 windows, 256 px, ImageNet-1k."""
+    return SwinTransformerV2(**kwargs)
+
+
+@register_model(
+    defaults=dict(_BASE, img_size=256, window_size=8),
+    top1=84.2,
+    source=_OFFICIAL,
+    aliases=("swinv2_base_window8",),
+)
+def swinv2_base_window8_256(**kwargs) -> SwinTransformerV2:
+    """Swin V2-B, 8x8 windows, 256 px, ImageNet-1k."""
+    return SwinTransformerV2(**kwargs)
+
+
+@register_model(
+    defaults=dict(_BASE, img_size=256, window_size=16),
+    top1=84.6,
+    source=_OFFICIAL,
+    aliases=("swinv2_base_window16",),
+)
+def swinv2_base_window16_256(**kwargs) -> SwinTransformerV2:
+    """Swin V2-B, 16x16 windows, 256 px, ImageNet-1k."""
+    return SwinTransformerV2(**kwargs)
+
+
+@register_model(
+    defaults=dict(_BASE, img_size=192, window_size=12, num_classes=21841),
+    source="ImageNet-22k pretraining (no 1k accuracy)",
+    aliases=("swinv2_base_window12_192_22k",),
+)
+def swinv2_base_window12_192(**kwargs) -> SwinTransformerV2:
+    """Swin V2-B, 12x12 windows, 192 px, ImageNet-22k pretraining."""
+    return SwinTransformerV2(**kwargs)
+
+
+@register_model(
+    defaults=dict(_LARGE, img_size=192, window_size=12, num_classes=21841),
+    source="ImageNet-22k pretraining (no 1k accuracy)",
+    aliases=("swinv2_large_window12_192_22k",),
+)
+def swinv2_large_window12_192(**kwargs) -> SwinTransformerV2:
+    """Swin V2-L, 12x12 windows, 192 px, ImageNet-22k pretraining."""
+    return SwinTransformerV2(**kwargs)
+
+
+@register_model(
+    defaults=dict(_BASE, img_size=256, window_size=16, pretrained_window_sizes=_FROM_192, drop_path_rate=0.2),
+    top1=86.2,
+    source=_FINETUNED,
+    aliases=(
+        "swinv2_base_patch4_window12to16_192to256_22kto1k_ft",
+        "swinv2_base_window12to16_192to256_22kft1k",
+    ),
+)
+def swinv2_base_window12to16_192to256(**kwargs) -> SwinTransformerV2:
+    """Swin V2-B pretrained on 22k at 192 px (window 12), fine-tuned on 1k at 256 px (window 16)."""
+    return SwinTransformerV2(**kwargs)
+
+
+@register_model(
+    defaults=dict(_BASE, img_size=384, window_size=24, pretrained_window_sizes=_FROM_192, drop_path_rate=0.2),
+    crop_pct=1.0,
+    top1=87.1,
+    source=_FINETUNED,
+    aliases=(
+        "swinv2_base_patch4_window12to24_192to384_22kto1k_ft",
+        "swinv2_base_window12to24_192to384_22kft1k",
+    ),
+)
+def swinv2_base_window12to24_192to384(**kwargs) -> SwinTransformerV2:
+    """Swin V2-B pretrained on 22k at 192 px (window 12), fine-tuned on 1k at 384 px (window 24)."""
+    return SwinTransformerV2(**kwargs)
+
+
+@register_model(
+    defaults=dict(_LARGE, img_size=256, window_size=16, pretrained_window_sizes=_FROM_192, drop_path_rate=0.2),
+    top1=86.9,
+    source=_FINETUNED,
+    aliases=(
+        "swinv2_large_patch4_window12to16_192to256_22kto1k_ft",
+        "swinv2_large_window12to16_192to256_22kft1k",
+    ),
+)
+def swinv2_large_window12to16_192to256(**kwargs) -> SwinTransformerV2:
+    """Swin V2-L pretrained on 22k at 192 px (window 12), fine-tuned on 1k at 256 px (window 16)."""
+    return SwinTransformerV2(**kwargs)
+
+
+@register_model(
+    defaults=dict(_LARGE, img_size=384, window_size=24, pretrained_window_sizes=_FROM_192, drop_path_rate=0.2),
+    crop_pct=1.0,
+    top1=87.6,
+    source=_FINETUNED,
+    aliases=(
+        "swinv2_large_patch4_window12to24_192to384_22kto1k_ft",
+        "swinv2_large_window12to24_192to384_22kft1k",
+    ),
+)
+def swinv2_large_window12to24_192to384(**kwargs) -> SwinTransformerV2:
+    """Swin V2-L pretrained on 22k at 192 px (window 12), fine-tuned on 1k at 384 px (window 24)."""
+    return SwinTransformerV2(**kwargs)
+
+
+@register_model(defaults=dict(_HUGE, img_size=192, window_size=12), source="paper architecture (no public weights)")
+def swinv2_huge_window12_192(**kwargs) -> SwinTransformerV2:
+    """Swin V2-H as the paper describes it, 12x12 windows, 192 px (no public weights)."""
+    return SwinTransformerV2(**kwargs)
+
+
+@register_model(defaults=dict(_GIANT, img_size=192, window_size=12), source="paper architecture (no public weights)")
+def swinv2_giant_window12_192(**kwargs) -> SwinTransformerV2:
+    """Swin V2-G as the paper describes it, 12x12 windows, 192 px (no public weights)."""
+    return SwinTransformerV2(**kwargs)

@@ -42,8 +42,7 @@ def encoder_info(encoder: nn.Module, img_size: int | None = None) -> EncoderInfo
     """The input size (``img_size`` when given), mean, std and eval crop of a swinkit or timm encoder."""
     info = getattr(encoder, "model_info", None)
     if info is not None:  # a swinkit model
-        side = info.img_size if isinstance(info.img_size, int) else int(info.img_size[0])
-        return EncoderInfo(img_size or side, tuple(info.mean), tuple(info.std), info.crop_pct)
+        return EncoderInfo(img_size or info.img_size[0], tuple(info.mean), tuple(info.std), info.crop_pct)
     cfg = getattr(encoder, "pretrained_cfg", None) or {}
     side = img_size or int(cfg.get("input_size", (3, 224, 224))[-1])
     return EncoderInfo(

@@ -15,8 +15,6 @@ official Transformer-SSL ones (``encoder``, ``encoder_k``, ``projector``, ``proj
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +25,7 @@ from ..checkpoints import ssl as layout
 from ..core.distributed import all_gather_cat
 from ..core.errors import CheckpointError
 from .backbone import create_encoder
-from .checkpoint import check_part, load_encoder, read_state
+from .checkpoint import SSLCheckpointLoading, check_part, load_encoder
 
 
 def momentum_at(step: int, total_steps: int, base: float = 0.99) -> float:
@@ -54,7 +52,7 @@ class MoBYMLP(nn.Module):
         return self.linear_out(self.linear_hidden(x))
 
 
-class MoBY(nn.Module):
+class MoBY(SSLCheckpointLoading, nn.Module):
     """MoBY around two copies of one backbone architecture.
 
     Args:
@@ -165,28 +163,15 @@ class MoBY(nn.Module):
             skip |= {f"encoder.{n}" for n in self.encoder.no_weight_decay()}
         return skip
 
-    def load_ssl_checkpoint(
-        self,
-        src: str | os.PathLike | Mapping[str, torch.Tensor],
-        *,
-        format: str = "auto",
-        strict: bool = True,
-        ema: bool | None = None,
-    ) -> LoadReport:
-        """Load a MoBY checkpoint (official Transformer-SSL or ``swinkit pretrain``) to continue pretraining, or a
-        backbone checkpoint into both encoders (to start from supervised weights). ``load_checkpoint`` calls this.
+    def load_backbone(self, state: dict, format: str, strict: bool, source: str) -> LoadReport:
+        """A backbone checkpoint into both encoders."""
+        report = load_encoder(self.encoder, state, format, strict, source)
+        self.encoder_k.load_state_dict(self.encoder.state_dict())
+        report.adapted.append("backbone checkpoint: loaded into the online and the target encoder")
+        return report
 
-        Encoder weights in another layout (the official ``microsoft`` one) are converted; ``format`` names the
-        encoders' layout ('auto' detects it).
-        """
-        source, state, metadata = read_state(src, ema)
-        if format == "auto" and metadata.get("format") == "swinkit":
-            format = "swinkit"
-        if layout.detect(state) != "moby":
-            report = load_encoder(self.encoder, state, format, strict, source)
-            self.encoder_k.load_state_dict(self.encoder.state_dict())
-            report.adapted.append("backbone checkpoint: loaded into the online and the target encoder")
-            return report
+    def load_parts(self, state: dict, format: str, strict: bool, source: str) -> LoadReport:
+        """Both encoders, the projectors, the predictor and the queues of a MoBY checkpoint."""
         report = LoadReport(source, f"moby ({format} encoders)")
         for prefix in ("encoder.", "encoder_k."):
             part = load_encoder(getattr(self, prefix[:-1]), layout.split(state, prefix), format, strict, source)

@@ -13,8 +13,6 @@ Names follow the official code (``encoder``, ``decoder.0`` the conv); the mask t
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +23,7 @@ from ..checkpoints import ssl as layout
 from ..core.errors import CheckpointError
 from ..models import HierarchicalModel
 from .backbone import create_encoder
-from .checkpoint import check_part, load_encoder, read_state
+from .checkpoint import SSLCheckpointLoading, check_part, load_encoder
 
 
 def norm_targets(targets: torch.Tensor, window: int) -> torch.Tensor:
@@ -41,7 +39,7 @@ def norm_targets(targets: torch.Tensor, window: int) -> torch.Tensor:
     return (targets - mean) / (var + 1e-6) ** 0.5
 
 
-class SimMIM(nn.Module):
+class SimMIM(SSLCheckpointLoading, nn.Module):
     """SimMIM around a Swin V1 or V2 encoder.
 
     Args:
@@ -130,20 +128,12 @@ class SimMIM(nn.Module):
         skip = {n for n, p in self.named_parameters() if p.ndim <= 1 or n.endswith(".bias")}
         return skip | {"mask_token"} | {f"encoder.{n}" for n in self.encoder.no_weight_decay()}
 
-    def load_ssl_checkpoint(
-        self,
-        src: str | os.PathLike | Mapping[str, torch.Tensor],
-        *,
-        format: str = "auto",
-        strict: bool = True,
-        ema: bool | None = None,
-    ) -> LoadReport:
-        """Load a SimMIM checkpoint (official or ``swinkit pretrain``), or a backbone checkpoint into the encoder."""
-        source, state, metadata = read_state(src, ema)
-        if format == "auto" and metadata.get("format") == "swinkit":
-            format = "swinkit"
-        if layout.detect(state) != "simmim":
-            return load_encoder(self.encoder, state, format, strict, source)
+    def load_backbone(self, state: dict, format: str, strict: bool, source: str) -> LoadReport:
+        """A backbone checkpoint into the encoder."""
+        return load_encoder(self.encoder, state, format, strict, source)
+
+    def load_parts(self, state: dict, format: str, strict: bool, source: str) -> LoadReport:
+        """The encoder, mask token and decoder of a SimMIM checkpoint."""
         encoder_state, _ = layout.online_encoder(state)
         report = load_encoder(self.encoder, encoder_state, format, strict, source)
         report.format = f"simmim ({report.format} encoder)"
