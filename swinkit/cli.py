@@ -215,8 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="image path (default: RUN_DIR/curves.png)")
     p.set_defaults(func=cmd_plot)
 
-    from .checkpoints.load import FORMATS as READ_FORMATS
-    from .checkpoints.writers import WRITE_FORMATS
+    from .checkpoints import FORMATS as READ_FORMATS
+    from .checkpoints import WRITE_FORMATS
 
     p = sub.add_parser("convert", help="convert a checkpoint between layouts (timm, official, HF, MindSpore, ...)")
     p.add_argument("src", help="checkpoint to read (.pth/.pt/.bin, .safetensors, .ckpt, .pdparams)")

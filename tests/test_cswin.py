@@ -217,7 +217,7 @@ def test_paddleclas_weights_give_paddleclas_logits(fmt):
 
 
 def test_paddle_layout_transposes_every_linear_weight():
-    from swinkit.checkpoints.paddle import read_pdparams
+    from swinkit.checkpoints.pdparams import read_pdparams
 
     raw = read_pdparams(FIXTURES / "cswin_paddle_tiny.pdparams")
     model = CSWinTransformer(**PADDLE_TINY)

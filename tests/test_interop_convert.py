@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 import swinkit
-from swinkit.checkpoints.mindspore import read_ckpt
+from swinkit.checkpoints.mindspore_ckpt import read_ckpt
 from swinkit.cli import main
 from swinkit.deploy import convert
 

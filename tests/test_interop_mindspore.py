@@ -15,9 +15,10 @@ import pytest
 import torch
 
 import swinkit
-from swinkit.checkpoints import CheckpointError, detect_format, load_checkpoint, save_checkpoint
+from swinkit.checkpoints import CheckpointError, detect_format, load_checkpoint, mindspore_ckpt, save_checkpoint
 from swinkit.checkpoints import mindspore as ms_layout
 from swinkit.checkpoints.io import read_file
+from swinkit.checkpoints.layouts import from_swinkit
 
 from .conftest import CSWIN_TINY_OVERRIDES, perturb_parameters
 
@@ -72,7 +73,7 @@ def test_mindcv_numerics_matter():
 
 
 def test_mindcv_names_are_matched_by_structure():
-    raw = ms_layout.read_ckpt(FIXTURES / "swinv2_mindcv_tiny.ckpt")
+    raw = mindspore_ckpt.read_ckpt(FIXTURES / "swinv2_mindcv_tiny.ckpt")
     # MindSpore 2.x names nested CellLists by position; the file carries those names.
     assert "0.blocks.1.blocks.0.norm1.gamma" in raw and "0.downsample.reduction.weight" in raw
     names, _ = ms_layout.normalise_names(raw)
@@ -99,8 +100,8 @@ def test_swinkit_written_ckpt_was_read_back_by_mindspore():
     recorded = np.load(FIXTURES / "swinv2_swinkit_written_io.npz")
     with torch.no_grad():
         torch.testing.assert_close(model(torch.from_numpy(recorded["input"])), torch.from_numpy(recorded["logits"]))
-    committed = ms_layout.read_ckpt(FIXTURES / "swinv2_swinkit_written.ckpt")
-    written = swinkit.checkpoints.writers.to_format(model, "mindspore")
+    committed = mindspore_ckpt.read_ckpt(FIXTURES / "swinv2_swinkit_written.ckpt")
+    written = from_swinkit(model, "mindspore")
     assert list(written) == list(committed)
     assert all(torch.equal(written[k], committed[k]) for k in written)
 
@@ -112,7 +113,7 @@ def test_seed_modelzoo_layout_round_trips_with_official_numerics(tmp_path):
     torch.manual_seed(0)
     source = perturb_parameters(swinkit.create_model(name, **overrides))
     path = save_checkpoint(source, tmp_path / "modelzoo.ckpt", format="mindspore", layout="modelzoo")
-    raw = ms_layout.read_ckpt(path)
+    raw = mindspore_ckpt.read_ckpt(path)
     for key in (
         "layers.0.blocks.0.attn.qkv.weight",
         "layers.0.blocks.0.attn.q_bias",
@@ -134,7 +135,7 @@ def test_seed_modelzoo_layout_round_trips_with_official_numerics(tmp_path):
 def test_mindspore_cswin_layout_loads(tmp_path):
     torch.manual_seed(0)
     source = perturb_parameters(swinkit.create_model("cswin_tiny_224", **CSWIN_TINY_OVERRIDES))
-    official = swinkit.checkpoints.writers.to_format(source, "microsoft")
+    official = from_swinkit(source, "microsoft")
     # The MindSpore CSWin port: the official names, LayerNorm gamma/beta.
     ported = {re.sub(r"(norm\d?|stage1_conv_embed\.2)\.weight$", r"\1.gamma", k): v for k, v in official.items()}
     ported = {re.sub(r"(norm\d?|stage1_conv_embed\.2)\.bias$", r"\1.beta", k): v for k, v in ported.items()}
@@ -143,7 +144,7 @@ def test_mindspore_cswin_layout_loads(tmp_path):
     assert load_checkpoint(target, ported).format == "mindspore"
     assert all(torch.equal(v, source.state_dict()[k]) for k, v in target.state_dict().items())
     path = save_checkpoint(source, tmp_path / "cswin.ckpt", format="mindspore")
-    assert set(ms_layout.read_ckpt(path)) == set(ported)
+    assert set(mindspore_ckpt.read_ckpt(path)) == set(ported)
 
 
 # --- the container ------------------------------------------------------------------------------------------------
@@ -157,20 +158,19 @@ def test_ckpt_container_details(tmp_path, monkeypatch):
         "half": torch.randn(4).half(),
         "empty": torch.zeros(0),
     }
-    monkeypatch.setattr(ms_layout, "_SLICE_BYTES", 16)  # a parameter split over several values, as MindSpore does
-    path = ms_layout.write_ckpt(state, tmp_path / "x.ckpt")
-    back = ms_layout.read_ckpt(path)
+    monkeypatch.setattr(mindspore_ckpt, "_SLICE_BYTES", 16)  # a parameter split over several values, as MindSpore does
+    path = mindspore_ckpt.write_ckpt(state, tmp_path / "x.ckpt")
+    back = mindspore_ckpt.read_ckpt(path)
     assert list(back) == list(state)
     for key, value in state.items():
         assert back[key].dtype == value.dtype and torch.equal(back[key], value), key
     # crc_check=True appends a trailer, and append_dict entries are UTF-32 strings.
     trailer = b"crc_num" + (12345).to_bytes(10, "big")
     text = "swinv2".encode("utf-32-le")
-    extra = ms_layout._field(
-        1, ms_layout._field(1, b"arch") + ms_layout._field(2, ms_layout._field(2, b"str") + ms_layout._field(3, text))
-    )
+    field = mindspore_ckpt._field
+    extra = field(1, field(1, b"arch") + field(2, field(2, b"str") + field(3, text)))
     path.write_bytes(path.read_bytes() + extra + trailer)
-    back = ms_layout.read_ckpt(path)
+    back = mindspore_ckpt.read_ckpt(path)
     assert back["arch"] == "swinv2" and torch.equal(back["a.weight"], state["a.weight"])
 
 

@@ -21,7 +21,7 @@ import torch
 import swinkit
 from swinkit.checkpoints import CheckpointError, detect_format, load_checkpoint, save_checkpoint
 from swinkit.checkpoints.common import DERIVED_BUFFERS
-from swinkit.checkpoints.paddle import PDPARAMS_NAME_TABLE, read_pdparams
+from swinkit.checkpoints.pdparams import PDPARAMS_NAME_TABLE, read_pdparams
 from swinkit.cli import main
 
 from .fixtures.make_paddle_fixtures import READBACK, SWINKIT_GEOMETRY, state_digest, swinkit_written_model

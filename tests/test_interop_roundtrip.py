@@ -12,8 +12,8 @@ from torchvision.models.swin_transformer import PatchMergingV2, SwinTransformer,
 
 import swinkit
 from swinkit.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
-from swinkit.checkpoints.paddle import PDPARAMS_NAME_TABLE, read_pdparams
-from swinkit.checkpoints.writers import to_format
+from swinkit.checkpoints.layouts import from_swinkit
+from swinkit.checkpoints.pdparams import PDPARAMS_NAME_TABLE, read_pdparams
 
 from .conftest import tiny_overrides
 
@@ -98,7 +98,7 @@ def test_hf_file_loads_strictly_into_transformers_and_gives_the_same_logits(tiny
         image_size=64, embed_dim=16, depths=[2, 2, 1, 1], num_heads=[1, 2, 2, 4], window_size=4, num_labels=7
     )
     peer = transformers.Swinv2ForImageClassification(config).eval()
-    peer.load_state_dict(to_format(source, "hf"), strict=True)
+    peer.load_state_dict(from_swinkit(source, "hf"), strict=True)
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(peer(pixel_values=x).logits, source(x), rtol=1e-4, atol=1e-4)
@@ -110,7 +110,7 @@ def test_torchvision_file_loads_strictly_into_torchvision(tiny_model):
         [4, 4], 16, [2, 2, 1, 1], [1, 2, 2, 4], window_size=[8, 8], block=SwinTransformerBlockV2,
         downsample_layer=PatchMergingV2, num_classes=7,
     ).eval()  # fmt: skip
-    peer.load_state_dict(to_format(source, "torchvision"), strict=True)
+    peer.load_state_dict(from_swinkit(source, "torchvision"), strict=True)
     # Stages 1-2 (64x64 and 32x32 maps at 256 px) need no clamping or padding: both compute the same thing there.
     x = torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

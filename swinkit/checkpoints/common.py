@@ -1,4 +1,4 @@
-"""What every layout converter shares: the result type and the derived buffers that are never loaded."""
+"""What every layout module shares: the result type, the derived buffers that are never loaded, and renaming."""
 
 from __future__ import annotations
 
@@ -55,3 +55,12 @@ def split_full_attention_branches(state: dict[str, torch.Tensor]) -> dict[str, t
         else:
             out[key] = value
     return out
+
+
+def qkv_stored_in_by_out(state: dict[str, torch.Tensor]) -> bool:
+    """Whether the fused qkv weights are stored [C, 3C] (Paddle's [in, out] Linear) instead of PyTorch's [3C, C]."""
+    return any(
+        k.endswith(".attn.qkv.weight") and v.ndim == 2 and v.shape[1] == 3 * v.shape[0] != 0
+        for k, v in state.items()
+        if isinstance(v, torch.Tensor)
+    )

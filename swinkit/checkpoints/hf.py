@@ -23,9 +23,14 @@ from __future__ import annotations
 import re
 
 import torch
+from torch import nn
 
 from . import microsoft
 from .common import Converted, drop_derived, rename
+from .io import write_tensors
+
+FAMILIES = ("swin", "swinv2")
+VARIANTS: tuple[str, ...] = ()
 
 # HF names -> the official layout; microsoft.to_swinkit then moves the patch merging and the head.
 _RULES = [
@@ -52,6 +57,7 @@ _BLOCK_KEY = re.compile(r"^(?:swin\.|swinv2\.)?encoder\.layers\.\d+\.blocks\.\d+
 
 
 def detect(state: dict[str, torch.Tensor]) -> bool:
+    """HF's block names (``encoder.layers.{i}.blocks.{j}.layernorm_before``), with or without the model prefix."""
     return any(_BLOCK_KEY.match(k) for k in state)
 
 
@@ -74,3 +80,44 @@ def to_swinkit(state: dict[str, torch.Tensor], family: str) -> Converted:
     kept, dropped = drop_derived(state)
     official = _fuse_qkv(rename(kept, _RULES), family)
     return Converted(microsoft.to_swinkit(official, family).state, dropped)
+
+
+_OFFICIAL_TO_HF = [
+    (r"^patch_embed\.proj\.", "embeddings.patch_embeddings.projection."),
+    (r"^patch_embed\.norm\.", "embeddings.norm."),
+    (r"^layers\.", "encoder.layers."),
+    (r"^norm\.", "layernorm."),
+    (r"\.attn\.proj\.", ".attention.output.dense."),
+    (r"\.attn\.cpb_mlp\.", ".attention.self.continuous_position_bias_mlp."),
+    (r"\.attn\.", ".attention.self."),
+    (r"\.norm1\.", ".layernorm_before."),
+    (r"\.norm2\.", ".layernorm_after."),
+    (r"\.mlp\.fc1\.", ".intermediate.dense."),
+    (r"\.mlp\.fc2\.", ".output.dense."),
+]
+
+
+def from_swinkit(model: nn.Module, state: dict[str, torch.Tensor], variant: str | None) -> dict[str, torch.Tensor]:
+    """swinkit's layout -> the names of HF hub files (``attention.self.query`` ...), which every transformers version
+    reads."""
+    family = model.family
+    official = microsoft.to_official(state, family)
+    prefix = "swinv2." if family == "swinv2" else "swin."
+    out = {}
+    for key, value in rename(official, _OFFICIAL_TO_HF).items():
+        if key.startswith("head."):
+            out["classifier." + key.removeprefix("head.")] = value
+            continue
+        m = re.match(r"(.*\.attention\.self\.)(qkv\.weight|qkv\.bias|q_bias|v_bias)$", key)
+        if m and m[2].startswith("qkv"):
+            kind = m[2].split(".")[1]
+            for name, part in zip(("query", "key", "value"), value.chunk(3), strict=True):
+                out[f"{prefix}{m[1]}{name}.{kind}"] = part
+        elif m:
+            out[f"{prefix}{m[1]}{'query' if m[2] == 'q_bias' else 'value'}.bias"] = value
+        else:
+            out[prefix + key] = value
+    return out
+
+
+write = write_tensors

@@ -1,8 +1,8 @@
 """Reading and writing checkpoint files safely.
 
 ``.pth``/``.pt``/``.bin`` files are read with ``torch.load(weights_only=True)`` only, so no code in a file can run;
-``.safetensors`` through safetensors; MindSpore's ``.ckpt`` by ``mindspore.read_ckpt`` and PaddlePaddle's
-``.pdparams`` by ``paddle.read_pdparams``, both of swinkit's own and neither able to run code from a file.
+``.safetensors`` through safetensors; MindSpore's ``.ckpt`` by ``mindspore_ckpt.read_ckpt`` and PaddlePaddle's
+``.pdparams`` by ``pdparams.read_pdparams``, both of swinkit's own and neither able to run code from a file.
 
 Writes are atomic (``swinkit.core.atomic``): an interrupted save never leaves a half-written file under the final name.
 """
@@ -20,8 +20,8 @@ from safetensors.torch import load_file, save_file
 
 from ..core.atomic import write_atomic
 from ..core.errors import CheckpointError
-from .mindspore import read_ckpt
-from .paddle import read_pdparams
+from .mindspore_ckpt import read_ckpt
+from .pdparams import read_pdparams
 
 # Container keys that hold the weights, in the order the official repositories and timm's saver use them.
 CONTAINER_KEYS = ("model", "state_dict", "module")
@@ -119,3 +119,15 @@ def save_safetensors(state: Mapping[str, torch.Tensor], path: str | os.PathLike,
     """Write tensors (made contiguous, on CPU) to a safetensors file atomically."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     return write_atomic(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def write_tensors(state: dict[str, torch.Tensor], path: str | os.PathLike, container: str | None = None) -> Path:
+    """Write tensors atomically, as the suffix of ``path`` says: ``.safetensors``, or ``.pth``/``.pt``/``.bin``
+    (``torch.save``, under ``{container: state}`` when given, as the official training code saves)."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return save_safetensors(state, path, {"format": "pt"})
+    if path.suffix in (".pth", ".pt", ".bin"):
+        obj = {container: state} if container else state
+        return write_atomic(path, lambda tmp: torch.save(obj, tmp))
+    raise CheckpointError(f"cannot tell how to write {path.name}: use a .safetensors, .pth, .pt or .bin file")

@@ -1,4 +1,10 @@
-"""``load_checkpoint`` and ``save_checkpoint``: any supported layout in, swinkit's layout out."""
+"""``load_checkpoint`` and ``save_checkpoint``: any supported layout in, swinkit's layout out, and back.
+
+Loading is one pipeline: ``prepare`` reads the file once (or takes a state dict), unwraps training containers and
+SSL checkpoints, detects the layout and converts it to swinkit's names; ``load_prepared`` adapts that to a model
+(window tables, patch embedding, classifier rows) and loads it. ``load_checkpoint`` is the two in a row;
+``swinkit convert`` calls them separately to size the model's classifier from the prepared weights.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,6 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 
 import torch
 from torch import nn
@@ -14,26 +19,11 @@ from torch import nn
 from ..core.errors import CheckpointError
 from ..layers import WindowAttentionV1
 from ..models.base import FeatureExtractor, HierarchicalModel
-from . import hf, microsoft, mindspore, paddle, timm, torchvision, writers
+from . import mindspore
 from . import ssl as ssl_layout
 from .io import EMA_KEYS, container_key, extract_state_dict, read_file, save_safetensors
+from .layouts import FORMATS, NATIVE, detect_format, preview, reader, write
 from .transfer import HEAD_KEYS, adapt_to_model
-
-# Layouts by name. swinkit's own layout for Swin V1/V2 is timm's. Auto-detection tries them in this order: the
-# prefixes of HF, torchvision and PaddleClas are unambiguous (PaddleClas must come before the official layout, whose
-# bare ``head`` classifier it shares), official checkpoints are told from timm's by where the patch merging sits and
-# by the bare ``head`` classifier. The converters take the model's family, so one layout name covers Swin and CSWin.
-# MindSpore layouts are told by their LayerNorm ``gamma``/``beta`` (and MindCV's q/k/v), PaddleClas Swin by its
-# transposed Linear weights.
-LAYOUTS: dict[str, ModuleType] = {
-    "hf": hf,
-    "torchvision": torchvision,
-    "mindspore": mindspore,
-    "paddle": paddle,
-    "microsoft": microsoft,
-    "timm": timm,
-}
-FORMATS = ("auto", "swinkit", *LAYOUTS)
 
 
 @dataclass
@@ -51,18 +41,13 @@ class LoadReport:
     def __str__(self) -> str:
         lines = [f"loaded {len(self.loaded)} tensors from {self.source} ({self.format} layout)"]
         if self.dropped:
-            lines.append(f"dropped {len(self.dropped)} derived or unused keys: {_preview(self.dropped)}")
+            lines.append(f"dropped {len(self.dropped)} derived or unused keys: {preview(self.dropped)}")
         lines += [f"adapted {note}" for note in self.adapted]
         if self.missing:
-            lines.append(f"missing (left as initialised) {len(self.missing)}: {_preview(self.missing)}")
+            lines.append(f"missing (left as initialised) {len(self.missing)}: {preview(self.missing)}")
         if self.unexpected:
-            lines.append(f"unexpected (ignored) {len(self.unexpected)}: {_preview(self.unexpected)}")
+            lines.append(f"unexpected (ignored) {len(self.unexpected)}: {preview(self.unexpected)}")
         return "\n".join(lines)
-
-
-def _preview(keys: Sequence[str], limit: int = 8) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
 def _backbone(model: nn.Module) -> HierarchicalModel:
@@ -70,19 +55,6 @@ def _backbone(model: nn.Module) -> HierarchicalModel:
     if not isinstance(model, HierarchicalModel):
         raise TypeError(f"load_checkpoint expects a swinkit model, got {type(model).__name__}")
     return model
-
-
-def detect_format(state: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> str:
-    """The layout of a state dict, by its key names."""
-    if metadata and metadata.get("format") == "swinkit":
-        return "swinkit"
-    for name, layout in LAYOUTS.items():
-        if layout.detect(state):
-            return name
-    raise CheckpointError(
-        f"cannot tell which layout these weights are in (first keys: {_preview(sorted(state), 5)}); pass "
-        f"format= one of {', '.join(FORMATS[1:])}"
-    )
 
 
 def _architecture_hint(state: Mapping[str, torch.Tensor], model: HierarchicalModel) -> str:
@@ -150,7 +122,28 @@ def load_checkpoint(
         raise ValueError(f"head must be 'match' or 'reset', got {head!r}")
     if hasattr(model, "load_ssl_checkpoint"):  # swinkit.ssl meta-architectures load part by part through here
         return model.load_ssl_checkpoint(src, format=format, strict=strict, ema=ema)
-    model = _backbone(model)
+    backbone = _backbone(model)
+    return load_prepared(backbone, prepare(src, backbone.family, format=format, ema=ema), strict=strict,
+                         label_map=label_map, head=head)  # fmt: skip
+
+
+@dataclass
+class Prepared:
+    """Weights read and converted to swinkit's names, not yet fitted to a model (``prepare``'s result)."""
+
+    source: str
+    format: str
+    state: dict[str, torch.Tensor]
+    dropped: list[str]
+    metadata: dict[str, str]
+    mindcv: bool  # MindCV's Swin V2 weights (or a swinkit file saved from them): the model takes MindCV's numerics
+    ssl: bool  # the encoder of an SSL checkpoint: there is no classifier to match
+
+
+def prepare(
+    src: str | os.PathLike | Mapping[str, torch.Tensor], family: str, *, format: str = "auto", ema: bool | None = None
+) -> Prepared:
+    """Read ``src`` once, unwrap it, detect its layout (``format='auto'``) and convert it for a ``family`` model."""
     if isinstance(src, Mapping):
         source, obj, metadata = "<state dict>", src, {}
     else:
@@ -160,20 +153,34 @@ def load_checkpoint(
     if isinstance(obj, Mapping) and container_key(obj, source, ema) in EMA_KEYS:
         source = f"{source} (EMA weights, {container_key(obj, source, ema)!r})"
     ssl_dropped: list[str] = []
-    if kind := ssl_layout.detect(state):
-        # MoBY/SimMIM pretraining: the backbone is the (online) encoder, and there is no classifier to match.
+    kind = ssl_layout.detect(state)
+    if kind:
+        # MoBY/SimMIM pretraining: the backbone is the (online) encoder.
         state, ssl_dropped = ssl_layout.online_encoder(state)
-        source, head = f"{source} ({kind} encoder)", "reset"
+        source = f"{source} ({kind} encoder)"
     if format == "auto":
         format = detect_format(state, metadata)
-    layout = timm if format == "swinkit" else LAYOUTS[format]
-    mindcv = format == "mindspore" and model.family == "swinv2"
-    mindcv = mindcv and mindspore.is_mindcv(mindspore.normalise_names(state)[0])
-    state, dropped = layout.to_swinkit(state, model.family)
-    dropped = ssl_dropped + dropped
+    mindcv = format == "mindspore" and family == "swinv2" and mindspore.is_mindcv(mindspore.normalise_names(state)[0])
+    mindcv = mindcv or (format == NATIVE and metadata.get("numerics") == "mindcv")
+    state, dropped = reader(format).to_swinkit(state, family)
+    return Prepared(source, format, state, ssl_dropped + dropped, dict(metadata), mindcv, bool(kind))
+
+
+def load_prepared(
+    model: HierarchicalModel,
+    prepared: Prepared,
+    *,
+    strict: bool = True,
+    label_map: str | os.PathLike | Sequence[int] | None = None,
+    head: str = "match",
+) -> LoadReport:
+    """Fit prepared weights to ``model`` (see ``load_checkpoint`` for the arguments) and load them."""
+    source, format = prepared.source, prepared.format
+    head = "reset" if prepared.ssl else head
+    dropped = list(prepared.dropped)
     for prefix in model.pruned_prefixes:
-        dropped += [k for k in state if k.startswith(prefix)]
-    state = {k: v for k, v in state.items() if k not in dropped}
+        dropped += [k for k in prepared.state if k.startswith(prefix)]
+    state = {k: v for k, v in prepared.state.items() if k not in dropped}
 
     model_state = model.state_dict()
     windows = {
@@ -192,7 +199,7 @@ def load_checkpoint(
     if mismatched:
         raise CheckpointError(
             f"{source} does not fit this {type(model).__name__}: {len(mismatched)} tensors differ in shape "
-            f"({_preview(mismatched, 5)}).{_architecture_hint(state, model)}"
+            f"({preview(mismatched, 5)}).{_architecture_hint(state, model)}"
         )
     # With head='reset' a classifier the checkpoint lacks (or had to drop) is expected to stay freshly initialised.
     missing = [k for k in model_state if k not in state and not (head == "reset" and k in HEAD_KEYS)]
@@ -200,11 +207,11 @@ def load_checkpoint(
     if strict and (missing or unexpected):
         raise CheckpointError(
             f"{source} ({format} layout) does not match the model: missing {len(missing)} "
-            f"[{_preview(missing)}], unexpected {len(unexpected)} [{_preview(unexpected)}]. "
+            f"[{preview(missing)}], unexpected {len(unexpected)} [{preview(unexpected)}]. "
             f"{_architecture_hint(state, model).strip()} Use strict=False to load the matching part only."
         )
     model.load_state_dict({k: v for k, v in state.items() if k in model_state}, strict=False)
-    if mindcv or (format == "swinkit" and metadata.get("numerics") == "mindcv"):
+    if prepared.mindcv:
         adapted += mindspore.mindcv_numerics(model)
     return LoadReport(
         source, format, sorted(k for k in state if k in model_state), dropped, adapted, missing, unexpected
@@ -224,14 +231,14 @@ def save_checkpoint(
     Args:
         format: 'swinkit' (a .safetensors file with swinkit metadata), or 'timm', 'microsoft', 'hf', 'torchvision'
             (.safetensors or .pth/.pt/.bin by the suffix of ``path``), 'mindspore' (a .ckpt file) or 'paddle' (a
-            .pdparams file); see ``swinkit.checkpoints.writers``. ``load_checkpoint`` reads every one of them back
+            .pdparams file); see ``swinkit.checkpoints.layouts``. ``load_checkpoint`` reads every one of them back
             exactly.
         metadata: extra safetensors metadata (swinkit format only).
         layout: for 'mindspore', 'mindcv' (Swin V2's default) or 'modelzoo' (official names, gamma/beta).
     """
     model = _backbone(model)
-    if format != "swinkit":
-        return writers.write(model, path, format, layout)
+    if format != NATIVE:
+        return write(model, path, format, layout)
     info = getattr(model, "model_info", None)
     meta = {"format": "swinkit", "family": model.family, **({"model": info.name} if info else {})}
     if mindspore.has_mindcv_numerics(model):

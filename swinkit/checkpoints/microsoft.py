@@ -13,10 +13,16 @@ CheckpointSaver container (``state_dict`` and ``state_dict_ema``), unwrapped by 
 from __future__ import annotations
 
 import re
+from functools import partial
 
 import torch
+from torch import nn
 
-from .common import Converted, drop_derived, rename, split_full_attention_branches
+from .common import Converted, drop_derived, qkv_stored_in_by_out, rename, split_full_attention_branches
+from .io import write_tensors
+
+FAMILIES = ("swin", "swinv2", "cswin")
+VARIANTS: tuple[str, ...] = ()
 
 _CSWIN_RULES = [
     (r"^stage1_conv_embed\.0\.", "patch_embed.proj."),
@@ -29,11 +35,10 @@ _CSWIN_RULES = [
 
 
 def detect(state: dict[str, torch.Tensor]) -> bool:
-    return (
-        "head.weight" in state
-        or "stage1_conv_embed.0.weight" in state
-        or any(k.startswith("layers.0.downsample.") for k in state)
-    )
+    """Swin: merging at the end of stage 0 with a LayerNorm named ``weight`` (MindSpore's is ``gamma``) and qkv
+    stored [3C, C] (PaddleClas's is [C, 3C]); CSWin: the ``stage1_conv_embed`` stem with its norm's ``weight``."""
+    swin = "layers.0.downsample.norm.weight" in state and not qkv_stored_in_by_out(state)
+    return swin or "stage1_conv_embed.2.weight" in state
 
 
 def _shift_downsample(key: str, step: int) -> str:
@@ -50,3 +55,28 @@ def to_swinkit(state: dict[str, torch.Tensor], family: str) -> Converted:
         key = re.sub(r"^head\.(weight|bias)$", r"head.fc.\1", key)
         out[key] = value
     return Converted(out, dropped)
+
+
+_CSWIN_TO_OFFICIAL = [
+    (r"^patch_embed\.proj\.", "stage1_conv_embed.0."),
+    (r"^patch_embed\.norm\.", "stage1_conv_embed.2."),
+    (r"^layers\.(\d+)\.blocks\.(\d+)\.", lambda m: f"stage{int(m[1]) + 1}.{m[2]}."),
+    (r"^layers\.(\d+)\.downsample\.", r"merge\1."),
+    (r"\.attns\.(\d+)\.lepe\.", r".attns.\1.get_v."),
+    (r"^head\.fc\.", "head."),
+]
+
+
+def to_official(state: dict[str, torch.Tensor], family: str) -> dict[str, torch.Tensor]:
+    """swinkit's layout -> the official one (the inverse of ``to_swinkit``; derived buffers are not written: the
+    official ``load_pretrained`` deletes and rebuilds them anyway)."""
+    if family == "cswin":
+        return rename(state, _CSWIN_TO_OFFICIAL)
+    return {re.sub(r"^head\.fc\.", "head.", _shift_downsample(k, -1)): v for k, v in state.items()}
+
+
+def from_swinkit(model: nn.Module, state: dict[str, torch.Tensor], variant: str | None) -> dict[str, torch.Tensor]:
+    return to_official(state, model.family)
+
+
+write = partial(write_tensors, container="model")  # {"model": state}, as the official training code saves

@@ -1,8 +1,7 @@
 """PaddleClas layouts (``swin_transformer.py``, ``swin_transformer_v2.py``, ``cswin_transformer.py``) of ``.pdparams``.
 
-``read_pdparams`` reads a ``.pdparams`` file (a pickle of numpy arrays) with an unpickler that admits numpy arrays and
-ordered dicts only; ``write_pdparams`` writes one as ``paddle.save`` does. Paddle stores every ``Linear`` weight as
-[in, out]: all of them are transposed, the square ``proj`` ones too, which a shape check alone would miss.
+The ``.pdparams`` file itself is read and written by ``swinkit.checkpoints.pdparams``. Paddle stores every ``Linear``
+weight as [in, out]: all of them are transposed, the square ``proj`` ones too, which a shape check alone would miss.
 Convolution weights are stored as in PyTorch.
 
 - CSWin differs from swinkit's layout in its names (``patch_embedding.patch_embed``, ``stages.{i}.blocks``,
@@ -15,39 +14,28 @@ Convolution weights are stored as in PyTorch.
   PaddleClas 2.6.0's V1 blocks shift windows even in a stage whose map is no larger than the window, where the
   official code (and swinkit) does not: the same weights give other logits there, in PaddleClas only.
 
-``from_official`` is the inverse, for ``writers``: the official layout (``writers.to_official``) in PaddleClas's names
-with every Linear weight stored [in, out]. It writes no derived buffers: PaddleClas's ``set_state_dict`` warns
+``from_swinkit`` is the inverse: the official layout (``microsoft.to_official``) in PaddleClas's names with every
+Linear weight stored [in, out]. It writes no derived buffers: PaddleClas's ``set_state_dict`` warns
 "Skip loading" for each missing one and keeps the tables its constructor computed for its own window geometry.
 """
 
 from __future__ import annotations
 
-import copyreg
-import io
 import os
-import pickle
-from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
 import torch
+from torch import nn
 
-from ..core.atomic import write_atomic
 from ..core.errors import CheckpointError
 from . import microsoft
-from .common import Converted, rename
+from .common import Converted, qkv_stored_in_by_out, rename
+from .pdparams import write_pdparams
 
-# The globals a .pdparams pickle may name: what numpy needs to rebuild arrays (numpy 1 and 2 module paths), and
-# OrderedDict. Anything else (a function, a class with a __reduce__ payload) is refused before it is called.
-_PDPARAMS_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("collections", "OrderedDict"),
-}
-# The table of Paddle parameter names that ``paddle.save`` adds to a state dict.
-PDPARAMS_NAME_TABLE = "StructuredToParameterName@@"
+FAMILIES = ("swin", "swinv2", "cswin")
+VARIANTS: tuple[str, ...] = ()
+
+
 
 _CSWIN_RULES = [
     (r"^patch_embedding\.patch_embed\.", "patch_embed.proj."),
@@ -57,7 +45,7 @@ _CSWIN_RULES = [
     (r"\.attns\.(\d+)\.get_v\.", r".attns.\1.lepe."),
     (r"^head\.(weight|bias)$", r"head.fc.\1"),
 ]
-# The official CSWin names (``writers.to_official``) -> PaddleClas's; LePE's ``get_v`` and ``head`` are shared.
+# The official CSWin names (``microsoft.to_official``) -> PaddleClas's; LePE's ``get_v`` and ``head`` are shared.
 _OFFICIAL_CSWIN_TO_PADDLE = [
     (r"^stage1_conv_embed\.0\.", "patch_embedding.patch_embed."),
     (r"^stage1_conv_embed\.2\.", "patch_embedding.norm."),
@@ -67,14 +55,10 @@ _OFFICIAL_CSWIN_TO_PADDLE = [
 
 
 def detect(state: dict[str, torch.Tensor]) -> bool:
+    """CSWin: PaddleClas's own names; Swin: the official names with the fused qkv weight stored [C, 3C]."""
     if any(k.startswith(("patch_embedding.", "stages.")) for k in state):
         return True
-    # Official Swin names, but the fused qkv weight stored [C, 3C] rather than [3C, C].
-    return any(
-        k.endswith(".attn.qkv.weight") and v.ndim == 2 and v.shape[1] == 3 * v.shape[0] != 0
-        for k, v in state.items()
-        if isinstance(v, torch.Tensor)
-    )
+    return "layers.0.downsample.norm.weight" in state and qkv_stored_in_by_out(state)
 
 
 def to_swinkit(state: dict[str, torch.Tensor], family: str) -> Converted:
@@ -94,11 +78,18 @@ def to_swinkit(state: dict[str, torch.Tensor], family: str) -> Converted:
     return Converted(converted.state, dropped + converted.dropped)
 
 
-def from_official(state: dict[str, torch.Tensor], family: str) -> dict[str, torch.Tensor]:
-    """Official-layout weights (``writers.to_official``) -> PaddleClas's names and [in, out] Linear weights."""
-    if family == "cswin":
+def from_swinkit(model: nn.Module, state: dict[str, torch.Tensor], variant: str | None) -> dict[str, torch.Tensor]:
+    """swinkit's layout -> PaddleClas's names (through the official ones) and [in, out] Linear weights."""
+    state = microsoft.to_official(state, model.family)
+    if model.family == "cswin":
         state = rename(state, _OFFICIAL_CSWIN_TO_PADDLE)
     return transpose_linear_weights(state)
+
+
+def write(state: dict[str, torch.Tensor], path: str | os.PathLike) -> Path:
+    if Path(path).suffix != ".pdparams":
+        raise CheckpointError(f"a PaddlePaddle checkpoint is a .pdparams file, got {Path(path).name}")
+    return write_pdparams(state, path)
 
 
 def transpose_linear_weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -108,64 +99,3 @@ def transpose_linear_weights(state: dict[str, torch.Tensor]) -> dict[str, torch.
     and V2's position index are 2-D but not named ``weight``).
     """
     return {k: v.t().contiguous() if v.ndim == 2 and k.endswith(".weight") else v for k, v in state.items()}
-
-
-# --- the .pdparams file ------------------------------------------------------------------------------------------
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    def __init__(self, file, source: Path) -> None:
-        super().__init__(file)
-        self.source = source
-
-    def find_class(self, module: str, name: str):
-        if (module, name) not in _PDPARAMS_GLOBALS:
-            raise CheckpointError(
-                f"{self.source} asks to load the Python global {module}.{name}; a .pdparams file holds only numpy "
-                "arrays, and swinkit refuses anything else because unpickling it could run code. If you trust the "
-                "file, load it with paddle.load and pass the arrays (as torch tensors) to load_checkpoint."
-            )
-        return super().find_class(module, name)
-
-
-def read_pdparams(path: str | os.PathLike) -> dict:
-    """A PaddlePaddle ``.pdparams`` file (``paddle.save`` of a state dict) as a dict of torch tensors.
-
-    The pickle is read by an unpickler that only admits numpy array reconstruction and ``OrderedDict``, so no code in
-    the file can run; arrays become CPU tensors and other entries (Paddle's name tables) are kept as they are.
-    """
-    path = Path(path)
-    try:
-        obj = _NumpyOnlyUnpickler(io.BytesIO(path.read_bytes()), path).load()
-    except CheckpointError:
-        raise
-    except Exception as err:  # truncated or not a pickle at all
-        raise CheckpointError(f"{path} is not a readable .pdparams file ({type(err).__name__}: {err})") from err
-    if not isinstance(obj, Mapping):
-        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a PaddlePaddle state dict")
-    return {k: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v for k, v in obj.items()}
-
-
-def write_pdparams(state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> Path:
-    """Write tensors as ``paddle.save`` writes a state dict, atomically, for ``paddle.load`` and ``read_pdparams``.
-
-    The file is a pickle (protocol 4) of numpy arrays by name, plus the name table ``paddle.load`` looks for (each
-    parameter named by its key). Arrays are pickled with the ``numpy.ndarray`` and ``numpy.dtype`` globals only, which
-    numpy 1 and numpy 2 both read.
-    """
-    arrays = {k: v.detach().to("cpu").contiguous().numpy() for k, v in state.items()}
-    saved = {**arrays, PDPARAMS_NAME_TABLE: {k: k for k in arrays}}
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            _PortableArrayPickler(f, protocol=4).dump(saved)
-
-    return write_atomic(path, write)
-
-
-def _reduce_array(array: np.ndarray) -> tuple:
-    # numpy's own reduction calls numpy._core.multiarray._reconstruct under numpy 2, a module numpy 1 (which
-    # PaddleClas 2.6 pins) does not have. An empty numpy.ndarray given the same state is the same array in both.
-    return np.ndarray, ((0,),), array.__reduce__()[2]
-
-
-class _PortableArrayPickler(pickle.Pickler):
-    dispatch_table = {**copyreg.dispatch_table, np.ndarray: _reduce_array}

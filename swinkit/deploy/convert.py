@@ -9,26 +9,14 @@ from pathlib import Path
 
 from torch import nn
 
-from ..checkpoints import load_checkpoint, save_checkpoint
+from ..checkpoints import save_checkpoint
 from ..checkpoints.common import DERIVED_BUFFERS
-from ..checkpoints.io import extract_state_dict, read_file
-from ..checkpoints.load import LAYOUTS, LoadReport, detect_format
+from ..checkpoints.layouts import preview
+from ..checkpoints.load import LoadReport, load_prepared, prepare
 from ..checkpoints.transfer import read_label_map
 from ..core.errors import CheckpointError
 from ..engine.checkpoint import MODEL_FILE, find_checkpoint
 from ..models import create_model, model_info
-
-
-def _classifier(src: str | os.PathLike, name: str, format: str) -> tuple[int | None, dict[str, str]]:
-    """The class count of a checkpoint's classifier (None without one) and the file's metadata."""
-    obj, metadata = read_file(src)
-    state = extract_state_dict(obj, str(src))
-    if format == "auto":
-        format = detect_format(state, metadata)
-    layout = LAYOUTS.get(format, LAYOUTS["timm"])
-    converted = layout.to_swinkit(state, model_info(name).cls.family).state
-    head = converted.get("head.fc.weight")
-    return (None if head is None else head.shape[0]), metadata
 
 
 def load_model(
@@ -56,12 +44,12 @@ def load_model(
         if found is None:
             raise CheckpointError(f"{path}: no such checkpoint file, nor a training checkpoint directory")
         path = found / MODEL_FILE
-    num_classes, metadata = _classifier(path, name, format)
-    if label_map is not None:
-        num_classes = len(read_label_map(label_map))
-    model = create_model(name, **{**(overrides or {}), "num_classes": num_classes or 0})
-    report = load_checkpoint(model, path, format=format, label_map=label_map)
-    classes = json.loads(metadata["classes"]) if "classes" in metadata else None
+    prepared = prepare(path, model_info(name).cls.family, format=format)  # read and converted once
+    head = prepared.state.get("head.fc.weight")
+    num_classes = len(read_label_map(label_map)) if label_map is not None else (0 if head is None else len(head))
+    model = create_model(name, **{**(overrides or {}), "num_classes": num_classes})
+    report = load_prepared(model, prepared, label_map=label_map)
+    classes = json.loads(prepared.metadata["classes"]) if "classes" in prepared.metadata else None
     return model.eval(), report, classes
 
 
@@ -89,13 +77,11 @@ def convert(
     lines = [f"read {src} ({report.format} layout) into {model_info(name).name} ({model.num_classes} classes)"]
     lines.append(f"mapped {len(report.loaded)} tensors")
     if dropped:
-        lines.append(f"dropped {len(dropped)} (unused or training state): {_preview(dropped)}")
+        lines.append(f"dropped {len(dropped)} (unused or training state): {preview(dropped, 6)}")
     if rebuilt:
-        lines.append(f"rebuilt {len(rebuilt)} derived tables/masks from the window geometry: {_preview(rebuilt)}")
+        lines.append(f"rebuilt {len(rebuilt)} derived tables/masks from the window geometry: {preview(rebuilt, 6)}")
     lines += [f"adapted {note}" for note in report.adapted]
     lines.append(f"wrote {dst} ({to_format} layout)")
     return "\n".join(lines)
 
 
-def _preview(keys: list[str], limit: int = 6) -> str:
-    return ", ".join(keys[:limit]) + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")

@@ -47,10 +47,8 @@ def build_stages(
     over all blocks.
     """
     rates = drop_path_rates(drop_path_rate, depths)
-    return nn.ModuleList(
-        Stage(
-            downsample(embed_dims[i - 1], dim) if i > 0 else None,
-            [block(i, j, dim, rates[i][j]) for j in range(depth)],
-        )
-        for i, (depth, dim) in enumerate(zip(depths, embed_dims, strict=True))
-    )
+    stages = []
+    for i, (depth, dim) in enumerate(zip(depths, embed_dims, strict=True)):
+        blocks = [block(i, j, dim, rates[i][j]) for j in range(depth)]  # before the merge: the official init order
+        stages.append(Stage(downsample(embed_dims[i - 1], dim) if i > 0 else None, blocks))
+    return nn.ModuleList(stages)
