@@ -226,3 +226,15 @@ def test_odd_batches_with_mixup_train_on_every_sample(tmp_path, batch):
     assert result["train_loss"] > 0 and torch.isfinite(torch.tensor(result["train_loss"]))
     state, _ = read_file(out / "checkpoints" / "last" / "model.safetensors")
     assert all(torch.isfinite(v).all() for v in state.values())
+
+
+@pytest.mark.slow
+def test_two_processes_share_the_default_run_directory(tmp_path):
+    """Without --output, every rank trains into the directory rank 0 picked (rank 0's lock is not another run)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "swinkit",
+           "train", *TINY, "sched.epochs=1", "data.batch_size=4"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["quickstart"]
+    assert _epochs(tmp_path / "runs" / "quickstart") == [1]

@@ -80,6 +80,15 @@ def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def broadcast_object(obj: object) -> object:
+    """Rank 0's ``obj`` (any picklable value) in every process."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def all_gather_objects(obj: object) -> list:
     """Every process's ``obj`` (any picklable value), in rank order."""
     if not (dist.is_initialized() and dist.get_world_size() > 1):

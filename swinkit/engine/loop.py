@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..core.distributed import all_reduce_min, all_reduce_sum, barrier
+from ..core.distributed import all_reduce_min, all_reduce_sum, barrier, broadcast_object
 from ..core.errors import ConfigError, NonFiniteLossError, RunFinishedError, TooManyBadImagesError
 from . import checkpoint as ckpt
 from . import run_dir as runs
@@ -133,7 +133,11 @@ def fit(cfg: Config, resume: str | None, recipe: Recipe) -> dict:
     if cfg.train.stages:
         cfg = replace(cfg, sched=replace(cfg.sched, epochs=sum(s.epochs for s in cfg.train.stages)))
     with session(cfg) as s:
-        run_dir, resume_dir = runs.resolve_run_dir(cfg.train.output, cfg.name, resume)
+        output = cfg.train.output
+        if not (output or resume):
+            # Rank 0 picks the first free runs/<name>[-N]; the others must not see its lock and move on to the next.
+            output = broadcast_object(str(runs.default_run_dir(cfg.name)) if s.env.is_main else None)
+        run_dir, resume_dir = runs.resolve_run_dir(output, resume)
         with _owned(run_dir, s):
             return _fit(cfg, s, run_dir, resume_dir, recipe)
 

@@ -40,14 +40,14 @@ def default_run_dir(name: str) -> Path:
     return next(p for p in candidates if find_checkpoint(p / "checkpoints" / "last") is None and lock_owner(p) is None)
 
 
-def resolve_run_dir(output: str | None, name: str, resume: str | None) -> tuple[Path, Path | None]:
-    """The run directory and, when resuming, the checkpoint to resume from.
+def resolve_run_dir(output: str | None, resume: str | None) -> tuple[Path, Path | None]:
+    """The run directory (``resume``, else ``output``) and, when resuming, the checkpoint to resume from.
 
     Raises:
         FileNotFoundError: ``resume`` holds no checkpoint.
         RunExistsError: the output directory already holds a run and ``resume`` is not given.
     """
-    run_dir = Path(resume or output or default_run_dir(name))
+    run_dir = Path(resume or output)
     last = run_dir / "checkpoints" / "last"
     if resume:
         resume_dir = find_checkpoint(last)
