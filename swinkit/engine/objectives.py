@@ -3,8 +3,6 @@ pretraining (MoBY, SimMIM). Each owns its loss on a micro-batch and what it meas
 
 from __future__ import annotations
 
-import logging
-
 import torch
 from torch import nn
 
@@ -13,8 +11,6 @@ from .config import Config
 from .evaluate import evaluate
 from .knn import knn_accuracy
 from .setup import Session, autocast
-
-log = logging.getLogger(__name__)
 
 
 def build_criterion(cfg: Config, mixup_on: bool) -> nn.Module:
