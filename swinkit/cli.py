@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from . import models
+from .core.errors import ConfigError
 
 
 def _count_params_and_macs(name: str) -> tuple[int, int, tuple[int, int]]:
@@ -83,8 +84,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     if args.resume and args.config is None:
         args.config = str(Path(args.resume) / "config.yaml")
     if args.config is None:
-        print("swinkit pretrain: error: --config is required (e.g. moby_quickstart)", file=sys.stderr)
-        return 2
+        raise ConfigError("--config is required (e.g. -c moby_quickstart or -c simmim_quickstart)")
     pretrain(_config(args), resume=args.resume)
     return 0
 
@@ -125,16 +125,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .deploy import ExportCheckError, export
+    from .deploy import export
 
     size = None if args.img_size is None else tuple(args.img_size) * (2 // len(args.img_size))
-    try:
-        result = export(args.model, args.output, format=args.format, checkpoint=args.checkpoint, img_size=size,
-                        dynamic_batch=args.dynamic_batch, dynamic_size=args.dynamic_size)  # fmt: skip
-    except (ExportCheckError, ValueError) as err:
-        print(f"swinkit export: error: {err}", file=sys.stderr)
-        return 1
-    print(result)
+    print(export(args.model, args.output, format=args.format, checkpoint=args.checkpoint, img_size=size,
+                 dynamic_batch=args.dynamic_batch, dynamic_size=args.dynamic_size))  # fmt: skip
     return 0
 
 
@@ -273,16 +268,21 @@ def main(argv: list[str] | None = None) -> int:
     rank = int(os.environ.get("RANK", "0"))
     level = logging.DEBUG if args.verbose else logging.INFO
     logging.basicConfig(level=level if rank == 0 else logging.WARNING, format="%(message)s")
-    from .core.errors import ConfigError, SwinkitError
+    from .core.errors import SwinkitError
     from .runtime import reuse_freed_memory
 
     if not getattr(args, "default_allocator", False):
         reuse_freed_memory()
     try:
         return args.func(args)
-    except ConfigError as err:
-        print(f"swinkit {args.command}: config error: {err}", file=sys.stderr)
+    except SwinkitError as err:
+        # A user's mistake: one line naming the problem and the fix. SWINKIT_DEBUG=1 shows where it was raised.
+        if os.environ.get("SWINKIT_DEBUG"):
+            raise
+        message = " ".join(str(err).split())
+        print(f"swinkit {args.command}: error: {message}", file=sys.stderr)
         return 2
-    except (SwinkitError, FileExistsError, FileNotFoundError) as err:
-        print(f"swinkit {args.command}: error: {err}", file=sys.stderr)
-        return 1
+    except BrokenPipeError:
+        # The reader of the output went away (`swinkit configs | head`): stop quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

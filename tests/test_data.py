@@ -62,7 +62,7 @@ def test_not_imagenet_layout_gives_one_clear_error(tmp_path, capsys):
         imagenet_folders(empty)
     with pytest.raises(DataLayoutError, match="--data DIR"):
         build_datasets("folder", None)
-    assert main(["train", "--data", str(flat), "--output", str(tmp_path / "run")]) == 1
+    assert main(["train", "--data", str(flat), "--output", str(tmp_path / "run")]) == 2
     err_out = capsys.readouterr().err
     assert err_out.count("\n") == 1 and "is not an image-classification dataset" in err_out
 

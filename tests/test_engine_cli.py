@@ -69,5 +69,5 @@ def test_default_run_dir_never_reuses_a_run(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "runs/quickstart/checkpoints/last").is_dir()
     assert (tmp_path / "runs/quickstart-2/checkpoints/last").is_dir()
     # An explicit --output holding a run is refused rather than overwritten.
-    assert main(["train", "--output", "runs/quickstart", *overrides]) == 1
+    assert main(["train", "--output", "runs/quickstart", *overrides]) == 2
     assert "runs/quickstart already holds a run; continue it with --resume" in capsys.readouterr().err

@@ -73,7 +73,7 @@ def test_a_failed_resume_leaves_the_run_directory_as_it_was(tmp_path, capsys):
     with pytest.raises(CheckpointError, match="another architecture"):
         train(tiny_config(out, "sched.epochs=2", "model.embed_dim=16"), resume=str(out))
     assert _snapshot(out) == before
-    assert main(["train", "--resume", str(out), "sched.epochs=2", "model.depths=[1, 2]"]) == 1
+    assert main(["train", "--resume", str(out), "sched.epochs=2", "model.depths=[1, 2]"]) == 2
     assert "drop the model overrides" in capsys.readouterr().err
     assert _snapshot(out) == before
 
@@ -83,7 +83,7 @@ def test_resuming_a_finished_run_says_so_and_how_to_extend_it(tmp_path, capsys):
     train(tiny_config(out, "sched.epochs=1"))
     with pytest.raises(RunFinishedError, match=r"trained 1 of 1 epochs.*sched\.epochs=2"):
         train(tiny_config(out, "sched.epochs=1"), resume=str(out))
-    assert main(["train", "--resume", str(out)]) == 1
+    assert main(["train", "--resume", str(out)]) == 2
     assert "has finished" in capsys.readouterr().err
     assert main(["train", "--resume", str(out), "sched.epochs=2"]) == 0 and _epochs(out) == [1, 2]
 

@@ -108,7 +108,7 @@ def test_pretrain_cli_and_resume(tmp_path, capsys):
                  "train.stop_after_steps=3"]) == 0  # fmt: skip
     assert main(["pretrain", "--resume", str(out), "sched.epochs=1"]) == 0
     assert _records(out)[-1]["step"] == 8
-    assert main(["pretrain", "-c", "moby_quickstart", "--output", str(out), *TINY_MOBY]) == 1  # the run exists
+    assert main(["pretrain", "-c", "moby_quickstart", "--output", str(out), *TINY_MOBY]) == 2  # the run exists
     assert "already holds a run" in capsys.readouterr().err
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -37,6 +38,8 @@ def read_file(path: str | os.PathLike) -> tuple[dict, dict[str, str]]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes): an interrupted download or save; fetch or save it again")
     if path.suffix == ".pdparams":
         return read_pdparams(path), {}
     if path.suffix == ".ckpt":
@@ -50,19 +53,42 @@ def read_file(path: str | os.PathLike) -> tuple[dict, dict[str, str]]:
             raise CheckpointError(
                 f"{path} is not a readable safetensors file ({err}); it may be truncated: save or download it again"
             ) from err
+    _check_zip_sizes(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True), {}
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"{path} holds Python objects other than tensors and plain containers, and swinkit refuses to unpickle "
-            f"them because that can run code ({str(err).splitlines()[0]}). If you trust the file, load it yourself "
+            f"them because that can run code ({_first_line(err)}). If you trust the file, load it yourself "
             "with torch.load(..., weights_only=False) and pass the state dict to load_checkpoint."
         ) from err
     except Exception as err:  # the unpickler raises anything from IndexError to RuntimeError on garbage
         raise CheckpointError(
-            f"{path} is not a PyTorch checkpoint or is corrupt ({type(err).__name__}: {str(err).splitlines()[0]}); "
+            f"{path} is not a PyTorch checkpoint or is corrupt ({type(err).__name__}: {_first_line(err)}); "
             "expected a .pth/.pt/.bin saved by torch.save or a .safetensors file"
         ) from err
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or ["no details"])[0][:300]
+
+
+def _check_zip_sizes(path: Path) -> None:
+    """``torch.save`` stores its zip records uncompressed, so together they never exceed the file: a record that
+    would inflate past it (a zip bomb) is refused before torch decompresses anything."""
+    try:
+        if not zipfile.is_zipfile(path):
+            return
+        with zipfile.ZipFile(path) as archive:
+            declared = sum(info.file_size for info in archive.infolist())
+    except Exception as err:  # zipfile raises BadZipFile, but also NotImplementedError, ValueError ... on garbage
+        raise CheckpointError(f"{path} is a corrupt zip archive ({_first_line(err)}); save or fetch it again") from err
+    size = path.stat().st_size
+    if declared > size:
+        raise CheckpointError(
+            f"{path} declares {declared} bytes of records in a file of {size} bytes: they are compressed, which "
+            "torch.save never does, so this is not a PyTorch checkpoint (or a hostile one); refused"
+        )
 
 
 def _is_safetensors(path: Path) -> bool:

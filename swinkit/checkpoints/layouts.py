@@ -18,7 +18,7 @@ from types import ModuleType
 import torch
 from torch import nn
 
-from ..core.errors import CheckpointError
+from ..core.errors import CheckpointError, ConfigError
 from . import hf, microsoft, mindspore, paddle, timm, torchvision
 
 LAYOUTS: dict[str, ModuleType] = {
@@ -70,7 +70,7 @@ def reader(format: str) -> ModuleType:
 def from_swinkit(model: nn.Module, format: str, variant: str | None = None) -> dict[str, torch.Tensor]:
     """The model's weights in the key layout of ``format`` (see ``WRITE_FORMATS``)."""
     if format not in LAYOUTS:
-        raise ValueError(f"format must be one of {', '.join(WRITE_FORMATS)}, got {format!r}")
+        raise ConfigError(f"format must be one of {', '.join(WRITE_FORMATS)}, got {format!r}")
     layout = LAYOUTS[format]
     if model.family not in layout.FAMILIES:
         holders = [NATIVE, *(name for name, m in LAYOUTS.items() if model.family in m.FAMILIES)]
@@ -79,7 +79,7 @@ def from_swinkit(model: nn.Module, format: str, variant: str | None = None) -> d
             f"{holders[-1]}"
         )
     if variant is not None and variant not in layout.VARIANTS:
-        raise ValueError(f"layout={variant!r} is not one of {format}'s: {', '.join(layout.VARIANTS) or 'none'}")
+        raise ConfigError(f"layout={variant!r} is not one of {format}'s: {', '.join(layout.VARIANTS) or 'none'}")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     # Split views share storage, which safetensors refuses and torch.save would write whole: give each its own.
     return {k: v.clone() for k, v in layout.from_swinkit(model, state, variant).items()}

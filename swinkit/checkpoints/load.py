@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..core.errors import CheckpointError
+from ..core.errors import CheckpointError, ConfigError
 from ..layers import WindowAttentionV1
 from ..models.base import FeatureExtractor, HierarchicalModel
 from . import mindspore
@@ -117,9 +117,9 @@ def load_checkpoint(
             missing/unexpected keys. The message names the problem and the fix.
     """
     if format not in FORMATS:
-        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+        raise ConfigError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
     if head not in ("match", "reset"):
-        raise ValueError(f"head must be 'match' or 'reset', got {head!r}")
+        raise ConfigError(f"head must be 'match' or 'reset', got {head!r}")
     if hasattr(model, "load_ssl_checkpoint"):  # swinkit.ssl meta-architectures load part by part through here
         return model.load_ssl_checkpoint(src, format=format, strict=strict, ema=ema)
     backbone = _backbone(model)

@@ -15,10 +15,10 @@ joined. A scalar has ``dims == [0]``; strings (``append_dict`` entries) have typ
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..core.atomic import write_atomic
@@ -43,6 +43,7 @@ _DTYPES = {
 _TYPE_NAMES = {dtype: name for name, dtype in _DTYPES.items()}
 _SLICE_BYTES = 512 * 1024 * 1024  # MindSpore splits larger parameters into several values
 _CRC_TRAILER = b"crc_num"
+MAX_ELEMENTS = 2**48  # no real tensor has this many elements (or a dimension this long); a bigger shape is corruption
 
 
 # --- protobuf wire format -----------------------------------------------------------------------------------------
@@ -113,13 +114,23 @@ def _parse_tensor(data: memoryview, source: str) -> tuple[list[int], str, memory
 
 def _to_value(tag: str, dims: list[int], dtype: str, content: bytes, source: str):
     if dtype == "str":
-        return np.frombuffer(content, dtype=f"<U{len(content) // 4}")[0].item() if content else ""
+        if len(content) % 4:
+            raise CheckpointError(f"{source}: the string {tag!r} is not UTF-32 ({len(content)} bytes); the file is "
+                                  "corrupt")  # fmt: skip
+        try:
+            return content.decode("utf-32-le").rstrip("\0")
+        except UnicodeDecodeError as err:
+            raise CheckpointError(f"{source}: the string {tag!r} is not valid UTF-32; the file is corrupt") from err
     if dtype not in _DTYPES:
         raise CheckpointError(f"{source}: parameter {tag!r} has tensor type {dtype!r}, which swinkit cannot read")
     torch_dtype = _DTYPES[dtype]
     itemsize = torch.empty((), dtype=torch_dtype).element_size()
     shape = [] if dims == [0] and len(content) == itemsize else dims
-    count = int(np.prod(shape)) if shape else 1
+    # Python integers do not overflow: a shape whose size (or strides) cannot exist is refused before any allocation.
+    if any(d >= MAX_ELEMENTS for d in shape) or math.prod(max(d, 1) for d in shape) >= MAX_ELEMENTS:
+        raise CheckpointError(f"{source}: parameter {tag!r} declares the impossible shape {tuple(shape)}; the file is "
+                              "corrupt or not a MindSpore checkpoint")  # fmt: skip
+    count = math.prod(shape)
     if count * itemsize != len(content):
         raise CheckpointError(
             f"{source}: parameter {tag!r} of shape {tuple(shape)} ({dtype}) should hold {count * itemsize} bytes but "
@@ -128,6 +139,15 @@ def _to_value(tag: str, dims: list[int], dtype: str, content: bytes, source: str
     if not count:
         return torch.empty(shape, dtype=torch_dtype)
     return torch.frombuffer(bytearray(content), dtype=torch_dtype).reshape(shape)
+
+
+def _decode_name(raw: memoryview, source: str) -> str:
+    try:
+        return bytes(raw).decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise CheckpointError(
+            f"{source}: a parameter name is not UTF-8 ({bytes(raw[:32])!r}); the file is corrupt"
+        ) from err
 
 
 def read_ckpt(path: str | os.PathLike) -> dict[str, torch.Tensor | str]:
@@ -149,7 +169,7 @@ def read_ckpt(path: str | os.PathLike) -> dict[str, torch.Tensor | str]:
         tag, tensor = None, None
         for sub_number, sub_wire, sub_value in _Reader(value, source).fields(len(value)):
             if sub_number == 1 and sub_wire == 2:
-                tag = bytes(sub_value).decode("utf-8")
+                tag = _decode_name(sub_value, source)
             elif sub_number == 2 and sub_wire == 2:
                 tensor = sub_value
         if tag is None:

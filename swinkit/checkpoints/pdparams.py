@@ -6,8 +6,10 @@ else, so no code in a file can run; ``write_pdparams`` writes what ``paddle.load
 
 from __future__ import annotations
 
+import collections
 import copyreg
 import io
+import math
 import os
 import pickle
 from collections.abc import Mapping
@@ -19,17 +21,51 @@ import torch
 from ..core.atomic import write_atomic
 from ..core.errors import CheckpointError
 
-# The globals a .pdparams pickle may name: what numpy needs to rebuild arrays (numpy 1 and 2 module paths), and
-# OrderedDict. Anything else (a function, a class with a __reduce__ payload) is refused before it is called.
-_PDPARAMS_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("collections", "OrderedDict"),
-}
 # The table of Paddle parameter names that ``paddle.save`` adds to a state dict.
 PDPARAMS_NAME_TABLE = "StructuredToParameterName@@"
+
+
+class _Array:
+    """Stands in for ``numpy.ndarray`` while unpickling: the array is built from its pickled state only once that is
+    checked (a numeric dtype, raw bytes, a shape whose size those bytes hold exactly), so a file can neither declare
+    more memory than it contains nor smuggle object, bytes or void arrays in."""
+
+    def __init__(self, *args) -> None:
+        self.array: np.ndarray | None = None
+
+    def __setstate__(self, state) -> None:
+        # ndarray's pickled state: (version, shape, dtype, is_fortran, raw bytes)
+        if not (isinstance(state, tuple) and len(state) == 5):
+            raise CheckpointError("an array's pickled state is malformed")
+        _, shape, dtype, fortran, raw = state
+        if not (isinstance(dtype, np.dtype) and dtype.kind in NUMERIC_KINDS and not dtype.fields):
+            raise CheckpointError(f"an array has dtype {dtype!r}; a .pdparams file holds numeric arrays only")
+        if not isinstance(raw, bytes | bytearray):
+            raise CheckpointError("an array's data is not raw bytes (an object array?); refused")
+        if not (isinstance(shape, tuple) and all(isinstance(d, int) and d >= 0 for d in shape)):
+            raise CheckpointError(f"an array has the invalid shape {shape!r}")
+        if math.prod(shape) * dtype.itemsize != len(raw):
+            raise CheckpointError(
+                f"an array of shape {shape} ({dtype}) should hold {math.prod(shape) * dtype.itemsize} bytes but holds "
+                f"{len(raw)}; the file is corrupt or truncated"
+            )
+        self.array = np.frombuffer(bytearray(raw), dtype=dtype).reshape(shape, order="F" if fortran else "C")
+
+
+def _reconstruct(*args) -> _Array:
+    return _Array()
+
+
+# What each admitted global is replaced by: array reconstruction goes through ``_Array``; OrderedDict and numpy's
+# dtype (checked by ``_Array``) are the real ones.
+_SAFE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy", "ndarray"): _Array,
+    ("numpy", "dtype"): np.dtype,
+    ("collections", "OrderedDict"): collections.OrderedDict,
+}
+NUMERIC_KINDS = "biufc"
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -38,13 +74,13 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         self.source = source
 
     def find_class(self, module: str, name: str):
-        if (module, name) not in _PDPARAMS_GLOBALS:
+        if (module, name) not in _SAFE_GLOBALS:
             raise CheckpointError(
                 f"{self.source} asks to load the Python global {module}.{name}; a .pdparams file holds only numpy "
                 "arrays, and swinkit refuses anything else because unpickling it could run code. If you trust the "
                 "file, load it with paddle.load and pass the arrays (as torch tensors) to load_checkpoint."
             )
-        return super().find_class(module, name)
+        return _SAFE_GLOBALS[(module, name)]
 
 
 def read_pdparams(path: str | os.PathLike) -> dict:
@@ -56,13 +92,20 @@ def read_pdparams(path: str | os.PathLike) -> dict:
     path = Path(path)
     try:
         obj = _NumpyOnlyUnpickler(io.BytesIO(path.read_bytes()), path).load()
-    except CheckpointError:
-        raise
+    except CheckpointError as err:
+        raise CheckpointError(f"{path}: {err}" if not str(err).startswith(str(path)) else str(err)) from err
     except Exception as err:  # truncated or not a pickle at all
         raise CheckpointError(f"{path} is not a readable .pdparams file ({type(err).__name__}: {err})") from err
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a PaddlePaddle state dict")
-    return {k: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v for k, v in obj.items()}
+    out = {}
+    for key, value in obj.items():
+        if isinstance(value, _Array):
+            if value.array is None:
+                raise CheckpointError(f"{path}: the array {key!r} has no data; the file is corrupt")
+            value = torch.from_numpy(np.ascontiguousarray(value.array))
+        out[str(key)] = value
+    return out
 
 
 def write_pdparams(state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> Path:

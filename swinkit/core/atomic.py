@@ -7,11 +7,14 @@ new name survives a power cut. A crash at any point leaves the old file or the n
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from .errors import StorageError
 
 TMP_SUFFIX = ".tmp"
 
@@ -43,8 +46,9 @@ def write_atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         fsync_path(tmp)
         os.replace(tmp, path)
         fsync_path(path.parent)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        _raise_storage_error(path, err)
         raise
     return path
 
@@ -67,10 +71,30 @@ def write_dir(final: str | os.PathLike, write: Callable[[Path], None]) -> Path:
         tmp.chmod(0o777 & ~umask)
         fsync_path(tmp)
         _swap_in(tmp, final)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        _raise_storage_error(final, err)
         raise
     return final
+
+
+def _raise_storage_error(path: Path, err: BaseException) -> None:
+    """Turn a failed write (disk full, no permission, read-only file system) into one clear error."""
+    if isinstance(err, StorageError) or not isinstance(err, OSError) or err.errno not in _STORAGE_ERRNOS:
+        return
+    try:
+        free = f"{shutil.disk_usage(path.parent).free / 2**20:.0f} MB free there"
+    except OSError:
+        free = "free space unknown"
+    error = StorageError(
+        f"could not write {path}: {os.strerror(err.errno)} ({free}); nothing was replaced, the previous file is kept. "
+        "Free some space or choose another location, then run the command again"
+    )
+    error.errno = err.errno
+    raise error from err
+
+
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
 
 
 def _swap_in(tmp: Path, final: Path) -> None:

@@ -15,6 +15,14 @@ class ConfigError(SwinkitError, ValueError):
     """A config key that does not exist, a value of the wrong type, or settings that do not go together."""
 
 
+class UnknownModelError(ConfigError):
+    """A model name that is not registered."""
+
+
+class UnknownArgumentError(ConfigError, TypeError):
+    """A constructor override the model does not take."""
+
+
 class CheckpointError(SwinkitError, ValueError):
     """A checkpoint that cannot be read or does not fit the model; the message says which and how to fix it."""
 
@@ -39,12 +47,24 @@ class RunExistsError(RunError, FileExistsError):
     """The output directory already holds a run and ``--resume`` was not given."""
 
 
+class RunNotFoundError(RunError, FileNotFoundError):
+    """A directory that holds no swinkit run (no checkpoint to resume, no metrics to plot)."""
+
+
 class RunLockedError(RunError):
     """Another live process is training into the same run directory."""
 
 
 class RunFinishedError(RunError):
     """``--resume`` of a run that has already trained all its epochs."""
+
+
+class StorageError(SwinkitError, OSError):
+    """A file that could not be written (disk full, no permission); what was there before is kept."""
+
+
+class MissingExtraError(SwinkitError, ImportError):
+    """An optional dependency is not installed; the message names the ``pip install`` that adds it."""
 
 
 class NonFiniteLossError(SwinkitError, RuntimeError):

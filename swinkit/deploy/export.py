@@ -21,6 +21,7 @@ import torch
 import torch.fx.experimental._config
 from torch import nn
 
+from ..core.errors import ConfigError, SwinkitError
 from ..layers import to_2tuple
 from .convert import load_model
 
@@ -28,7 +29,7 @@ FORMATS = ("onnx", "torchscript", "exported-program")
 TOLERANCE = 1e-4  # largest |exported - eager| relative to the largest |eager| logit
 
 
-class ExportCheckError(RuntimeError):
+class ExportCheckError(SwinkitError, RuntimeError):
     """The exported model disagrees with PyTorch beyond the tolerance."""
 
 
@@ -84,9 +85,9 @@ def export(
         ExportCheckError: the largest relative difference exceeds 1e-4.
     """
     if format not in FORMATS:
-        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+        raise ConfigError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
     if dynamic_size and format == "torchscript":
-        raise ValueError(
+        raise ConfigError(
             "TorchScript tracing records the image size as constants: use --format onnx or exported-program for a "
             "dynamic size, or export one TorchScript file per size"
         )
@@ -150,14 +151,14 @@ def export(
 def _dynamic_size_stride(model: nn.Module, name: str, size: tuple[int, int]) -> int:
     """The model's total stride; ValueError unless ``size`` can start a dynamic-size export (module docstring)."""
     if getattr(model, "family", "") not in ("swin", "swinv2"):
-        raise ValueError(
+        raise ConfigError(
             f"a dynamic image size is exported for Swin V1/V2 models; {name} decides its geometry in Python from each "
             "input's size, so export one file per image size with --img-size H W (the batch can stay dynamic)"
         )
     stride = model.feature_info[-1]["reduction"]
     min_size = max(model.window_size) * stride
     if min(size) < min_size or size[0] % stride or size[1] % stride:
-        raise ValueError(
+        raise ConfigError(
             f"a dynamic-size export of {name} starts at a size whose sides are multiples of {stride} and at least "
             f"{min_size} (window {max(model.window_size)} x stride {stride}, so that no stage clamps its window), "
             f"got {size[0]}x{size[1]}: pass --img-size {max(min_size, size[0] + -size[0] % stride)} "

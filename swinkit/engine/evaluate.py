@@ -16,6 +16,7 @@ from torch import nn
 
 from ..checkpoints import load_checkpoint
 from ..core.distributed import all_reduce_sum
+from ..core.errors import CheckpointError
 from ..data import build_datasets, build_loader, build_transform
 from . import checkpoint as ckpt
 from .config import Config
@@ -77,7 +78,7 @@ def _run_eval(cfg: Config, env, device: torch.device, precision: str, checkpoint
     elif path.is_file():
         load_checkpoint(model, str(path), label_map=cfg.model.label_map)
     else:
-        raise FileNotFoundError(f"{path}: not a swinkit checkpoint directory (no {ckpt.MODEL_FILE}) nor a file")
+        raise CheckpointError(f"{path}: not a swinkit checkpoint directory (no {ckpt.MODEL_FILE}) nor a file")
     model.to(device)
     loader = build_loader(
         val_base,

@@ -11,6 +11,7 @@ import re
 import torch
 from torch import nn
 
+from ..core.errors import ConfigError
 from .config import OptimConfig
 
 
@@ -20,7 +21,7 @@ def freeze_modules(model: nn.Module, prefixes: list[str]) -> list[str]:
     names = [n for n, _ in model.named_modules() if n]
     for prefix in prefixes:
         if prefix not in names:
-            raise ValueError(f"train.freeze: the model has no module {prefix!r}; top-level: {_top_level(model)}")
+            raise ConfigError(f"train.freeze: the model has no module {prefix!r}; top-level: {_top_level(model)}")
     for name, param in model.named_parameters():
         if any(name == p or name.startswith(p + ".") for p in prefixes):
             param.requires_grad_(False)

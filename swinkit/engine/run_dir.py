@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..core.atomic import remove_stale_temporaries, write_atomic
-from ..core.errors import RunExistsError, RunLockedError
+from ..core.errors import RunExistsError, RunLockedError, RunNotFoundError
 from .checkpoint import find_checkpoint
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,9 @@ def resolve_run_dir(output: str | None, resume: str | None) -> tuple[Path, Path 
     if resume:
         resume_dir = find_checkpoint(last)
         if resume_dir is None:
-            raise FileNotFoundError(f"--resume {run_dir}: no checkpoint in {last}")
+            raise RunNotFoundError(
+                f"--resume {run_dir}: no checkpoint in {last}; give the directory a run was trained into (--output)"
+            )
         return run_dir, resume_dir
     if find_checkpoint(last) is not None:
         raise RunExistsError(
@@ -128,7 +130,7 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
     """The complete records of ``metrics.jsonl``; a line cut short by a kill mid-append is left out."""
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: is {run_dir} a swinkit run directory?")
+        raise RunNotFoundError(f"{path} does not exist: is {run_dir} a swinkit run directory?")
     records = []
     for line in path.read_text().splitlines():
         try:

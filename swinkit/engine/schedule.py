@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+from ..core.errors import ConfigError
 from .config import SchedConfig
 
 
@@ -40,7 +41,7 @@ def lr_at(step: int, steps_per_epoch: int, cfg: SchedConfig, base_lr: float, sca
     total = cfg.epochs * spe
     cosine = total - warmup - sum(round(e * spe) for e, _ in tail_phases)
     if cosine < 0:
-        raise ValueError(
+        raise ConfigError(
             f"sched: warmup and the constant phases ({total - cosine} steps) are longer than the run ({total} steps)"
         )
     t = step - warmup

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.errors import ConfigError
 from .linear import Linear, linear
 from .relative_position import log_spaced_coords, relative_position_index
 from .window import WindowGeometry, attention_mask
@@ -35,7 +36,7 @@ class WindowAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int, attn_drop: float, proj_drop: float) -> None:
         super().__init__()
         if dim % num_heads:
-            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+            raise ConfigError(f"dim {dim} is not divisible by num_heads {num_heads}")
         self.dim = dim
         self.num_heads = num_heads
         self.head_dim = dim // num_heads

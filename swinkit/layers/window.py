@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..core.errors import ConfigError
+
 # The official Swin code separates shifted-window regions with -100, not -inf; keep it for parity.
 SHIFT_MASK_VALUE = -100.0
 
@@ -71,7 +73,7 @@ def to_2tuple(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
         return value, value
     value = tuple(int(v) for v in value)
     if len(value) != 2:
-        raise ValueError(f"expected an int or a pair of ints, got {value}")
+        raise ConfigError(f"expected an int or a pair of ints, got {value}")
     return value
 
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..core.errors import ConfigError
 from ..layers import ClassifierHead, to_2tuple
 
 # Parameters matched by name that the official recipes keep out of weight decay, besides every 1-D tensor.
@@ -41,7 +42,7 @@ class HierarchicalModel(nn.Module):
         """``img_size`` as (H, W), ``embed_dims`` doubling per stage and ``num_features``; checks one head count per
         stage."""
         if len(depths) != len(num_heads):
-            raise ValueError(f"depths {tuple(depths)} and num_heads {tuple(num_heads)} differ in length")
+            raise ConfigError(f"depths {tuple(depths)} and num_heads {tuple(num_heads)} differ in length")
         self.img_size = to_2tuple(img_size)
         self.embed_dims = [embed_dim * 2**i for i in range(len(depths))]
         self.num_features = self.embed_dims[-1]
@@ -98,7 +99,7 @@ class HierarchicalModel(nn.Module):
         if isinstance(indices, int):
             return list(range(n - indices, n))
         if not indices or any(not -n <= i < n for i in indices):
-            raise ValueError(f"stage indices {list(indices)} out of range for {n} stages")
+            raise ConfigError(f"stage indices {list(indices)} out of range for {n} stages")
         return sorted({i % n for i in indices})
 
     def forward_intermediates(
@@ -123,7 +124,7 @@ class HierarchicalModel(nn.Module):
             The list of maps, or (final normalised channels-last features, list of maps).
         """
         if output_fmt not in ("NCHW", "NHWC"):
-            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
+            raise ConfigError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
         take = self._stage_indices(indices)
         last = len(self.layers) - 1
         stop = max(take) if (stop_early or intermediates_only) else last

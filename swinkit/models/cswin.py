@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.errors import ConfigError
 from ..layers import DropPath, Mlp, build_stages
 from ..layers.linear import Linear
 from .base import HierarchicalModel
@@ -66,7 +67,7 @@ class StripeAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int, split: tuple[int | None, int | None], attn_drop: float) -> None:
         super().__init__()
         if num_heads < 1 or dim % num_heads:
-            raise ValueError(f"an attention branch of {dim} channels cannot have {num_heads} heads")
+            raise ConfigError(f"an attention branch of {dim} channels cannot have {num_heads} heads")
         self.dim = dim
         self.num_heads = num_heads
         self.split = split
@@ -143,7 +144,7 @@ class CSWinBlock(nn.Module):
             branches = [StripeAttention(dim, num_heads, (None, None), attn_drop)]
         else:
             if num_heads % 2 or dim % 2:
-                raise ValueError(f"a stripe-attention stage splits its heads in two: got {num_heads} heads, dim {dim}")
+                raise ConfigError(f"a stripe-attention stage splits its heads in two: got {num_heads} heads, dim {dim}")
             branches = [
                 StripeAttention(dim // 2, num_heads // 2, (None, split_size), attn_drop),  # vertical stripes
                 StripeAttention(dim // 2, num_heads // 2, (split_size, None), attn_drop),  # horizontal stripes
@@ -261,12 +262,12 @@ class CSWinTransformer(HierarchicalModel):
         if isinstance(split_size, int):
             split_size = [split_size] * num_stages
         if not len(num_heads) == len(split_size) == num_stages:
-            raise ValueError(
+            raise ConfigError(
                 f"depths {tuple(depths)}, split_size {tuple(split_size)} and num_heads {tuple(num_heads)} must have "
                 "one entry per stage"
             )
         if any(s < 1 for s in split_size):
-            raise ValueError(f"split sizes must be positive, got {tuple(split_size)}")
+            raise ConfigError(f"split sizes must be positive, got {tuple(split_size)}")
         self._set_widths(img_size, embed_dim, depths, num_heads)
         self.split_size = tuple(split_size)
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 
 from torch import nn
 
+from ..core.errors import UnknownArgumentError, UnknownModelError
 from ..layers import to_2tuple
 from .base import FeatureExtractor
 
@@ -71,7 +72,7 @@ def register_model(*, defaults: dict, **metadata) -> Callable[[Callable[..., nn.
         info = ModelInfo(name, cls, dict(defaults), img_size=size, **metadata)
         for key in (name, *info.aliases):
             if key in _MODELS or key in _ALIASES:
-                raise ValueError(f"model name {key!r} is registered twice")
+                raise RuntimeError(f"model name {key!r} is registered twice")
         _MODELS[name] = info
         _BUILDERS[name] = builder
         _ALIASES.update({alias: name for alias in info.aliases})
@@ -102,7 +103,7 @@ def model_info(name: str) -> ModelInfo:
         return model_info(lowered[name.lower()])
     close = difflib.get_close_matches(name, list(_MODELS) + list(_ALIASES), n=5, cutoff=0.5)
     hint = f"; closest: {', '.join(close)}" if close else ""
-    raise ValueError(f"unknown model {name!r}{hint}. `swinkit models` lists them all")
+    raise UnknownModelError(f"unknown model {name!r}{hint}. `swinkit models` lists them all")
 
 
 def create_model(
@@ -131,7 +132,7 @@ def create_model(
             else repr(k)
             for k in unknown
         ]
-        raise TypeError(
+        raise UnknownArgumentError(
             f"create_model({info.name!r}) got unknown override {', '.join(hints)}; valid: {', '.join(accepted)}"
         )
     model = _BUILDERS[info.name](**{**info.defaults, **overrides})

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..core.errors import ConfigError
 from ..layers import (
     DropPath,
     Mlp,
@@ -125,7 +126,7 @@ class SwinTransformerV2(HierarchicalModel):
         if isinstance(pretrained_window_sizes, int):
             pretrained_window_sizes = [pretrained_window_sizes] * len(depths)
         if len(pretrained_window_sizes) != len(depths):
-            raise ValueError(f"pretrained_window_sizes needs {len(depths)} entries, got {pretrained_window_sizes}")
+            raise ConfigError(f"pretrained_window_sizes needs {len(depths)} entries, got {pretrained_window_sizes}")
         self.window_size = to_2tuple(window_size)
         self.pretrained_window_sizes = [to_2tuple(p) for p in pretrained_window_sizes]
 

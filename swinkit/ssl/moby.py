@@ -23,7 +23,7 @@ from torch import nn
 from ..checkpoints import LoadReport
 from ..checkpoints import ssl as layout
 from ..core.distributed import all_gather_cat
-from ..core.errors import CheckpointError
+from ..core.errors import CheckpointError, ConfigError
 from .backbone import create_encoder
 from .checkpoint import SSLCheckpointLoading, check_part, load_encoder
 
@@ -130,7 +130,7 @@ class MoBY(SSLCheckpointLoading, nn.Module):
         key1, key2 = all_gather_cat(key1), all_gather_cat(key2)
         n, ptr = key1.shape[0], int(self.queue_ptr)
         if self.queue_size % n:
-            raise ValueError(f"the queue size {self.queue_size} is not a multiple of the global batch {n}")
+            raise ConfigError(f"the queue size {self.queue_size} is not a multiple of the global batch {n}")
         self.queue1[:, ptr : ptr + n] = key1.T
         self.queue2[:, ptr : ptr + n] = key2.T
         self.queue_ptr[0] = (ptr + n) % self.queue_size

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..checkpoints import LoadReport
 from ..checkpoints import ssl as layout
-from ..core.errors import CheckpointError
+from ..core.errors import CheckpointError, ConfigError
 from ..models import HierarchicalModel
 from .backbone import create_encoder
 from .checkpoint import SSLCheckpointLoading, check_part, load_encoder
@@ -30,7 +30,7 @@ def norm_targets(targets: torch.Tensor, window: int) -> torch.Tensor:
     """(B, C, H, W) pixels normalised by the mean and (unbiased) variance of their ``window`` x ``window``
     neighbourhood, as the official Swin V2 SimMIM recipe (window 47)."""
     if window % 2 == 0:
-        raise ValueError(f"the normalisation window must be odd, got {window}")
+        raise ConfigError(f"the normalisation window must be odd, got {window}")
     pool = dict(kernel_size=window, stride=1, padding=window // 2)
     mean = F.avg_pool2d(targets, **pool, count_include_pad=False)
     mean_sq = F.avg_pool2d(targets**2, **pool, count_include_pad=False)
@@ -61,11 +61,13 @@ class SimMIM(SSLCheckpointLoading, nn.Module):
     ) -> None:
         super().__init__()
         if getattr(encoder, "family", None) not in ("swin", "swinv2"):
-            raise ValueError(f"SimMIM needs a Swin V1 or V2 encoder, got {type(encoder).__name__}")
+            raise ConfigError(f"SimMIM needs a Swin V1 or V2 encoder, got {type(encoder).__name__}")
         self.encoder = encoder
         self.patch_size = encoder.patch_embed.patch_size
         if mask_patch_size % self.patch_size:
-            raise ValueError(f"mask_patch_size {mask_patch_size} is not a multiple of the patch size {self.patch_size}")
+            raise ConfigError(
+                f"mask_patch_size {mask_patch_size} is not a multiple of the patch size {self.patch_size}"
+            )
         self.mask_ratio = mask_ratio
         self.mask_patch_size = mask_patch_size
         self.norm_target_window = norm_target_window
@@ -90,7 +92,7 @@ class SimMIM(SSLCheckpointLoading, nn.Module):
         """(batch, height / patch, width / patch) 0/1 token mask: ``ceil(ratio * n)`` random mask patches of n."""
         s = self.mask_patch_size
         if height % s or width % s:
-            raise ValueError(f"the input {height}x{width} is not a multiple of mask_patch_size {s}")
+            raise ConfigError(f"the input {height}x{width} is not a multiple of mask_patch_size {s}")
         grid = (height // s, width // s)
         n = grid[0] * grid[1]
         masked = torch.rand(batch, n, device=device).argsort(dim=1)[:, : math.ceil(n * self.mask_ratio)]

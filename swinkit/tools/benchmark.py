@@ -27,6 +27,7 @@ from torch import nn
 
 from .. import models
 from ..checkpoints import load_checkpoint
+from ..core.errors import ConfigError
 from ..layers import to_2tuple
 from .peers import PEERS, HFLogits, perturb_parameters
 
@@ -164,10 +165,10 @@ def run_benchmark(
 ) -> Report:
     """Benchmark swinkit's ``name`` against the peers that have it; see the module docstring."""
     if dtype not in DTYPES or mode not in ("infer", "train"):
-        raise ValueError(f"dtype must be one of {list(DTYPES)} and mode 'infer' or 'train'")
+        raise ConfigError(f"dtype must be one of {list(DTYPES)} and mode 'infer' or 'train'")
     unknown = {a for a in against if not a.startswith("swinkit:")} - set(PEERS)
     if unknown:
-        raise ValueError(f"unknown peers {sorted(unknown)}; choose from {', '.join(PEERS)} or swinkit:<model>")
+        raise ConfigError(f"unknown peers {sorted(unknown)}; choose from {', '.join(PEERS)} or swinkit:<model>")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     ours = models.create_model(name, drop_path_rate=0.0)
     size = to_2tuple(img_size or ours.img_size)
