@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from swinkit.engine.config import (
     IGNORED_FLAT_KEYS,
     ConfigError,
     apply_overrides,
+    check_schedule,
     config_from_dict,
     list_configs,
     load_config,
@@ -111,3 +113,43 @@ def test_overrides_parse_yaml_values():
 def test_unknown_recipe_name():
     with pytest.raises(ConfigError, match="quickstart"):
         load_config("quickstrat")
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [("data.batch_size=0", "data.batch_size"), ("sched.epochs=0", "sched.epochs"), ("sched.epochs=-3", "sched.epochs"),
+     ("train.eval_every=0", "train.eval_every"), ("train.log_every=0", "train.log_every"),
+     ("optim.accum_steps=0", "optim.accum_steps"), ("model.window_size=0", "model.window_size"),
+     ("optim.lr=-1e-3", "optim.lr"), ("optim.lr=.nan", "optim.lr"), ("sched.min_lr=.inf", "sched.min_lr"),
+     ("data.workers=-1", "data.workers"), ("train.stages=[{epochs: 0, img_size: 16}]", "train.stages[0].epochs"),
+     ("train.device=gpu7", "train.device"), ("name=/tmp/elsewhere", "name"), ("name=../../escape", "name")],
+)  # fmt: skip
+def test_values_out_of_range_name_the_key(override, key):
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        load_config("quickstart", [override])
+
+
+def test_devices_torch_knows_are_accepted():
+    for device in ("auto", "cpu", "cuda", "cuda:1", "mps", "xpu", "npu:0"):
+        assert load_config("quickstart", [f"train.device={device}"]).train.device == device
+
+
+def test_yaml_errors_and_tags_name_the_file_and_line(tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("model:\n  name: swinv2_tiny_window8_256\n  depths: [2, 2\n")
+    with pytest.raises(ConfigError, match=r"broken\.yaml line \d+.*not valid YAML"):
+        load_config(str(broken))
+    tagged = tmp_path / "tagged.yaml"
+    tagged.write_text("model:\n  name: !!python/object/apply:os.system ['echo hi']\n")
+    with pytest.raises(ConfigError, match=r"tagged\.yaml line 2"):
+        load_config(str(tagged))
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config("quickstart", ["model.name=!!python/name:os.system"])
+
+
+def test_a_warmup_longer_than_the_run_warns_and_phases_that_cannot_fit_are_refused(caplog):
+    with caplog.at_level(logging.WARNING):
+        check_schedule(load_config("quickstart", ["sched.epochs=2", "sched.warmup_epochs=5"]))
+    assert any("never reaches optim.lr" in r.getMessage() for r in caplog.records)
+    with pytest.raises(ConfigError, match="more than the run's 10"):
+        check_schedule(load_config("quickstart", ["sched.epochs=10", "sched.warmup_epochs=4", "sched.tail_epochs=7"]))

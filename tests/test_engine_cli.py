@@ -8,7 +8,7 @@ import pytest
 
 from swinkit.checkpoints.io import read_file
 from swinkit.cli import main
-from swinkit.engine.config import list_configs
+from swinkit.engine.config import ConfigError, list_configs
 from swinkit.engine.train import train
 from tests.engine_utils import TINY, tiny_config
 
@@ -71,3 +71,33 @@ def test_default_run_dir_never_reuses_a_run(tmp_path, monkeypatch, capsys):
     # An explicit --output holding a run is refused rather than overwritten.
     assert main(["train", "--output", "runs/quickstart", *overrides]) == 2
     assert "runs/quickstart already holds a run; continue it with --resume" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [(["data.max_train_samples=8", "data.batch_size=16"], "make no full step"), (["data.batch_size=0"], ">= 1"),
+     (["sched.epochs=0"], "sched.epochs"), (["train.device=tpu"], "not a device")],
+)  # fmt: skip
+def test_train_mistakes_are_one_line_with_exit_2(tmp_path, capsys, overrides, expected):
+    assert main(["train", "--output", str(tmp_path / "run"), *TINY, *overrides]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "run").exists()  # nothing left behind
+
+
+def test_swinkit_debug_shows_the_traceback(tmp_path, monkeypatch):
+    monkeypatch.setenv("SWINKIT_DEBUG", "1")
+    with pytest.raises(ConfigError, match="make no full step"):
+        main(["train", "--output", str(tmp_path / "run"), *TINY, "data.max_train_samples=8", "data.batch_size=16"])
+
+
+@pytest.mark.parametrize("command", ["configs", "models"])
+def test_output_into_a_closed_pipe_exits_quietly(command):
+    """`swinkit models | head -2`: unbuffered, so the rows after the reader has gone fail to write."""
+    import subprocess
+    import sys
+
+    shell = f"{sys.executable} -u -m swinkit {command} | head -2; exit ${{PIPESTATUS[0]}}"
+    proc = subprocess.run(["bash", "-c", shell], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.count("\n") == 2
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr

@@ -17,6 +17,8 @@ import contextlib
 import dataclasses
 import difflib
 import logging
+import math
+import re
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -225,6 +227,18 @@ CHOICES = {
     "train.precision": ("auto", "fp32", "bf16", "fp16"),
     "ssl.method": ("moby", "simmim"),
 }
+# The least value of each numeric key (inclusive); stage keys are named without their index.
+MINIMUMS = {
+    "model.window_size": 1, "model.img_size": 1, "model.patch_size": 1, "model.embed_dim": 1,
+    "model.num_classes": 0, "data.batch_size": 1, "data.eval_batch_size": 1, "data.workers": 0,
+    "data.max_train_samples": 1, "data.max_val_samples": 1, "optim.lr": 0.0, "optim.accum_steps": 1,
+    "optim.weight_decay": 0.0, "optim.eps": 0.0, "sched.epochs": 1, "sched.warmup_epochs": 0.0,
+    "sched.warmup_lr": 0.0, "sched.min_lr": 0.0, "sched.cool_lr": 0.0, "sched.tail_lr": 0.0, "sched.over_lr": 0.0,
+    "train.stages.epochs": 1, "train.stages.img_size": 1, "train.stages.window_size": 1, "train.eval_every": 1,
+    "train.log_every": 1, "train.save_every_steps": 0, "train.stop_after_steps": 1, "train.max_nonfinite": 1,
+    "train.threads": 1, "ssl.queue_size": 1, "ssl.knn_k": 1, "ssl.knn_every": 0, "ssl.mask_patch_size": 1,
+}  # fmt: skip
+DEVICE = re.compile(r"^(auto|cpu|cuda|mps|xpu|npu|hpu)(:\d+)?$")
 
 
 # --- the seed systems' flat keys --------------------------------------------------------------------------------
@@ -416,8 +430,39 @@ def _build(cls: type, data: dict, prefix: str = "") -> Any:
         value = _coerce(value, hints[key], dotted)
         if dotted in CHOICES and value not in CHOICES[dotted]:
             raise ConfigError(f"{dotted}: {value!r} is not one of {', '.join(map(repr, CHOICES[dotted]))}")
+        _check_range(dotted, value)
         kwargs[key] = value
     return cls(**kwargs)
+
+
+def _check_range(dotted: str, value: Any) -> None:
+    """Numbers at least their ``MINIMUMS`` entry and finite; a device name torch knows; a run name inside runs/."""
+    table_key = re.sub(r"\[\d+\]", "", dotted)
+    values = value if isinstance(value, list) else [value]
+    if table_key in MINIMUMS:
+        least = MINIMUMS[table_key]
+        for v in values:
+            if isinstance(v, int | float) and not (math.isfinite(v) and v >= least):
+                raise ConfigError(f"{dotted}: {value!r} is out of range; it must be a finite number >= {least}")
+    if dotted == "train.device" and not DEVICE.match(value):
+        raise ConfigError(f"train.device: {value!r} is not a device; use auto, cpu, cuda, cuda:N, mps, xpu or npu")
+    if dotted == "name" and (Path(value).is_absolute() or ".." in Path(value).parts or not value.strip()):
+        raise ConfigError(f"name: {value!r} must be a plain run name (it names runs/<name>); use --output for a path")
+
+
+def check_schedule(cfg: Config) -> None:
+    """Warn when the run ends inside its warmup; refuse phases that cannot fit in the run."""
+    s = cfg.sched
+    epochs = sum(stage.epochs for stage in cfg.train.stages) if cfg.train.stages else s.epochs
+    fixed = s.warmup_epochs + s.cooldown_epochs + s.cool_epochs + s.tail_epochs + s.over_epochs
+    if s.warmup_epochs >= epochs:
+        log.warning("sched.warmup_epochs=%g is not shorter than the run (%d epochs): the learning rate never reaches "
+                    "optim.lr; lower sched.warmup_epochs", s.warmup_epochs, epochs)  # fmt: skip
+    elif fixed > epochs:
+        raise ConfigError(
+            f"sched: warmup and the constant phases take {fixed:g} epochs, more than the run's {epochs}; shorten them "
+            "or raise sched.epochs"
+        )
 
 
 def _all_keys(cls: type = Config, prefix: str = "") -> list[str]:
@@ -454,9 +499,20 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
         key = key.strip()
         if key not in valid:
             raise ConfigError(f"unknown config key {key!r}{_hint(key, valid)}")
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = _parse_yaml(raw, f"override {item!r}") if raw.strip() else None
         _set_dotted(data, key, value)
     return _build(Config, data)
+
+
+def _parse_yaml(text: str, source: str) -> Any:
+    """YAML with plain types only: a syntax error or a tag such as ``!!python/object`` is a ``ConfigError``."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{source}{where}: not valid YAML ({problem}); configs hold plain values only") from err
 
 
 def list_configs() -> list[str]:
@@ -479,8 +535,7 @@ def resolve_config_path(name_or_path: str) -> Path:
 def load_config(name_or_path: str | None = None, overrides: list[str] | None = None) -> Config:
     """Read a shipped recipe by name or a YAML file, then apply overrides. ``None`` is the quick start."""
     path = resolve_config_path(name_or_path or DEFAULT_CONFIG)
-    with path.open() as f:
-        data = yaml.safe_load(f) or {}
+    data = _parse_yaml(path.read_text(), str(path)) or {}
     if isinstance(data, dict) and not is_flat(data):
         data.setdefault("name", path.stem)
     cfg = config_from_dict(data, str(path))

@@ -32,7 +32,7 @@ from ..core.distributed import all_reduce_min, all_reduce_sum, barrier, broadcas
 from ..core.errors import ConfigError, NonFiniteLossError, RunFinishedError, TooManyBadImagesError
 from . import checkpoint as ckpt
 from . import run_dir as runs
-from .config import Config, save_config, to_dict
+from .config import Config, check_schedule, save_config, to_dict
 from .ema import ModelEMA
 from .optim import build_optimizer, freeze_modules
 from .schedule import lr_at, lr_scale_factor
@@ -130,6 +130,7 @@ def fit(cfg: Config, resume: str | None, recipe: Recipe) -> dict:
         NonFiniteLossError: the loss stayed non-finite (fp32/bf16); ``last/`` keeps the last good state.
         TooManyBadImagesError: more than ``data.max_bad_fraction`` of the training images are unreadable.
     """
+    check_schedule(cfg)
     if cfg.train.stages:
         cfg = replace(cfg, sched=replace(cfg.sched, epochs=sum(s.epochs for s in cfg.train.stages)))
     with session(cfg) as s:
