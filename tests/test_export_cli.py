@@ -11,6 +11,7 @@ import torch
 import swinkit
 from swinkit.cli import main
 from swinkit.deploy import ExportCheckError, export
+from swinkit.deploy.export import OUTPUT_SUFFIXES
 
 from .conftest import perturb_parameters
 
@@ -89,9 +90,10 @@ def test_dynamic_size_export_matches_eager_at_sizes_that_pad_shift_and_clamp_dif
 )
 def test_dynamic_size_outside_what_one_graph_covers_is_refused_with_the_fix(name, fmt, img_size, message, tmp_path,
                                                                            capsys):  # fmt: skip
-    args = ["export", "--model", name, "--format", fmt, "--output", str(tmp_path / "m.out"), "--dynamic-size"]
+    output = tmp_path / f"m{OUTPUT_SUFFIXES[fmt][0]}"
+    args = ["export", "--model", name, "--format", fmt, "--output", str(output), "--dynamic-size"]
     assert main(args + (["--img-size", str(img_size)] if img_size else [])) == 2
-    assert message in capsys.readouterr().err and not (tmp_path / "m.out").exists()
+    assert message in capsys.readouterr().err and not output.exists()
 
 
 @pytest.mark.parametrize("fmt, suffix", [("torchscript", "pt"), ("exported-program", "pt2"), ("onnx", "onnx")])

@@ -27,10 +27,11 @@ from torch import nn
 
 from . import microsoft
 from .common import Converted, drop_derived, rename
-from .io import write_tensors
+from .io import TORCH_SUFFIXES, write_tensors
 
 FAMILIES = ("swin", "swinv2")
 VARIANTS: tuple[str, ...] = ()
+SUFFIXES = TORCH_SUFFIXES
 
 # HF names -> the official layout; microsoft.to_swinkit then moves the patch merging and the head.
 _RULES = [

@@ -147,6 +147,9 @@ def save_safetensors(state: Mapping[str, torch.Tensor], path: str | os.PathLike,
     return write_atomic(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
+TORCH_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+
+
 def write_tensors(state: dict[str, torch.Tensor], path: str | os.PathLike, container: str | None = None) -> Path:
     """Write tensors atomically, as the suffix of ``path`` says: ``.safetensors``, or ``.pth``/``.pt``/``.bin``
     (``torch.save``, under ``{container: state}`` when given, as the official training code saves)."""

@@ -3,7 +3,8 @@
 - ``detect(state) -> bool``: a decisive test of its own key names (no detector matches another layout's state),
 - ``to_swinkit(state, family) -> Converted``: its names to swinkit's,
 - ``from_swinkit(model, state, variant) -> dict``: swinkit's names to its own, the exact inverse,
-- ``write(state, path)``: its file format, and ``FAMILIES`` (what it can hold) and ``VARIANTS`` (name schemes).
+- ``write(state, path)``: its file format, and ``SUFFIXES`` (of the files it writes), ``FAMILIES`` (what it can
+  hold) and ``VARIANTS`` (name schemes).
 
 swinkit's own layout is timm's for Swin V1/V2 (and the same scheme for CSWin); its files are told by their metadata.
 """
@@ -33,6 +34,11 @@ NATIVE = "swinkit"
 FAMILY_NAMES = {"swin": "Swin V1", "swinv2": "Swin V2", "cswin": "CSWin"}
 FORMATS = ("auto", NATIVE, *LAYOUTS)  # what load_checkpoint reads
 WRITE_FORMATS = (NATIVE, *LAYOUTS)  # what save_checkpoint writes
+
+
+def suffixes(format: str) -> tuple[str, ...]:
+    """The file suffixes ``format`` is written as (swinkit's own: safetensors with its metadata)."""
+    return (".safetensors",) if format == NATIVE else LAYOUTS[format].SUFFIXES
 
 
 def preview(keys, limit: int = 8) -> str:

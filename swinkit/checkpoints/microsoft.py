@@ -19,10 +19,11 @@ import torch
 from torch import nn
 
 from .common import Converted, drop_derived, qkv_stored_in_by_out, rename, split_full_attention_branches
-from .io import write_tensors
+from .io import TORCH_SUFFIXES, write_tensors
 
 FAMILIES = ("swin", "swinv2", "cswin")
 VARIANTS: tuple[str, ...] = ()
+SUFFIXES = TORCH_SUFFIXES
 
 _CSWIN_RULES = [
     (r"^stage1_conv_embed\.0\.", "patch_embed.proj."),

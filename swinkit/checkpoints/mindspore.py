@@ -35,6 +35,7 @@ from .common import Converted, drop_derived, rename
 from .mindspore_ckpt import write_ckpt
 
 FAMILIES = ("swin", "swinv2", "cswin")
+SUFFIXES = (".ckpt",)
 VARIANTS = ("mindcv", "modelzoo")  # MindCV's names (Swin V2 only; its default) or the official ones + gamma/beta
 
 # MindCV's numerics: the LayerNorm eps of the patch embedding, the blocks and the final norm, and the GELU.

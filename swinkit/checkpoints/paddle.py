@@ -34,6 +34,7 @@ from .pdparams import write_pdparams
 
 FAMILIES = ("swin", "swinv2", "cswin")
 VARIANTS: tuple[str, ...] = ()
+SUFFIXES = (".pdparams",)
 
 
 

@@ -9,10 +9,11 @@ import torch
 from torch import nn
 
 from .common import Converted, drop_derived
-from .io import write_tensors
+from .io import TORCH_SUFFIXES, write_tensors
 
 FAMILIES = ("swin", "swinv2")  # what timm has; swinkit's CSWin files use the same scheme and read through here
 VARIANTS: tuple[str, ...] = ()
+SUFFIXES = TORCH_SUFFIXES
 
 
 def detect(state: dict[str, torch.Tensor]) -> bool:

@@ -22,10 +22,11 @@ from torch import nn
 from ..layers import WindowAttentionV1, WindowAttentionV2
 from ..layers.relative_position import log_spaced_coords, relative_position_index
 from .common import Converted, drop_derived, rename
-from .io import write_tensors
+from .io import TORCH_SUFFIXES, write_tensors
 
 FAMILIES = ("swin", "swinv2")
 VARIANTS: tuple[str, ...] = ()
+SUFFIXES = TORCH_SUFFIXES
 
 _RULES = [
     (r"^features\.0\.0\.", "patch_embed.proj."),

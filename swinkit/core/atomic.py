@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import StorageError
+from .errors import ConfigError, StorageError
 
 TMP_SUFFIX = ".tmp"
 
@@ -130,3 +130,23 @@ def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
         else:
             p.unlink(missing_ok=True)
     return stale
+
+
+def check_output(path: str | os.PathLike, suffixes: tuple[str, ...], what: str) -> Path:
+    """Refuse, before any work, an output path a command could not write or that names the wrong kind of file.
+
+    The parent directory must exist already (a command never creates directories above the file it was asked to
+    write) and be writable, and the suffix must be one of ``suffixes`` (what ``what`` is written as).
+    """
+    path = Path(path)
+    if path.suffix not in suffixes:
+        raise ConfigError(f"{path}: {what} is written as {' or '.join(suffixes)}, not {path.suffix or 'no suffix'}; "
+                          f"name the output {path.with_suffix(suffixes[0]).name}")  # fmt: skip
+    parent = path.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{path}: the directory {parent} does not exist; create it first (mkdir -p {parent})")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{path}: the directory {parent} is not writable; choose another --output")
+    if path.is_dir():
+        raise ConfigError(f"{path} is a directory; give a file name")
+    return path

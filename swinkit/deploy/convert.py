@@ -9,12 +9,13 @@ from pathlib import Path
 
 from torch import nn
 
-from ..checkpoints import save_checkpoint
+from ..checkpoints import WRITE_FORMATS, save_checkpoint
 from ..checkpoints.common import DERIVED_BUFFERS
-from ..checkpoints.layouts import preview
+from ..checkpoints.layouts import preview, suffixes
 from ..checkpoints.load import LoadReport, load_prepared, prepare
 from ..checkpoints.transfer import read_label_map
-from ..core.errors import CheckpointError
+from ..core.atomic import check_output
+from ..core.errors import CheckpointError, ConfigError
 from ..engine.checkpoint import MODEL_FILE, find_checkpoint
 from ..models import create_model, model_info
 
@@ -70,6 +71,9 @@ def convert(
         A summary: what was mapped, dropped (unused keys, training state), rebuilt (derived tables and masks, made
         from the window geometry) and adapted, and what was written.
     """
+    if to_format not in WRITE_FORMATS:
+        raise ConfigError(f"to_format must be one of {', '.join(WRITE_FORMATS)}, got {to_format!r}")
+    check_output(dst, suffixes(to_format), f"the {to_format} checkpoint")
     model, report, _ = load_model(name, src, format=from_format, label_map=label_map, overrides=overrides)
     save_checkpoint(model, dst, format=to_format, layout=layout)
     rebuilt = [k for k in report.dropped if any(d in k for d in DERIVED_BUFFERS)]

@@ -12,6 +12,7 @@ as constants, and CSWin decides its stripe padding in Python, so those are expor
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -21,7 +22,8 @@ import torch
 import torch.fx.experimental._config
 from torch import nn
 
-from ..core.errors import ConfigError, SwinkitError
+from ..core.atomic import check_output
+from ..core.errors import ConfigError, MissingExtraError, SwinkitError
 from ..layers import to_2tuple
 from .convert import load_model
 
@@ -51,6 +53,20 @@ class ExportResult:
         lines += [f"  input {shape}: max |exported - pytorch| / max |pytorch| = {d:.2e}" for shape, d in self.checks]
         lines.append(f"largest relative difference {self.max_difference:.2e} (tolerance {TOLERANCE:g})")
         return "\n".join(lines)
+
+
+OUTPUT_SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".pth"), "exported-program": (".pt2",)}
+
+
+def require_onnx() -> None:
+    """ONNX export needs onnx and onnxscript, and its check onnxruntime: the ``export`` extra."""
+    for module in ("onnx", "onnxscript", "onnxruntime"):
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise MissingExtraError(
+                f"ONNX export needs {module}, which is not installed: pip install \"swinkit[export]\""
+            ) from err
 
 
 def _relative(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -91,13 +107,15 @@ def export(
             "TorchScript tracing records the image size as constants: use --format onnx or exported-program for a "
             "dynamic size, or export one TorchScript file per size"
         )
+    check_output(output, OUTPUT_SUFFIXES[format], f"the {format} export")
+    if format == "onnx":
+        require_onnx()
     if model is None:
         model, _, _ = load_model(name, checkpoint)
     model = model.eval()
     size = to_2tuple(img_size or model.img_size)
     example = torch.randn(2 if dynamic_batch else 1, 3, *size, generator=torch.Generator().manual_seed(0))
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
     dims = {0: torch.export.Dim("batch", min=1, max=1024)} if dynamic_batch else {}
     check_sizes = [size]
     tracing_options = contextlib.nullcontext()

@@ -8,12 +8,14 @@ class folder names), else ImageNet-1k's (timm's ``ImageNetInfo``) for a 1000-cla
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 
 import torch
 from PIL import Image, UnidentifiedImageError
 from timm.data import ImageNetInfo, create_transform
 
+from ..core.errors import ConfigError
 from .convert import load_model
 
 
@@ -42,6 +44,8 @@ def predict(
         One dict per image, in order: ``{"image", "top": [{"index", "label", "probability"}, ...]}``, or
         ``{"image", "error"}`` for a file that cannot be read as an image (the others are still predicted).
     """
+    if topk < 1:
+        raise ConfigError(f"--topk {topk}: ask for at least one class")
     model, _, stored = load_model(name, checkpoint, overrides=overrides)
     info = model.model_info
     transform = create_transform(
@@ -52,9 +56,14 @@ def predict(
     results = []
     for path in images:
         try:
-            with Image.open(path) as image:
-                x = transform(image.convert("RGB")).unsqueeze(0)
-        except (OSError, ValueError, UnidentifiedImageError) as err:
+            with warnings.catch_warnings():
+                # PIL warns above MAX_IMAGE_PIXELS and refuses above twice that: both are refused here.
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(path) as image:
+                    rgb = image.convert("RGB")
+            x = transform(rgb).unsqueeze(0)
+        except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError,
+                Image.DecompressionBombWarning) as err:  # fmt: skip
             results.append({"image": str(path), "error": f"not a readable image ({type(err).__name__}: {err})"})
             continue
         with torch.no_grad():

@@ -1,0 +1,118 @@
+"""User mistakes at the deploy commands: one line, exit 2, nothing built or written; bombs and full disks handled."""
+
+from __future__ import annotations
+
+import errno
+import importlib
+import os
+import stat
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import swinkit
+from swinkit.cli import main
+from swinkit.core.errors import MissingExtraError, StorageError
+from swinkit.deploy import export, predict
+
+from .conftest import perturb_parameters
+from .test_predict import TINY
+
+convert_module = importlib.import_module("swinkit.deploy.convert")
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    model = perturb_parameters(swinkit.create_model("swinv2_tiny_window8_256", **TINY))
+    original = convert_module.create_model
+    monkeypatch.setattr(convert_module, "create_model", lambda name, **kw: original(name, **{**TINY, **kw}))
+    return swinkit.save_checkpoint(model, tmp_path / "m.safetensors")
+
+
+def _one_line(capsys, expected: str) -> None:
+    err = capsys.readouterr().err
+    assert expected in err and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def test_predict_keeps_going_past_a_decompression_bomb(tmp_path, tiny_checkpoint, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)
+    paths = []
+    for name, side in (("small", 32), ("large", 120), ("bomb", 250)):  # under, over and twice over the limit
+        paths.append(tmp_path / f"{name}.png")
+        Image.fromarray(np.zeros((side, side, 3), dtype=np.uint8)).save(paths[-1])
+    results = predict("swinv2_tiny_window8_256", tiny_checkpoint, paths, topk=2)
+    assert "top" in results[0] and "error" in results[1] and "error" in results[2]
+    assert "DecompressionBomb" in results[2]["error"]
+
+
+def test_predict_topk_must_be_positive(tmp_path, tiny_checkpoint, capsys):
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(image)
+    assert main(["predict", "--model", "swinv2_tiny_window8_256", "--checkpoint", str(tiny_checkpoint),
+                 "--topk", "0", str(image)]) == 2  # fmt: skip
+    _one_line(capsys, "--topk 0")
+
+
+@pytest.mark.parametrize(
+    "output, expected",
+    [("missing/dir/m.onnx", "does not exist; create it first"), ("m.onx", "written as .onnx"), ("m", "no suffix")],
+)
+def test_export_checks_the_output_before_building(tmp_path, capsys, monkeypatch, output, expected):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(importlib.import_module("swinkit.deploy.export"), "load_model",
+                        lambda *a, **k: pytest.fail("built a model for an output it cannot write"))  # fmt: skip
+    assert main(["export", "--model", "swinv2_tiny_window8_256", "--format", "onnx", "--output", output]) == 2
+    _one_line(capsys, expected)
+    assert not (tmp_path / "missing").exists()
+
+
+def test_a_missing_export_extra_names_the_install_command(tmp_path, monkeypatch):
+    export_module = importlib.import_module("swinkit.deploy.export")
+    real = importlib.import_module
+
+    def without_onnxscript(name, *args):
+        if name == "onnxscript":
+            raise ModuleNotFoundError("No module named 'onnxscript'")
+        return real(name, *args)
+
+    monkeypatch.setattr(export_module.importlib, "import_module", without_onnxscript)
+    with pytest.raises(MissingExtraError, match=r'pip install "swinkit\[export\]"'):
+        export("swinv2_tiny_window8_256", tmp_path / "m.onnx", format="onnx")
+
+
+@pytest.mark.parametrize(
+    "dst, to, expected",
+    [("out.ckpt", "swinkit", "written as .safetensors"), ("out.safetensors", "mindspore", "written as .ckpt"),
+     ("nowhere/out.safetensors", "swinkit", "does not exist")],
+)  # fmt: skip
+def test_convert_checks_the_output_suffix_and_directory(tmp_path, tiny_checkpoint, capsys, dst, to, expected):
+    assert main(["convert", str(tiny_checkpoint), str(tmp_path / dst), "--model", "swinv2_tiny_window8_256",
+                 "--to", to]) == 2  # fmt: skip
+    _one_line(capsys, expected)
+    assert not (tmp_path / dst).exists()
+
+
+def test_written_files_get_the_usual_permissions(tmp_path, tiny_checkpoint):
+    umask = os.umask(0)
+    os.umask(umask)
+    out = tmp_path / "out.pth"
+    assert main(["convert", str(tiny_checkpoint), str(out), "--model", "swinv2_tiny_window8_256", "--to", "timm"]) == 0
+    for path in (tiny_checkpoint, out):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+def test_a_full_disk_names_the_path_and_keeps_the_previous_file(tmp_path, tiny_checkpoint, monkeypatch):
+    before = tiny_checkpoint.read_bytes()
+    model = swinkit.create_model("swinv2_tiny_window8_256", **TINY)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(importlib.import_module("swinkit.checkpoints.io"), "save_file", full)
+    with pytest.raises(StorageError, match=r"could not write .*m\.safetensors: No space left on device \(\d+ MB free"):
+        swinkit.save_checkpoint(model, tiny_checkpoint)
+    assert tiny_checkpoint.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
