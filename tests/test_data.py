@@ -111,3 +111,68 @@ def test_train_sharding_matches_one_process_and_resumes_mid_epoch():
     assert [i for i, _ in s] == one[20:] and len(s) == 30
     s.set_epoch(1)
     assert [i for i, _ in s] != one
+
+
+def test_symlinks_into_directories_are_followed_once(tmp_path):
+    root = _write_imagenet(tmp_path / "data", n_train=2, n_val=1)
+    train = root / "train"
+    (train / "cat" / "self").symlink_to(train / "cat")  # two links back to the folder: a walk that follows them
+    (train / "cat" / "again").symlink_to(train / "cat")  # blindly never ends
+    (train / "cat" / "up").symlink_to(train)  # the whole split again
+    (train / "dog" / "cats").symlink_to(train / "cat")  # another class
+    extra = tmp_path / "more_dogs"
+    extra.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(extra / "d.png")
+    (train / "dog" / "more").symlink_to(extra)  # outside the split: followed, once
+    (train / "dog" / "more_again").symlink_to(extra)
+    folder = imagenet_folders(root)[0]
+    assert [folder.target(i) for i in range(len(folder))] == [0, 0, 1, 1, 1]
+
+
+def test_an_empty_class_folder_is_an_error(tmp_path):
+    root = _write_imagenet(tmp_path / "data", n_train=2, n_val=1)
+    (root / "train" / "emu").mkdir()
+    with pytest.raises(DataLayoutError, match="emu hold no images"):
+        imagenet_folders(root)
+
+
+def test_data_pointing_at_a_file_and_eval_without_a_train_split(tmp_path, capsys):
+    file = tmp_path / "images.tar"
+    file.write_bytes(b"not a directory")
+    assert main(["train", "--data", str(file), "--output", str(tmp_path / "run")]) == 2
+    assert "is a file, not a dataset directory" in capsys.readouterr().err
+    root = _write_imagenet(tmp_path / "data", n_train=16, n_val=3)
+    run = tmp_path / "run"
+    train(tiny_config(run, "data.dataset=folder", f"data.root={root}", "data.batch_size=8", "sched.epochs=1",
+                      "data.max_train_samples=32", "data.max_val_samples=6"))  # fmt: skip
+    import shutil
+
+    shutil.rmtree(root / "train")
+    assert main(["eval", "--checkpoint", str(run / "checkpoints" / "last"), "--data", str(root)]) == 0
+    assert json.loads((run / "checkpoints" / "last" / "eval.json").read_text())["n"] == 6
+
+
+@pytest.mark.parametrize(
+    "mode, pixels, expected",
+    [("I;16", np.full((4, 4), 32896, dtype=np.uint16), 128), ("I", np.full((4, 4), 65535, dtype=np.int32), 255),
+     ("F", np.full((4, 4), 0.5, dtype=np.float32), 128)],
+)  # fmt: skip
+def test_deep_images_are_scaled_by_their_range(tmp_path, mode, pixels, expected):
+    suffix = ".png" if mode == "I;16" else ".tiff"
+    root = tmp_path / "data"
+    for split in ("train", "val"):
+        (root / split / "a").mkdir(parents=True)
+        image = Image.fromarray(pixels)
+        assert image.mode == mode
+        image.save(root / split / "a" / f"x{suffix}")
+    rgb = imagenet_folders(root)[0].load(0)
+    assert rgb.mode == "RGB" and np.asarray(rgb).min() == np.asarray(rgb).max() == expected
+
+
+def test_float_images_outside_0_1_are_refused_with_the_reason(tmp_path):
+    from swinkit.core.errors import DataError
+    from swinkit.data.datasets import to_rgb
+
+    image = Image.fromarray(np.full((4, 4), 7.5, dtype=np.float32))
+    with pytest.raises(DataError, match="outside 0..1"):
+        to_rgb(image, "x.tiff")

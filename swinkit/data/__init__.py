@@ -1,6 +1,6 @@
 """Datasets, transforms and loaders for training and evaluation."""
 
-from .datasets import DataLayoutError, Digits, ImageFolder, build_datasets, imagenet_folders
+from .datasets import DataLayoutError, Digits, ImageFolder, build_datasets, build_val_dataset, imagenet_folders
 from .loader import EpochSampler, build_loader, collate
 from .transforms import build_transform, build_two_view_transform
 
@@ -10,6 +10,7 @@ __all__ = [
     "EpochSampler",
     "ImageFolder",
     "build_datasets",
+    "build_val_dataset",
     "build_loader",
     "build_transform",
     "build_two_view_transform",

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..core.errors import DataLayoutError
+from ..core.errors import DataError, DataLayoutError
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 DIGITS_VAL_FRACTION = 0.2
@@ -22,17 +22,41 @@ DIGITS_SPLIT_SEED = 0
 
 
 class ImageFolder:
-    """``root/<class>/<image>`` with classes in sorted order; files are scanned once, sorted, without opening them."""
+    """``root/<class>/<image>`` with classes in sorted order; files are scanned once, sorted, without opening them.
+
+    Symbolic links to directories are followed, but every real directory is read at most once: a link back to its
+    own folder, to the split or to another class adds nothing (it would loop forever or count images twice).
+
+    Raises:
+        DataLayoutError: a class folder holds no images (it would be a class that no sample has).
+    """
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.classes = sorted(d.name for d in os.scandir(self.root) if d.is_dir() and not d.name.startswith("."))
         self.samples: list[tuple[str, int]] = []
+        seen = {os.path.realpath(self.root), *(os.path.realpath(self.root / c) for c in self.classes)}
+        empty = []
         for target, cls in enumerate(self.classes):
-            for dirpath, _, files in sorted(os.walk(self.root / cls, followlinks=True)):
+            count = len(self.samples)
+            for dirpath, dirnames, files in os.walk(self.root / cls, followlinks=True):
+                fresh = []
+                for d in sorted(dirnames):
+                    real = os.path.realpath(os.path.join(dirpath, d))
+                    if real not in seen:
+                        seen.add(real)
+                        fresh.append(d)
+                dirnames[:] = fresh
                 for fname in sorted(files):
                     if fname.lower().endswith(IMG_EXTENSIONS):
                         self.samples.append((os.path.join(dirpath, fname), target))
+            if len(self.samples) == count:
+                empty.append(cls)
+        if empty and len(empty) < len(self.classes):
+            raise DataLayoutError(
+                f"{self.root}: the class folder(s) {', '.join(empty[:5])} hold no images; add images or remove the "
+                "folder (an empty folder would still be counted as a class)"
+            )
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -46,7 +70,25 @@ class ImageFolder:
     def load(self, index: int) -> Image.Image:
         path, _ = self.samples[index]
         with Image.open(path) as img:
-            return img.convert("RGB")
+            return to_rgb(img, path)
+
+
+def to_rgb(img: Image.Image, source: str) -> Image.Image:
+    """An 8-bit RGB image; 16-bit and 32-bit integer images and float images are scaled by their real range.
+
+    PIL's own ``convert("RGB")`` clips such pixels to 255 (a 16-bit PNG turns white). Integer pixels are read as
+    16-bit (0..65535), float pixels as 0..1; pixels outside that range raise ``DataError``.
+    """
+    if img.mode not in ("I", "F") and not img.mode.startswith("I;16"):
+        return img.convert("RGB")
+    pixels = np.asarray(img, dtype=np.float64)
+    high = 1.0 if img.mode == "F" else 65535.0
+    if not (np.isfinite(pixels).all() and pixels.min(initial=0) >= 0 and pixels.max(initial=0) <= high):
+        raise DataError(
+            f"{source}: {img.mode} pixels range over [{pixels.min():g}, {pixels.max():g}], outside 0..{high:g}; "
+            "convert the image to 8 or 16 bits per channel"
+        )
+    return Image.fromarray(np.round(pixels * (255.0 / high)).astype(np.uint8)).convert("RGB")
 
 
 class Digits:
@@ -112,25 +154,27 @@ def _describe(path: Path) -> str:
     return f"it contains {entries or 'nothing'}"
 
 
-def imagenet_folders(root: str | Path) -> tuple[ImageFolder, ImageFolder]:
-    """The train and val splits of an ImageNet-layout directory: ``root/{train,val}/<class>/<image>``."""
+def imagenet_folders(root: str | Path, splits: tuple[str, ...] = ("train", "val")) -> list[ImageFolder]:
+    """The ``splits`` of an ImageNet-layout directory: ``root/{train,val}/<class>/<image>``."""
     root = Path(root)
-    expected = f"expected {root}/train/<class>/<image> and {root}/val/<class>/<image> (the ImageNet folder layout)"
+    expected = " and ".join(f"{root}/{s}/<class>/<image>" for s in splits) + " (the ImageNet folder layout)"
+    if root.exists() and not root.is_dir():
+        raise DataLayoutError(f"{root} is a file, not a dataset directory; expected {expected}")
     problems = []
-    for split in ("train", "val"):
+    for split in splits:
         if not (root / split).is_dir():
             problems.append(f"{root / split} is missing ({_describe(root)})")
     if not problems:
-        splits = [ImageFolder(root / "train"), ImageFolder(root / "val")]
-        for split, ds in zip(("train", "val"), splits, strict=True):
+        folders = [ImageFolder(root / split) for split in splits]
+        for split, ds in zip(splits, folders, strict=True):
             if not ds.classes or len(ds) == 0:
                 problems.append(f"{root / split} has no class folders with images ({_describe(root / split)})")
-        if not problems and splits[0].classes != splits[1].classes:
-            only = sorted(set(splits[0].classes) ^ set(splits[1].classes))[:5]
+        if not problems and any(ds.classes != folders[0].classes for ds in folders):
+            only = sorted(set(folders[0].classes) ^ set(folders[-1].classes))[:5]
             problems.append(f"train and val have different classes (e.g. {only})")
         if not problems:
-            return splits[0], splits[1]
-    raise DataLayoutError(f"{root} is not an image-classification dataset: {'; '.join(problems)}; {expected}")
+            return folders
+    raise DataLayoutError(f"{root} is not an image-classification dataset: {'; '.join(problems)}; expected {expected}")
 
 
 def build_datasets(dataset: str, root: str | None, max_train: int | None = None, max_val: int | None = None):
@@ -138,17 +182,29 @@ def build_datasets(dataset: str, root: str | None, max_train: int | None = None,
     if dataset == "digits":
         train, val = Digits("train"), Digits("val")
     else:
-        if not root:
-            raise DataLayoutError(
-                "no data directory: pass --data DIR (ImageNet layout: DIR/train/<class>/*, DIR/val/<class>/*) "
-                "or use the built-in digits with data.dataset=digits"
-            )
-        train, val = imagenet_folders(root)
-    if max_train:
-        train = Subset(train, max_train)
-    if max_val:
-        val = Subset(val, max_val)
-    return train, val
+        train, val = imagenet_folders(_require_root(root))
+    return _first(train, max_train), _first(val, max_val)
+
+
+def build_val_dataset(dataset: str, root: str | None, max_val: int | None = None):
+    """The validation split alone (``swinkit eval`` needs no ``DIR/train``)."""
+    if dataset == "digits":
+        return _first(Digits("val"), max_val)
+    (val,) = imagenet_folders(_require_root(root), ("val",))
+    return _first(val, max_val)
+
+
+def _require_root(root: str | None) -> str:
+    if not root:
+        raise DataLayoutError(
+            "no data directory: pass --data DIR (ImageNet layout: DIR/train/<class>/*, DIR/val/<class>/*) "
+            "or use the built-in digits with data.dataset=digits"
+        )
+    return root
+
+
+def _first(dataset, n: int | None):
+    return Subset(dataset, n) if n else dataset
 
 
 class TransformedDataset(torch.utils.data.Dataset):

@@ -17,7 +17,7 @@ from torch import nn
 from ..checkpoints import load_checkpoint
 from ..core.distributed import all_reduce_sum
 from ..core.errors import CheckpointError
-from ..data import build_datasets, build_loader, build_transform
+from ..data import build_loader, build_transform, build_val_dataset
 from . import checkpoint as ckpt
 from .config import Config
 from .setup import autocast, build_model, session
@@ -69,7 +69,7 @@ def run_eval(cfg: Config, checkpoint: str, output: str | None = None) -> dict:
 
 
 def _run_eval(cfg: Config, env, device: torch.device, precision: str, checkpoint: str, output: str | None) -> dict:
-    _, val_base = build_datasets(cfg.data.dataset, cfg.data.root, None, cfg.data.max_val_samples)
+    val_base = build_val_dataset(cfg.data.dataset, cfg.data.root, cfg.data.max_val_samples)
     model = build_model(cfg, num_classes=len(val_base.classes))
     path = Path(checkpoint)
     ckpt_dir = None if path.is_file() else ckpt.find_checkpoint(path)  # last/, or the .last.old of a cut swap
