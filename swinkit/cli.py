@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from . import models
-from .core.errors import ConfigError
+from .core.errors import ConfigError, RunNotFoundError
 
 
 def _count_params_and_macs(name: str) -> tuple[int, int, tuple[int, int]]:
@@ -66,14 +66,20 @@ def _config(args: argparse.Namespace):
     return load_config(args.config, overrides)
 
 
+def _resume_config(args: argparse.Namespace) -> None:
+    """``--resume RUN_DIR`` continues with the run's own resolved config unless another one is given."""
+    if args.resume and args.config is None:
+        saved = Path(args.resume) / "config.yaml"
+        if not saved.is_file():
+            raise RunNotFoundError(f"--resume {args.resume}: not a swinkit run directory (it has no config.yaml); give "
+                                   "the directory a run was trained into (its --output)")  # fmt: skip
+        args.config = str(saved)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .engine.train import train
 
-    config = args.config
-    if args.resume and config is None:
-        # Continue with the run's own resolved config unless another one is given.
-        config = str(Path(args.resume) / "config.yaml")
-    args.config = config
+    _resume_config(args)
     train(_config(args), resume=args.resume)
     return 0
 
@@ -81,8 +87,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from .engine.pretrain import pretrain
 
-    if args.resume and args.config is None:
-        args.config = str(Path(args.resume) / "config.yaml")
+    _resume_config(args)
     if args.config is None:
         raise ConfigError("--config is required (e.g. -c moby_quickstart or -c simmim_quickstart)")
     pretrain(_config(args), resume=args.resume)

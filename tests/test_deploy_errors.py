@@ -116,3 +116,25 @@ def test_a_full_disk_names_the_path_and_keeps_the_previous_file(tmp_path, tiny_c
         swinkit.save_checkpoint(model, tiny_checkpoint)
     assert tiny_checkpoint.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [(["pretrain"], "--config is required"),
+     (["eval", "--checkpoint", "{tmp}/nothing"], "not a swinkit checkpoint directory"),
+     (["predict", "--model", "resnet50", "{tmp}/x.png"], "unknown model 'resnet50'"),
+     (["export", "--model", "swinv2_tiny_window8_256", "--format", "onnx", "--output", "{tmp}/m.onnx",
+       "--checkpoint", "{tmp}/empty.pth"], "is empty (0 bytes)"),
+     (["convert", "{tmp}/empty.pth", "{tmp}/out.safetensors", "--model", "swinv2_tiny_window8_256"], "is empty"),
+     (["convert", "{tmp}/tagged.pth", "{tmp}/out.safetensors", "--model", "swinv2_tiny_window8_256"],
+      "refuses to unpickle"),
+     (["benchmark", "--model", "swin_tinyy"], "unknown model"),
+     (["benchmark", "--model", "swinv2_tiny_window8_256", "--against", "paddle"], "unknown peers"),
+     (["train", "--resume", "{tmp}"], "not a swinkit run directory"),
+     (["plot", "{tmp}"], "metrics.jsonl does not exist")],
+)  # fmt: skip
+def test_every_command_answers_a_mistake_with_one_line(tmp_path, capsys, args, expected):
+    (tmp_path / "empty.pth").write_bytes(b"")
+    torch.save({"w": torch.zeros(1), "cfg": os.environ.__class__}, tmp_path / "tagged.pth")
+    assert main([a.format(tmp=tmp_path) for a in args]) == 2
+    _one_line(capsys, expected)
