@@ -55,15 +55,16 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _config(args: argparse.Namespace):
-    from .engine.config import load_config
+def _config(args: argparse.Namespace, base=None):
+    """The config of ``--config`` (or ``base``, a stored run config) with ``--data``, ``--output`` and overrides."""
+    from .engine.config import apply_overrides, load_config
 
     overrides = list(args.overrides)
     if getattr(args, "data", None):
         overrides += ["data.dataset=folder", f"data.root={args.data}"]
     if getattr(args, "output", None):
         overrides.append(f"train.output={args.output}")
-    return load_config(args.config, overrides)
+    return apply_overrides(base, overrides) if base is not None else load_config(args.config, overrides)
 
 
 def _resume_config(args: argparse.Namespace) -> None:
@@ -95,13 +96,13 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from .engine.checkpoint import stored_config
     from .engine.evaluate import run_eval
 
-    if args.config is None:
-        saved = Path(args.checkpoint) / "config.yaml"
-        args.config = str(saved) if saved.is_file() else None
+    # The run's own config (stored beside or inside the checkpoint) unless --config names another.
+    base = stored_config(args.checkpoint) if args.config is None else None
     output, args.output = args.output, None
-    run_eval(_config(args), args.checkpoint, output=output)
+    run_eval(_config(args, base), args.checkpoint, output=output)
     return 0
 
 
@@ -215,13 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="image path (default: RUN_DIR/curves.png)")
     p.set_defaults(func=cmd_plot)
 
+    model_help = "registered model name; not needed for a checkpoint a swinkit run wrote (its config names it)"
     from .checkpoints import FORMATS as READ_FORMATS
     from .checkpoints import WRITE_FORMATS
 
     p = sub.add_parser("convert", help="convert a checkpoint between layouts (timm, official, HF, MindSpore, ...)")
     p.add_argument("src", help="checkpoint to read (.pth/.pt/.bin, .safetensors, .ckpt, .pdparams)")
     p.add_argument("dst", help="file to write (.safetensors, .pth; .ckpt for --to mindspore, .pdparams for paddle)")
-    p.add_argument("--model", required=True, help="registered model name the weights belong to")
+    p.add_argument("--model", help=model_help)
     p.add_argument("--from", dest="from_format", default="auto", choices=READ_FORMATS, help="source layout")
     p.add_argument("--to", dest="to_format", default="swinkit", choices=WRITE_FORMATS, help="target layout")
     p.add_argument("--label-map", help="class map file (line i = source class of target class i), or a built-in name")
@@ -229,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("export", help="export to ONNX, TorchScript or torch.export and check it against PyTorch")
-    p.add_argument("--model", required=True, help="registered model name")
+    p.add_argument("--model", help=model_help)
     p.add_argument("--checkpoint", help="weights to load (any layout); random weights without")
     p.add_argument("--format", required=True, choices=["onnx", "torchscript", "exported-program"])
     p.add_argument("--output", required=True, help="file to write")
@@ -242,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="top-k classes of images with the model's own preprocessing")
     p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--model", required=True, help="registered model name")
+    p.add_argument("--model", help=model_help)
     p.add_argument("--checkpoint", help="weights (file or training checkpoint directory)")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--json", action="store_true", help="print the results as JSON")

@@ -16,12 +16,13 @@ from ..checkpoints.load import LoadReport, load_prepared, prepare
 from ..checkpoints.transfer import read_label_map
 from ..core.atomic import check_output
 from ..core.errors import CheckpointError, ConfigError
-from ..engine.checkpoint import MODEL_FILE, find_checkpoint
+from ..engine.checkpoint import MODEL_FILE, find_checkpoint, stored_config
+from ..engine.setup import model_overrides
 from ..models import create_model, model_info
 
 
 def load_model(
-    name: str,
+    name: str | None,
     checkpoint: str | os.PathLike | None,
     *,
     format: str = "auto",
@@ -31,12 +32,23 @@ def load_model(
     """Build ``name`` with the checkpoint's class count and load it.
 
     ``checkpoint`` may be a file or a swinkit training checkpoint directory (its ``model.safetensors`` is used).
-    ``overrides`` are constructor arguments for ``create_model`` (e.g. a non-default ``window_size``).
+    ``overrides`` are constructor arguments for ``create_model`` (e.g. a non-default ``window_size``). Without a
+    ``name``, the checkpoint must be one a swinkit run wrote: the architecture, overrides included, is rebuilt from
+    the config stored with it.
 
     Returns:
         (model in eval mode, the load report or None without a checkpoint, class names stored in the checkpoint
         (a swinkit training checkpoint's class folder names) or None).
     """
+    run = stored_config(checkpoint) if name is None and checkpoint is not None else None
+    if name is None and run is None:
+        raise ConfigError(
+            f"{checkpoint or 'no checkpoint'}: name the architecture with --model (only a checkpoint a swinkit run "
+            "wrote describes its own)"
+        )
+    if run is not None:
+        name, overrides = run.model.name, {**model_overrides(run), **(overrides or {})}
+        overrides.pop("num_classes", None)  # the checkpoint's head decides
     if checkpoint is None:
         return create_model(name, **(overrides or {})).eval(), None, None
     path = Path(checkpoint)
@@ -57,7 +69,7 @@ def load_model(
 def convert(
     src: str | os.PathLike,
     dst: str | os.PathLike,
-    name: str,
+    name: str | None,
     *,
     from_format: str = "auto",
     to_format: str = "swinkit",
@@ -66,6 +78,8 @@ def convert(
     overrides: dict | None = None,
 ) -> str:
     """Read ``src`` (any layout ``load_checkpoint`` reads) into model ``name``, write it to ``dst`` as ``to_format``.
+
+    ``name`` may be None for a checkpoint a swinkit run wrote (see ``load_model``).
 
     Returns:
         A summary: what was mapped, dropped (unused keys, training state), rebuilt (derived tables and masks, made
@@ -78,7 +92,7 @@ def convert(
     save_checkpoint(model, dst, format=to_format, layout=layout)
     rebuilt = [k for k in report.dropped if any(d in k for d in DERIVED_BUFFERS)]
     dropped = [k for k in report.dropped if k not in rebuilt]
-    lines = [f"read {src} ({report.format} layout) into {model_info(name).name} ({model.num_classes} classes)"]
+    lines = [f"read {src} ({report.format} layout) into {model.model_info.name} ({model.num_classes} classes)"]
     lines.append(f"mapped {len(report.loaded)} tensors")
     if dropped:
         lines.append(f"dropped {len(dropped)} (unused or training state): {preview(dropped, 6)}")

@@ -1,8 +1,10 @@
 """``swinkit predict``: top-k classes of image files with the model's own evaluation preprocessing.
 
-Preprocessing is the model's ``model_info``: resize to ``img_size / crop_pct`` with its interpolation, centre crop
-``img_size``, normalise with its mean and std. Class names are those stored in a swinkit training checkpoint (the
-class folder names), else ImageNet-1k's (timm's ``ImageNetInfo``) for a 1000-class model, else ``class <i>``.
+Preprocessing is the run's own evaluation transform for a checkpoint a swinkit run wrote (its stored ``data``
+config: what ``swinkit eval`` measured), else the model's ``model_info``: resize to ``img_size / crop_pct`` with its
+interpolation, centre crop ``img_size``, normalise with its mean and std. Class names are those stored in a swinkit
+training checkpoint (the class folder names), else ImageNet-1k's (timm's ``ImageNetInfo``) for a 1000-class model,
+else ``class <i>``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from PIL import Image, UnidentifiedImageError
 from timm.data import ImageNetInfo, create_transform
 
 from ..core.errors import ConfigError
+from ..data import build_transform
+from ..engine.checkpoint import stored_config
 from .convert import load_model
 
 
@@ -29,7 +33,7 @@ def class_names(num_classes: int, stored: list[str] | None) -> list[str]:
 
 
 def predict(
-    name: str,
+    name: str | None,
     checkpoint: str | os.PathLike | None,
     images: Sequence[str | os.PathLike],
     *,
@@ -48,10 +52,14 @@ def predict(
         raise ConfigError(f"--topk {topk}: ask for at least one class")
     model, _, stored = load_model(name, checkpoint, overrides=overrides)
     info = model.model_info
-    transform = create_transform(
-        input_size=(3, *info.img_size), interpolation=info.interpolation,
-        crop_pct=info.crop_pct, mean=info.mean, std=info.std,
-    )  # fmt: skip
+    run = stored_config(checkpoint) if checkpoint is not None else None
+    if run is not None:  # the run's own evaluation transform: what `swinkit eval` measured
+        transform = build_transform(run.data, model.img_size[0], False, info)
+    else:
+        transform = create_transform(
+            input_size=(3, *info.img_size), interpolation=info.interpolation,
+            crop_pct=info.crop_pct, mean=info.mean, std=info.std,
+        )  # fmt: skip
     names = class_names(model.num_classes, stored)
     results = []
     for path in images:

@@ -19,13 +19,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from ..checkpoints import save_checkpoint
 from ..checkpoints.io import read_file, save_safetensors
 from ..core.atomic import previous_copy, write_dir
 from ..core.errors import CheckpointError
-from .config import Config, save_config, to_yaml
+from .config import Config, config_from_dict, load_config, save_config, to_yaml
 
 MODEL_FILE = "model.safetensors"
 EMA_FILE = "ema.safetensors"
@@ -108,6 +110,26 @@ def find_checkpoint(path: str | Path) -> Path | None:
         if (candidate / MODEL_FILE).is_file():
             return candidate
     return None
+
+
+def stored_config(path: str | Path) -> Config | None:
+    """The config a swinkit run stored with a checkpoint: a training checkpoint directory's ``config.yaml``, or for a
+    file its own safetensors metadata (every weight file a run writes carries it), else a ``config.yaml`` beside it.
+    None for files that come from elsewhere."""
+    path = Path(path)
+    if not path.is_file():
+        found = find_checkpoint(path)
+        return load_config(str(found / CONFIG_FILE)) if found and (found / CONFIG_FILE).is_file() else None
+    if path.suffix == ".safetensors":
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                text = (f.metadata() or {}).get("config")
+        except (SafetensorError, OSError):
+            text = None
+        if text:
+            return config_from_dict(yaml.safe_load(text), f"the config stored in {path}")
+    beside = path.parent / CONFIG_FILE
+    return load_config(str(beside)) if beside.is_file() else None
 
 
 def load_weights(model: nn.Module, ckpt_dir: Path, ema: bool = False) -> None:
