@@ -114,22 +114,26 @@ def find_checkpoint(path: str | Path) -> Path | None:
 
 def stored_config(path: str | Path) -> Config | None:
     """The config a swinkit run stored with a checkpoint: a training checkpoint directory's ``config.yaml``, or for a
-    file its own safetensors metadata (every weight file a run writes carries it), else a ``config.yaml`` beside it.
-    None for files that come from elsewhere."""
+    weight file its own safetensors metadata (every weight file a run writes carries it). None for files from
+    elsewhere (a ``config.yaml`` that merely lies beside a foreign file is not taken for one)."""
     path = Path(path)
     if not path.is_file():
         found = find_checkpoint(path)
         return load_config(str(found / CONFIG_FILE)) if found and (found / CONFIG_FILE).is_file() else None
-    if path.suffix == ".safetensors":
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                text = (f.metadata() or {}).get("config")
-        except (SafetensorError, OSError):
-            text = None
-        if text:
-            return config_from_dict(yaml.safe_load(text), f"the config stored in {path}")
-    beside = path.parent / CONFIG_FILE
-    return load_config(str(beside)) if beside.is_file() else None
+    if path.suffix != ".safetensors":
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            text = (f.metadata() or {}).get("config")
+    except (SafetensorError, OSError):
+        return None
+    if not text:
+        return None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise CheckpointError(f"{path}: the config in its metadata is not valid YAML; the file is corrupt") from err
+    return config_from_dict(data, f"the config stored in {path}")
 
 
 def load_weights(model: nn.Module, ckpt_dir: Path, ema: bool = False) -> None:
