@@ -2,7 +2,7 @@
 
 from .checkpoints import LoadReport, load_checkpoint, save_checkpoint
 from .core.errors import CheckpointError, ConfigError, DataError, SwinkitError
-from .models import create_model, list_models, model_info
+from .models import count_flops, create_model, list_models, model_info
 
 __version__ = "0.1.0"
 
@@ -13,6 +13,7 @@ __all__ = [
     "LoadReport",
     "SwinkitError",
     "__version__",
+    "count_flops",
     "create_model",
     "list_models",
     "load_checkpoint",

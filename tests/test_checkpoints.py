@@ -238,3 +238,13 @@ def test_features_only_model_loads_a_classifier_checkpoint():
     report = load_checkpoint(features, full.state_dict())
     assert any(k.startswith("layers.3.") for k in report.dropped) and "head.fc.weight" in report.dropped
     assert torch.equal(features.model.layers[1].downsample.reduction.weight, full.layers[1].downsample.reduction.weight)
+
+
+def test_a_class_count_mismatch_names_the_real_settings():
+    source = swinkit.create_model("swinv2_tiny_window8_256", embed_dim=8, depths=(1, 1), num_heads=(1, 2),
+                                  num_classes=10)  # fmt: skip
+    target = swinkit.create_model("swinv2_tiny_window8_256", embed_dim=8, depths=(1, 1), num_heads=(1, 2),
+                                  num_classes=5)  # fmt: skip
+    with pytest.raises(CheckpointError, match=r"model\.head=reset.*model\.label_map=imagenet22k_to_1k"):
+        load_checkpoint(target, source.state_dict())
+    assert swinkit.count_flops(target) > 0  # the README names it at the top level

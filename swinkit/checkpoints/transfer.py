@@ -129,9 +129,9 @@ def adapt_to_model(
         if head != "reset":
             raise CheckpointError(
                 f"the checkpoint's head has {source_classes} classes but the model has {target_classes}. Either "
-                f"create the model with num_classes={source_classes}, pass head='reset' (CLI: --head reset) to "
-                "train a fresh head on the loaded backbone, or pass a label_map file to select classes (e.g. "
-                "ImageNet-22k -> 1k with map22kto1k.txt)"
+                f"create the model with num_classes={source_classes}, pass head='reset' (config: model.head=reset) "
+                "to train a fresh head on the loaded backbone, or pass a label map to select classes (ImageNet-22k "
+                "-> 1k: label_map='imagenet22k_to_1k', config: model.label_map=imagenet22k_to_1k)"
             )
         dropped += [k for k in HEAD_KEYS if state.pop(k, None) is not None]
         notes.append(f"head: checkpoint has {source_classes} classes, model {target_classes}; head reset")
