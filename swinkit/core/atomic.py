@@ -20,10 +20,18 @@ TMP_SUFFIX = ".tmp"
 
 
 def fsync_path(path: str | os.PathLike) -> None:
-    """Flush a file's or a directory's contents to disk."""
-    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if Path(path).is_dir() else 0))
+    """Flush a file's or a directory's contents to disk.
+
+    Some file systems (network and FUSE mounts among them) cannot sync a directory and say so with EINVAL or
+    ENOTSUP: there the rename is as durable as the mount makes it, and the write goes on.
+    """
+    is_dir = Path(path).is_dir()
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if is_dir else 0))
     try:
         os.fsync(fd)
+    except OSError as err:
+        if not (is_dir and err.errno in (errno.EINVAL, errno.ENOTSUP)):
+            raise
     finally:
         os.close(fd)
 
