@@ -81,6 +81,11 @@ class Stage:
     window_size: int | None
 
 
+def steps_per_epoch(cfg: Config, train_size: int, world_size: int) -> int:
+    """Optimizer steps in an epoch: each process's full batches, grouped by ``optim.accum_steps``."""
+    return (train_size // world_size // cfg.data.batch_size) // cfg.optim.accum_steps
+
+
 def stage_plan(cfg: Config) -> list[Stage]:
     if not cfg.train.stages:
         return [Stage(0, cfg.sched.epochs, None, None)]
@@ -181,13 +186,13 @@ def _fit(cfg: Config, s: Session, run_dir: Path, resume_dir: Path | None, recipe
     batch, accum = cfg.data.batch_size, cfg.optim.accum_steps
     global_batch = batch * env.world_size
     lr_scale = lr_scale_factor(cfg.optim.lr_base_batch, global_batch, accum)
-    steps_per_epoch = (recipe.train_size // env.world_size // batch) // accum
-    if steps_per_epoch == 0:
+    epoch_steps = steps_per_epoch(cfg, recipe.train_size, env.world_size)
+    if epoch_steps == 0:
         raise ConfigError(
             f"{recipe.train_size} training images make no full step of {global_batch * accum} (batch x processes x "
             "accum_steps); lower data.batch_size"
         )
-    micro_per_epoch = steps_per_epoch * accum
+    micro_per_epoch = epoch_steps * accum
     progress = Progress()
     trainer_state = ckpt.load_trainer_state(resume_dir) if resume_dir else None
     if trainer_state:
@@ -207,7 +212,7 @@ def _fit(cfg: Config, s: Session, run_dir: Path, resume_dir: Path | None, recipe
             "run %s | %s on %s (%s), %d process(es) | batch %d x %d = %d global%s | %d train images | "
             "%d epochs x %d steps | lr %.3g (x%.3g scaling)",
             run_dir, recipe.kind, device, precision, env.world_size, batch, env.world_size, global_batch,
-            f" x {accum} accum" if accum > 1 else "", recipe.train_size, cfg.sched.epochs, steps_per_epoch,
+            f" x {accum} accum" if accum > 1 else "", recipe.train_size, cfg.sched.epochs, epoch_steps,
             cfg.optim.lr * lr_scale, lr_scale,
         )  # fmt: skip
 
@@ -266,7 +271,7 @@ def _fit(cfg: Config, s: Session, run_dir: Path, resume_dir: Path | None, recipe
                     break  # a remainder that does not fill an accumulation window
                 micro = progress.batch_in_epoch % accum
                 if micro == 0:
-                    lr = lr_at(progress.step, steps_per_epoch, cfg.sched, cfg.optim.lr, lr_scale)
+                    lr = lr_at(progress.step, epoch_steps, cfg.sched, cfg.optim.lr, lr_scale)
                     for group in optimizer.param_groups:
                         group["lr"] = lr * group["lr_scale"]
                 progress.batch_in_epoch += 1

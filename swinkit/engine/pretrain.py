@@ -20,7 +20,7 @@ from ..core.errors import ConfigError
 from ..data import build_datasets, build_loader, build_transform, build_two_view_transform
 from ..ssl import MoBY, SimMIM, build_moby, build_simmim, encoder_info
 from .config import Config
-from .loop import Stage, fit
+from .loop import Stage, fit, steps_per_epoch
 from .objectives import SelfSupervised
 from .setup import Session, model_overrides
 
@@ -92,8 +92,8 @@ class PretrainRecipe:
         eval_batch = cfg.data.eval_batch_size or cfg.data.batch_size
         bank_loader = build_loader(self.train_base, eval_transform, batch_size=eval_batch, train=False, **shared)
         val_loader = build_loader(self.val_base, eval_transform, batch_size=eval_batch, train=False, **shared)
-        steps_per_epoch = self.train_size // env.world_size // cfg.data.batch_size // cfg.optim.accum_steps
-        return SelfSupervised(cfg, s, model, train_loader, bank_loader, val_loader, steps_per_epoch * cfg.sched.epochs)
+        total_steps = steps_per_epoch(cfg, self.train_size, env.world_size) * cfg.sched.epochs
+        return SelfSupervised(cfg, s, model, train_loader, bank_loader, val_loader, total_steps)
 
 
 def pretrain(cfg: Config, resume: str | None = None) -> dict:
