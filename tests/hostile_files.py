@@ -101,7 +101,7 @@ def valid(out: Path) -> list[Path]:
     torch.save(state, files[1])
     torch.save(state, files[2], _use_new_zipfile_serialization=False)
     mindspore_ckpt.write_ckpt(state, files[3])
-    write_pdparams({k: v for k, v in state.items()}, files[4])
+    write_pdparams(state, files[4])
     return files
 
 

@@ -156,7 +156,7 @@ def write_tensors(state: dict[str, torch.Tensor], path: str | os.PathLike, conta
     path = Path(path)
     if path.suffix == ".safetensors":
         return save_safetensors(state, path, {"format": "pt"})
-    if path.suffix in (".pth", ".pt", ".bin"):
+    if path.suffix in TORCH_SUFFIXES:
         obj = {container: state} if container else state
         return write_atomic(path, lambda tmp: torch.save(obj, tmp))
-    raise CheckpointError(f"cannot tell how to write {path.name}: use a .safetensors, .pth, .pt or .bin file")
+    raise CheckpointError(f"cannot tell how to write {path.name}: use a {', '.join(TORCH_SUFFIXES)} file")
