@@ -20,11 +20,42 @@ def _count_params_and_macs(name: str) -> tuple[int, int, tuple[int, int]]:
     return sum(p.numel() for p in model.parameters()), models.count_flops(model), model.img_size
 
 
+def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]], markdown: bool, widths: tuple[int, ...]) -> None:
+    """Rows as a markdown table (first column as code) or as aligned text (negative width: left-aligned)."""
+    if markdown:
+        print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+        for row in rows:
+            print("| " + " | ".join(f"`{c}`" if i == 0 else c for i, c in enumerate(row)) + " |")
+        return
+    for row in (header, *rows):
+        cells = [f"{cell:<{-w}}" if w < 0 else f"{cell:>{w}}" for cell, w in zip(row, widths, strict=False)]
+        print(" ".join(cells) + "  " + row[-1])
+
+
+def _print_weights(names: list[str], markdown: bool) -> None:
+    from .hub import default_tag, list_weights
+
+    rows = []
+    for name in names:
+        default = default_tag(name)
+        for w in list_weights(name):
+            h, wd = w.img_size
+            rows.append((
+                w.name, "yes" if w.tag == default else "", w.origin, w.label_set, f"{h}" if h == wd else f"{h}x{wd}",
+                f"{w.crop_pct:.3g}", w.interpolation, f"{w.top1:g}" if w.top1 is not None else "-", w.source,
+            ))  # fmt: skip
+    header = ("weights", "default", "origin", "labels", "img size", "crop", "interp.", "top-1", "source")
+    _print_table(header, rows, markdown, (-48, -7, -11, -12, 8, 5, -8, 6))
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     names = models.list_models(args.pattern)
     if not names:
         print(f"no model matches {args.pattern!r}", file=sys.stderr)
         return 1
+    if args.pretrained:
+        _print_weights(names, args.markdown)
+        return 0
     rows = []
     for name in names:
         info = models.model_info(name)
@@ -43,15 +74,16 @@ def cmd_models(args: argparse.Namespace) -> int:
             )
         )
     header = ("model", "params (M)", "GMACs", "img size", "classes", "top-1", "aliases")
-    if args.markdown:
-        print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
-        for row in rows:
-            print("| " + " | ".join(f"`{c}`" if i == 0 else c for i, c in enumerate(row)) + " |")
-        return 0
-    widths = (-42, 10, 8, 9, 7, 6)
-    for row in (header, *rows):
-        cells = [f"{cell:<{-w}}" if w < 0 else f"{cell:>{w}}" for cell, w in zip(row, widths, strict=False)]
-        print(" ".join(cells) + "  " + row[-1])
+    _print_table(header, rows, args.markdown, (-42, 10, 8, 9, 7, 6))
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from .hub import fetch, get_weights
+
+    for name in args.names:
+        weights = get_weights(name)
+        print(f"{weights.name}\t{fetch(weights)}")
     return 0
 
 
@@ -130,12 +162,26 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _weights(args: argparse.Namespace) -> bool | str | None:
+    """``--pretrained`` (the default tag) or ``--weights TAG_OR_PATH_OR_URL``."""
+    if args.pretrained and args.weights:
+        raise ConfigError("give --pretrained (the default tag) or --weights TAG_OR_PATH_OR_URL, not both")
+    return args.weights or (True if args.pretrained else None)
+
+
+def _add_weights_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pretrained", action="store_true",
+                   help="load the model's default published weights (`swinkit models --pretrained`)")  # fmt: skip
+    p.add_argument("--weights", metavar="TAG_OR_PATH_OR_URL",
+                   help="other weights: a tag (e.g. in22k), MODEL.TAG, a local file or an http(s) URL")  # fmt: skip
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from .deploy import export
 
     size = None if args.img_size is None else tuple(args.img_size) * (2 // len(args.img_size))
     print(export(args.model, args.output, format=args.format, checkpoint=args.checkpoint, img_size=size,
-                 dynamic_batch=args.dynamic_batch, dynamic_size=args.dynamic_size))  # fmt: skip
+                 dynamic_batch=args.dynamic_batch, dynamic_size=args.dynamic_size, weights=_weights(args)))  # fmt: skip
     return 0
 
 
@@ -144,7 +190,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from .deploy import predict
 
-    results = predict(args.model, args.checkpoint, args.images, topk=args.topk)
+    results = predict(args.model, args.checkpoint, args.images, topk=args.topk, weights=_weights(args))
     for result in results:
         if "error" in result:
             print(f"swinkit predict: error: {result['image']}: {result['error']}", file=sys.stderr)
@@ -181,7 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list models with parameter counts and default image size")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. 'swinv2*'")
     p.add_argument("--markdown", action="store_true", help="print a markdown table (the README's model zoo)")
+    p.add_argument("--pretrained", action="store_true", help="list the published weights (tags) instead")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("download", help="fetch published weights ahead of time (for air-gapped machines)")
+    p.add_argument("names", nargs="+", metavar="MODEL[.TAG]", help="e.g. swinv2_tiny_window8_256, cswin_tiny_224.in1k")
+    p.set_defaults(func=cmd_download)
 
     overrides_help = "dotted config overrides, e.g. optim.lr=1e-3 sched.epochs=10"
     for name, func, help_, config_help, data_help in [
@@ -233,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export to ONNX, TorchScript or torch.export and check it against PyTorch")
     p.add_argument("--model", help=model_help)
     p.add_argument("--checkpoint", help="weights to load (any layout); random weights without")
+    _add_weights_flags(p)
     p.add_argument("--format", required=True, choices=["onnx", "torchscript", "exported-program"])
     p.add_argument("--output", required=True, help="file to write")
     p.add_argument("--img-size", type=int, nargs="+", metavar="N", help="H [W] (default: the model's size)")
@@ -246,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--model", help=model_help)
     p.add_argument("--checkpoint", help="weights (file or training checkpoint directory)")
+    _add_weights_flags(p)
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=cmd_predict)

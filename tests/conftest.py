@@ -66,3 +66,12 @@ def tiny_model() -> Callable[..., nn.Module]:
         return perturb_parameters(model, seed=seed)
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _private_weights_cache(tmp_path_factory, monkeypatch):
+    """Every test downloads into its own cache, never the user's ~/.cache/swinkit, and never through a mirror or in
+    offline mode set in the environment of whoever runs the tests."""
+    monkeypatch.setenv("SWINKIT_HOME", str(tmp_path_factory.mktemp("swinkit_home")))
+    for name in ("SWINKIT_GITHUB_MIRROR", "SWINKIT_OFFLINE", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)

@@ -1,5 +1,5 @@
 """The package's imports flow one way: no file-level or package-level cycle, no import upward through the layers
-(core -> layers -> models -> checkpoints -> data -> ssl -> engine -> deploy/tools -> cli), no private names across
+(core -> layers -> models -> checkpoints -> hub/data -> ssl -> engine -> deploy/tools -> cli), no private names across
 modules. Every import counts: module level, inside functions and under ``TYPE_CHECKING``."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "swinkit"
 
 # Each layer may import its own and lower layers only. The package root (the public API) and ``__main__`` sit on top.
 LAYERS = {
-    "core": 0, "runtime": 0, "layers": 1, "models": 2, "checkpoints": 3, "data": 4, "ssl": 5, "engine": 6,
+    "core": 0, "runtime": 0, "layers": 1, "models": 2, "checkpoints": 3, "hub": 4, "data": 4, "ssl": 5, "engine": 6,
     "deploy": 7, "tools": 7, "cli": 8, "__init__": 9, "__main__": 9,
 }  # fmt: skip
-LOW = ("layers", "models", "checkpoints", "data", "ssl")
+LOW = ("layers", "models", "checkpoints", "hub", "data", "ssl")
 HIGH = ("engine", "deploy", "cli")
 
 

@@ -1,6 +1,8 @@
 """Reading and writing checkpoint files safely.
 
-``.pth``/``.pt``/``.bin`` files are read with ``torch.load(weights_only=True)`` only, so no code in a file can run;
+``.pth``/``.pt``/``.bin`` files are read with ``torch.load(weights_only=True)`` only, so no code in a file can run
+(the training configs official releases pickle beside their weights, argparse and yacs objects, are read as inert
+data: see ``FOREIGN_CONFIGS``);
 ``.safetensors`` through safetensors; MindSpore's ``.ckpt`` by ``mindspore_ckpt.read_ckpt`` and PaddlePaddle's
 ``.pdparams`` by ``pdparams.read_pdparams``, both of swinkit's own and neither able to run code from a file.
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -28,6 +31,20 @@ from .pdparams import read_pdparams
 CONTAINER_KEYS = ("model", "state_dict", "module")
 # Keys of the EMA weights in training containers: timm's CheckpointSaver (used by the official CSWin) and official Swin.
 EMA_KEYS = ("state_dict_ema", "model_ema")
+
+
+class ForeignObject:
+    """Stands in for a pickled ``argparse.Namespace``: its fields as a plain dict; no code of its class runs."""
+
+    def __setstate__(self, state: object) -> None:
+        self.fields = dict(state) if isinstance(state, dict) else {}
+
+
+# The training configs that official checkpoints pickle beside their weights (timm's saver, used by the official
+# CSWin, stores the run's argparse.Namespace; official Swin training checkpoints its yacs CfgNode), and the inert
+# stand-ins they are read as: the unpickler builds these instead, so nothing of the original classes is imported.
+FOREIGN_CONFIGS = {"argparse.Namespace": ForeignObject, "yacs.config.CfgNode": OrderedDict}
+
 
 def read_file(path: str | os.PathLike) -> tuple[dict, dict[str, str]]:
     """Load a checkpoint file into Python objects without executing code.
@@ -55,11 +72,20 @@ def read_file(path: str | os.PathLike) -> tuple[dict, dict[str, str]]:
             ) from err
     _check_zip_sizes(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True), {}
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True), {}
+        except pickle.UnpicklingError:
+            foreign = _foreign_globals(path)
+            if not foreign or not set(foreign) <= set(FOREIGN_CONFIGS):
+                raise
+            with torch.serialization.safe_globals([(FOREIGN_CONFIGS[name], name) for name in foreign]):
+                return torch.load(path, map_location="cpu", weights_only=True), {}
     except pickle.UnpicklingError as err:
+        foreign = _foreign_globals(path)
+        named = f"it references {', '.join(foreign)}; " if foreign else ""
         raise CheckpointError(
             f"{path} holds Python objects other than tensors and plain containers, and swinkit refuses to unpickle "
-            f"them because that can run code ({_first_line(err)}). If you trust the file, load it yourself "
+            f"them because that can run code ({named}{_first_line(err)}). If you trust the file, load it yourself "
             "with torch.load(..., weights_only=False) and pass the state dict to load_checkpoint."
         ) from err
     except Exception as err:  # the unpickler raises anything from IndexError to RuntimeError on garbage
@@ -67,6 +93,15 @@ def read_file(path: str | os.PathLike) -> tuple[dict, dict[str, str]]:
             f"{path} is not a PyTorch checkpoint or is corrupt ({type(err).__name__}: {_first_line(err)}); "
             "expected a .pth/.pt/.bin saved by torch.save or a .safetensors file"
         ) from err
+
+
+def _foreign_globals(path: Path) -> list[str]:
+    """The classes and functions a torch.save file references beyond what ``weights_only`` admits (read from the
+    pickle's opcodes; nothing is imported or run)."""
+    try:
+        return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:  # a pickle too broken to scan: the refusal above says so
+        return []
 
 
 def _first_line(err: BaseException) -> str:

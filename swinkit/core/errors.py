@@ -69,3 +69,8 @@ class MissingExtraError(SwinkitError, ImportError):
 
 class NonFiniteLossError(SwinkitError, RuntimeError):
     """The loss was NaN or infinite for ``train.max_nonfinite`` consecutive steps (fp32/bf16)."""
+
+
+class DownloadError(SwinkitError, OSError):
+    """Weights that could not be fetched or failed their check (unreachable, offline, truncated, hash mismatch);
+    nothing is left in the cache, and the message says where to place the file by hand."""

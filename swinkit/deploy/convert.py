@@ -18,6 +18,7 @@ from ..core.atomic import check_output
 from ..core.errors import CheckpointError, ConfigError
 from ..engine.checkpoint import MODEL_FILE, find_checkpoint, stored_config
 from ..engine.setup import model_overrides
+from ..hub import create_model as create_pretrained
 from ..models import create_model, model_info
 
 
@@ -28,18 +29,28 @@ def load_model(
     format: str = "auto",
     label_map: str | os.PathLike | Sequence[int] | None = None,
     overrides: dict | None = None,
+    weights: bool | str | None = None,
+    progress: bool = True,
 ) -> tuple[nn.Module, LoadReport | None, list[str] | None]:
     """Build ``name`` with the checkpoint's class count and load it.
 
     ``checkpoint`` may be a file or a swinkit training checkpoint directory (its ``model.safetensors`` is used).
     ``overrides`` are constructor arguments for ``create_model`` (e.g. a non-default ``window_size``). Without a
     ``name``, the checkpoint must be one a swinkit run wrote: the architecture, overrides included, is rebuilt from
-    the config stored with it.
+    the config stored with it. ``weights`` instead of a checkpoint loads published weights: True (the default tag
+    of ``name``, or the tag in ``name="model.tag"``), a tag, a file or a URL (``swinkit.hub.create_model``).
 
     Returns:
         (model in eval mode, the load report or None without a checkpoint, class names stored in the checkpoint
         (a swinkit training checkpoint's class folder names) or None).
     """
+    if weights:
+        if checkpoint is not None:
+            raise ConfigError("give either a checkpoint (--checkpoint) or published weights (--pretrained/--weights)")
+        if name is None:
+            raise ConfigError("--pretrained/--weights need --model: the architecture the weights are for")
+        model = create_pretrained(name, pretrained=weights, progress=progress, **(overrides or {}))
+        return model.eval(), model.load_report, None
     run = stored_config(checkpoint) if name is None and checkpoint is not None else None
     if name is None and run is None:
         raise ConfigError(

@@ -83,6 +83,7 @@ def export(
     dynamic_batch: bool = False,
     dynamic_size: bool = False,
     model: nn.Module | None = None,
+    weights: bool | str | None = None,
 ) -> ExportResult:
     """Export a model and check it against eager PyTorch on random images (batch 1 and 4 with a dynamic batch).
 
@@ -96,6 +97,7 @@ def export(
         dynamic_size: let the image size vary (ONNX and exported programs of Swin V1/V2; see the module docstring).
             ``img_size`` is then the smallest size and the example traced.
         model: an already built model to export instead of building ``name`` (for tests and library use).
+        weights: published weights instead of a checkpoint: True (the default tag), a tag, a file or a URL.
 
     Raises:
         ExportCheckError: the largest relative difference exceeds 1e-4.
@@ -111,7 +113,7 @@ def export(
     if format == "onnx":
         require_onnx()
     if model is None:
-        model, _, _ = load_model(name, checkpoint)
+        model, _, _ = load_model(name, checkpoint, weights=weights)
     model = model.eval()
     size = to_2tuple(img_size or model.img_size)
     example = torch.randn(2 if dynamic_batch else 1, 3, *size, generator=torch.Generator().manual_seed(0))

@@ -3,8 +3,8 @@
 Preprocessing is the run's own evaluation transform for a checkpoint a swinkit run wrote (its stored ``data``
 config: what ``swinkit eval`` measured), else the model's ``model_info``: resize to ``img_size / crop_pct`` with its
 interpolation, centre crop ``img_size``, normalise with its mean and std. Class names are those stored in a swinkit
-training checkpoint (the class folder names), else ImageNet-1k's (timm's ``ImageNetInfo``) for a 1000-class model,
-else ``class <i>``.
+training checkpoint (the class folder names), else ImageNet-1k's or ImageNet-22k's (timm's ``ImageNetInfo``) for a
+1000- or 21841-class model, else ``class <i>``. Published weights (``weights``) preprocess as their tag says.
 """
 
 from __future__ import annotations
@@ -22,13 +22,15 @@ from ..data import build_transform
 from ..engine.checkpoint import stored_config
 from .convert import load_model
 
+IMAGENET_SUBSETS = {1000: "imagenet-1k", 21841: "imagenet-22k"}  # timm's names of the label sets, by class count
+
 
 def class_names(num_classes: int, stored: list[str] | None) -> list[str]:
     if stored is not None and len(stored) == num_classes:
         return list(stored)
-    if num_classes == 1000:
-        info = ImageNetInfo()
-        return [info.index_to_description(i) for i in range(1000)]
+    if num_classes in IMAGENET_SUBSETS:
+        info = ImageNetInfo(IMAGENET_SUBSETS[num_classes])
+        return [info.index_to_description(i) for i in range(num_classes)]
     return [f"class {i}" for i in range(num_classes)]
 
 
@@ -39,10 +41,12 @@ def predict(
     *,
     topk: int = 5,
     overrides: dict | None = None,
+    weights: bool | str | None = None,
 ) -> list[dict]:
     """Classify image files.
 
-    ``overrides`` are constructor arguments for ``create_model``.
+    ``overrides`` are constructor arguments for ``create_model``; ``weights`` loads published weights instead of a
+    checkpoint (see ``load_model``).
 
     Returns:
         One dict per image, in order: ``{"image", "top": [{"index", "label", "probability"}, ...]}``, or
@@ -50,7 +54,7 @@ def predict(
     """
     if topk < 1:
         raise ConfigError(f"--topk {topk}: ask for at least one class")
-    model, _, stored = load_model(name, checkpoint, overrides=overrides)
+    model, _, stored = load_model(name, checkpoint, overrides=overrides, weights=weights)
     info = model.model_info
     run = stored_config(checkpoint) if checkpoint is not None else None
     if run is not None:  # the run's own evaluation transform: what `swinkit eval` measured

@@ -18,7 +18,9 @@ from torch import nn
 
 from .. import models
 from ..checkpoints import load_checkpoint
-from ..core.distributed import DistEnv, cleanup, init_distributed
+from ..core.distributed import DistEnv, broadcast_object, cleanup, init_distributed, is_main_process
+from ..core.errors import DownloadError, SwinkitError
+from ..hub import locate
 from .config import Config
 
 log = logging.getLogger(__name__)
@@ -111,9 +113,23 @@ def build_model(cfg: Config, num_classes: int | None = None, img_size=None, wind
 
 
 def load_pretrained(model: nn.Module, cfg: Config) -> None:
-    """Load ``model.pretrained`` (any layout, with the config's label map and head policy) and log the report."""
-    report = load_checkpoint(
-        model, cfg.model.pretrained, format=cfg.model.pretrained_format, label_map=cfg.model.label_map,
-        head=cfg.model.head,
-    )  # fmt: skip
+    """Load ``model.pretrained`` (a file, an http(s) URL or a published tag, fetched into the cache; any layout, with
+    the config's label map and head policy) and log the report.
+
+    Under torchrun the first process fetches while the others wait, then all read the cached file; a failed fetch
+    raises the same error in every process instead of leaving the others waiting."""
+    failure = None
+    if is_main_process():
+        try:
+            locate(cfg.model.name, cfg.model.pretrained)
+        except SwinkitError as err:
+            failure = err
+    message = broadcast_object(None if failure is None else str(failure))
+    if failure is not None:
+        raise failure
+    if message is not None:
+        raise DownloadError(message)
+    path, format, _ = locate(cfg.model.name, cfg.model.pretrained)
+    format = format if cfg.model.pretrained_format == "auto" else cfg.model.pretrained_format
+    report = load_checkpoint(model, path, format=format, label_map=cfg.model.label_map, head=cfg.model.head)
     log.info("loaded pretrained weights from %s: %s", cfg.model.pretrained, report)

@@ -37,7 +37,9 @@ class ModelInfo:
 
     ``defaults`` are keyword arguments for ``cls``; ``img_size`` is (H, W); ``crop_pct`` and ``interpolation``
     describe the evaluation transform (resize to size / crop_pct, centre crop); ``top1`` is the published
-    ImageNet-1k accuracy of the reference weights and ``source`` where it comes from.
+    ImageNet-1k accuracy of the reference weights and ``source`` where it comes from. ``weights`` lists the published
+    checkpoints (``swinkit.hub.Weights``) when the entry comes from ``swinkit.model_info``; the registry itself does
+    not know them.
     """
 
     name: str
@@ -52,6 +54,7 @@ class ModelInfo:
     top1: float | None = None
     source: str = ""
     aliases: tuple[str, ...] = ()
+    weights: tuple = ()
 
 
 _MODELS: dict[str, ModelInfo] = {}

@@ -1,0 +1,171 @@
+"""Fetching weights: release files by URL into swinkit's cache, Hugging Face Hub repositories through huggingface_hub.
+
+A URL download streams into a temporary file beside its cache entry with a progress bar, and is renamed to its final
+name only when it is complete (as many bytes as the server announced) and its SHA-256 agrees with the published one
+(torchvision's file names carry its first 8 hex digits). Without a published hash, the SHA-256 is recorded at the
+first download (``<file>.sha256``) and checked each time the cached file is used, so a cached file that changed later
+is refused instead of loaded. A failed download leaves nothing under the final name; the next try starts afresh.
+
+Environment:
+    SWINKIT_HOME: the cache root (default ``~/.cache/swinkit``); files go to ``$SWINKIT_HOME/weights``.
+    SWINKIT_GITHUB_MIRROR: a URL prefix that replaces ``https://github.com/`` in release URLs (as ``HF_ENDPOINT``
+        does for the Hub), e.g. ``https://ghproxy.example.org/https://github.com/`` or an internal mirror.
+    SWINKIT_OFFLINE (or HF_HUB_OFFLINE): never touch the network; use what is cached.
+    HF_ENDPOINT, HF_HOME, HF_TOKEN, HF_HUB_OFFLINE: huggingface_hub's own, for Hub repositories (its cache).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import logging
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from tqdm import tqdm
+
+from ..core.atomic import write_atomic
+from ..core.errors import ConfigError, DownloadError
+
+log = logging.getLogger(__name__)
+
+GITHUB = "https://github.com/"
+HASH_SUFFIX = ".sha256"
+HUB_FILES = ("model.safetensors", "pytorch_model.bin")  # what a Hub repository holds its weights in, in order
+TIMEOUT_S = 60
+_CHUNK = 1 << 20
+_TRUE = ("1", "true", "yes", "on")
+
+
+def cache_dir() -> Path:
+    """Where downloaded weights are kept: ``$SWINKIT_HOME/weights`` (default ``~/.cache/swinkit/weights``)."""
+    home = os.environ.get("SWINKIT_HOME") or Path("~/.cache/swinkit").expanduser()
+    return Path(home) / "weights"
+
+
+def offline() -> bool:
+    return any(os.environ.get(v, "").lower() in _TRUE for v in ("SWINKIT_OFFLINE", "HF_HUB_OFFLINE"))
+
+
+def mirrored(url: str) -> str:
+    """``url`` with ``https://github.com/`` replaced by ``$SWINKIT_GITHUB_MIRROR`` when that is set."""
+    mirror = os.environ.get("SWINKIT_GITHUB_MIRROR")
+    if mirror and url.startswith(GITHUB):
+        return mirror.rstrip("/") + "/" + url.removeprefix(GITHUB)
+    return url
+
+
+def cached_path(url: str) -> Path:
+    """The cache entry of ``url``: its file name under ``cache_dir()``."""
+    name = Path(urlsplit(url).path).name
+    if not name:
+        raise ConfigError(f"{url}: the URL names no file; give the URL of the checkpoint file itself")
+    return cache_dir() / name
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _record(path: Path) -> Path:
+    return path.with_name(path.name + HASH_SUFFIX)
+
+
+def _verify_cached(path: Path, sha256: str, url: str) -> None:
+    """Refuse a cached file whose SHA-256 is not the published one or the one recorded when it was downloaded."""
+    actual = _sha256(path)
+    record = _record(path)
+    expected = sha256.lower() or (record.read_text().strip() if record.is_file() else "")
+    if not expected:  # placed by hand (an air-gapped cluster): trusted on first use, checked from now on
+        write_atomic(record, lambda tmp: Path(tmp).write_text(actual + "\n"))
+        log.info("recorded SHA-256 %s of %s (placed in the cache by hand)", actual, path)
+        return
+    if not actual.startswith(expected):
+        raise DownloadError(
+            f"{path} has changed since it was downloaded from {url} (SHA-256 {actual[:16]}..., expected "
+            f"{expected[:16]}...): it is corrupt or was replaced. Delete it (and {record.name}) and fetch it again"
+        )
+
+
+def unreachable(url: str, path: Path, reason: str) -> DownloadError:
+    """The one error for weights that cannot be fetched: the URL, where to place the file, how to pass a file."""
+    return DownloadError(
+        f"could not download {url} ({reason}). Fetch it where the network allows (`swinkit download NAME.TAG`, or "
+        f"any download tool) and place it at {path}, or pass a local file instead (pretrained='/path/to/file'; "
+        "CLI: --weights FILE). Behind a firewall, SWINKIT_GITHUB_MIRROR=<url prefix> replaces https://github.com/"
+    )
+
+
+def fetch_url(url: str, *, sha256: str = "", progress: bool = True) -> Path:
+    """The cached file of ``url``, downloaded first if it is not cached (see the module docstring)."""
+    path = cached_path(url)
+    source = mirrored(url)
+    if path.is_file():
+        _verify_cached(path, sha256, source)
+        return path
+    if offline():
+        raise unreachable(source, path, "offline: SWINKIT_OFFLINE or HF_HUB_OFFLINE is set and the file is not cached")
+    digest = hashlib.sha256()
+
+    def write(tmp: str) -> None:
+        received = 0
+        try:
+            with urllib.request.urlopen(source, timeout=TIMEOUT_S) as response, open(tmp, "wb") as out:
+                total = int(response.headers.get("Content-Length") or 0) or None
+                with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=path.name,
+                          disable=not progress, leave=False) as bar:  # fmt: skip
+                    while chunk := response.read(_CHUNK):
+                        out.write(chunk)
+                        digest.update(chunk)
+                        received += len(chunk)
+                        bar.update(len(chunk))
+        except (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError) as err:
+            reason = getattr(err, "reason", None) or err
+            raise unreachable(source, path, f"{type(err).__name__}: {reason}") from err
+        if total is not None and received != total:
+            raise DownloadError(f"{source}: the download stopped after {received} of {total} bytes; nothing was "
+                                "kept, run the command again")  # fmt: skip
+        if sha256 and not digest.hexdigest().startswith(sha256.lower()):
+            raise DownloadError(
+                f"{source}: the downloaded file's SHA-256 {digest.hexdigest()[:16]}... is not the published "
+                f"{sha256[:16]}...; it was not kept. Try again, or check the mirror (SWINKIT_GITHUB_MIRROR)"
+            )
+
+    write_atomic(path, write)
+    write_atomic(_record(path), lambda tmp: Path(tmp).write_text(digest.hexdigest() + "\n"))
+    log.info("downloaded %s to %s (SHA-256 %s)", source, path, digest.hexdigest())
+    return path
+
+
+def fetch_hub(repo_id: str, *, filenames: tuple[str, ...] = HUB_FILES) -> Path:
+    """A Hub repository's weight file (the first of ``filenames`` it has) from huggingface_hub's cache or the Hub."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
+
+    endpoint = os.environ.get("HF_ENDPOINT")  # read now, so a change after import still counts
+    not_cached = None
+    for filename in filenames:
+        try:
+            return Path(hf_hub_download(repo_id, filename, endpoint=endpoint, local_files_only=offline()))
+        except LocalEntryNotFoundError as err:
+            not_cached = err
+        except EntryNotFoundError:
+            continue
+        except (HfHubHTTPError, OSError) as err:
+            raise DownloadError(f"hf-hub:{repo_id}: {' '.join(str(err).split())[:300]}. Check the repository id, "
+                                "HF_TOKEN for a private one, or HF_ENDPOINT for a mirror") from err  # fmt: skip
+    if not_cached is not None:
+        raise DownloadError(
+            f"hf-hub:{repo_id} is not in the Hugging Face cache and the Hub cannot be reached "
+            f"({' '.join(str(not_cached).split())[:200]}). Set HF_ENDPOINT to a reachable mirror, fill the cache "
+            "where the Hub is reachable (`swinkit download NAME.TAG` with the same HF_HOME), or pass a local file "
+            "instead (pretrained='/path/to/file'; CLI: --weights FILE)"
+        )
+    raise DownloadError(f"hf-hub:{repo_id} holds none of {', '.join(filenames)}; it is not a weights repository")

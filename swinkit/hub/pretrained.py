@@ -1,0 +1,138 @@
+"""``create_model(name, pretrained=...)``: a registered model with published weights, or with a file or URL, loaded.
+
+``pretrained`` is ``True`` (the model's default tag, or the tag in ``name="model.tag"``), a tag (``"in22k"``), a
+tag of another model (``"swinv2_base_window12_192.in22k"``: a fine-tune starting point, adapted by
+``load_checkpoint`` as files are), a local file, or an ``http(s)://`` URL (downloaded into the cache like a tag).
+
+The classifier follows timm's rule: without ``num_classes``, the model takes the class count of the weights of its
+own tag or file (a tag of another model keeps the registered count); with another count the classifier is freshly
+initialised, except that ImageNet-22k weights (21841 classes) go into a 1000-class model through the official
+``imagenet22k_to_1k`` label map. Everything loads through ``load_checkpoint``'s pipeline with the source's layout.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from torch import nn
+
+from ..checkpoints.load import load_prepared, prepare
+from ..core.errors import CheckpointError, ConfigError
+from ..models import FeatureExtractor, model_info
+from ..models import create_model as build
+from .download import fetch_hub, fetch_url
+from .weights import Weights, get_weights, split_name
+
+log = logging.getLogger(__name__)
+
+IMAGENET22K, IMAGENET1K = 21841, 1000
+
+
+def fetch(weights: Weights, *, progress: bool = True) -> Path:
+    """The local file of a tag: from the cache, or downloaded into it."""
+    if weights.hub_id:
+        return fetch_hub(weights.hub_id)
+    return fetch_url(weights.url, sha256=weights.sha256, progress=progress)
+
+
+def resolve(model: str, pretrained: bool | str) -> Weights | str:
+    """What ``pretrained`` names for ``model``: the ``Weights`` of a tag, or a file path or URL (a str)."""
+    model, tag = split_name(model)
+    if pretrained is True:
+        return get_weights(model, tag)
+    if not isinstance(pretrained, (str, os.PathLike)) or not str(pretrained):
+        raise ConfigError(f"pretrained must be True, a tag, a file or a URL, got {pretrained!r}")
+    text = str(pretrained)
+    if "://" in text:
+        if not text.startswith(("http://", "https://")):
+            raise ConfigError(f"pretrained={text!r}: only http(s):// URLs, local files and tags are read")
+        return text
+    if Path(text).exists() or os.sep in text or "/" in text:
+        if not Path(text).is_file():
+            raise CheckpointError(f"{text}: no such checkpoint file")
+        return text
+    other, other_tag = split_name(text)
+    if other_tag is not None:
+        try:
+            model_info(other)
+        except ConfigError:
+            raise CheckpointError(f"pretrained={text!r} is neither a file nor a tag (`swinkit models --pretrained` "
+                                  "lists the tags)") from None  # fmt: skip
+        return get_weights(other, other_tag)
+    return get_weights(model, text)
+
+
+def locate(model: str, pretrained: bool | str, *, progress: bool = True) -> tuple[Path, str, Weights | None]:
+    """The local file ``pretrained`` names for ``model`` (downloaded if needed), its layout and its tag if any."""
+    source = resolve(model, pretrained)
+    if isinstance(source, Weights):
+        return fetch(source, progress=progress), source.format, source
+    if "://" in source:
+        return fetch_url(source, progress=progress), "auto", None
+    return Path(source), "auto", None
+
+
+def create_model(
+    name: str,
+    pretrained: bool | str = False,
+    *,
+    features_only: bool = False,
+    out_indices: Sequence[int] = (0, 1, 2, 3),
+    label_map: str | os.PathLike | Sequence[int] | None = None,
+    progress: bool = True,
+    **overrides,
+) -> nn.Module:
+    """Build a registered model, with published weights when ``pretrained`` says so (see the module docstring).
+
+    Args:
+        name: a registered name or alias, or ``"model.tag"`` (timm's naming; the tag is what ``pretrained=True``
+            loads, and without ``pretrained`` it sets the default class count).
+        pretrained: False, True, a tag, ``"model.tag"``, a local file or an http(s) URL.
+        features_only, out_indices: as ``swinkit.models.create_model``: stage maps instead of logits.
+        label_map: rows of the checkpoint's classifier to keep (a built-in name, a file or indices).
+        progress: show a progress bar while downloading.
+        **overrides: constructor arguments, e.g. ``num_classes``, ``img_size``, ``drop_path_rate``.
+
+    The model keeps its load report as ``model.load_report``; a tag's preprocessing and provenance are in
+    ``model.model_info`` and ``model.pretrained_cfg``.
+    """
+    model_name, tag = split_name(name)
+    if tag is not None and not pretrained:
+        classes = get_weights(model_name, tag).num_classes
+        overrides.setdefault("num_classes", classes or model_info(model_name).num_classes)
+    if not pretrained:
+        return build(model_name, features_only=features_only, out_indices=out_indices, **overrides)
+    path, format, weights = locate(name, pretrained, progress=progress)
+    info = model_info(model_name)
+    prepared = prepare(path, info.cls.family, format=format)
+    head = prepared.state.get("head.fc.weight")
+    stored_classes = 0 if head is None else len(head)
+    own = weights is None or weights.model == info.name
+    overrides.setdefault("num_classes", stored_classes if own and stored_classes else info.num_classes)
+    model = build(model_name, **overrides)
+    if label_map is None and stored_classes == IMAGENET22K and model.num_classes == IMAGENET1K:
+        label_map = "imagenet22k_to_1k"
+    head_policy = "match" if label_map is not None or stored_classes in (0, model.num_classes) else "reset"
+    model.load_report = load_prepared(model, prepared, label_map=label_map, head=head_policy)
+    log.info("%s: %s", weights.name if weights else path, model.load_report)
+    if weights is not None and own:
+        model.model_info = replace(
+            model.model_info, crop_pct=weights.crop_pct, interpolation=weights.interpolation, mean=weights.mean,
+            std=weights.std, top1=weights.top1, source=weights.source,
+        )  # fmt: skip
+        model.pretrained_cfg = pretrained_cfg(weights)
+    return FeatureExtractor(model, out_indices) if features_only else model
+
+
+def pretrained_cfg(weights: Weights) -> dict:
+    """A tag's record in timm's ``pretrained_cfg`` keys (plus swinkit's provenance)."""
+    return {
+        "tag": weights.tag, "source": weights.source, "origin": weights.origin, "format": weights.format,
+        "num_classes": weights.num_classes, "label_set": weights.label_set, "input_size": (3, *weights.img_size),
+        "interpolation": weights.interpolation, "crop_pct": weights.crop_pct, "mean": weights.mean,
+        "std": weights.std, "top1": weights.top1, "license": weights.license,
+    }  # fmt: skip

@@ -1,0 +1,76 @@
+"""A file server on the loopback address for download tests: no test ever reaches the internet.
+
+``LoopbackServer.files`` maps URL paths to bytes; every request is recorded in ``requests`` as (method, path).
+``truncate`` holds paths whose body is cut in half after announcing the full ``Content-Length`` (a dropped
+connection). Paths under ``<repo>/resolve/<revision>/`` answer with the headers huggingface_hub reads (commit, ETag),
+so ``HF_ENDPOINT`` can point at the server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import threading
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: _Server
+
+    def log_message(self, *args) -> None:  # keep the test output clean
+        pass
+
+    def _answer(self, send_body: bool) -> None:
+        owner = self.server.owner
+        path = self.path.split("?")[0]
+        owner.requests.append((self.command, path))
+        body = owner.files.get(path)
+        if body is None:
+            self.send_response(404)
+            self.send_header("X-Error-Code", "EntryNotFound")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        if "/resolve/" in path:
+            self.send_header("X-Repo-Commit", "0" * 40)
+            self.send_header("ETag", f'"{hashlib.sha256(body).hexdigest()}"')
+        self.end_headers()
+        if send_body:
+            self.wfile.write(body[: len(body) // 2] if path in owner.truncate else body)
+            if path in owner.truncate:
+                self.close_connection = True
+
+    def do_HEAD(self) -> None:
+        self._answer(send_body=False)
+
+    def do_GET(self) -> None:
+        self._answer(send_body=True)
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    owner: LoopbackServer
+
+
+class LoopbackServer:
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.truncate: set[str] = set()
+        self.requests: list[tuple[str, str]] = []
+        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server.owner = self
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> LoopbackServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def gets(self, path: str) -> int:
+        """How many times ``path`` was downloaded (GET requests)."""
+        return sum(1 for method, p in self.requests if method == "GET" and p == path)
