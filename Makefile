@@ -12,7 +12,8 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# The quick start trains into a fresh run directory, then reads its best checkpoint back with `swinkit eval`.
+# The quick start trains into a fresh run directory, reads its best checkpoint back with `swinkit eval`, then
+# classifies a validation digit that ships in examples/ with `swinkit predict`.
 ifndef RUN
 RUN := runs/quickstart-$(shell date +%Y%m%d-%H%M%S)
 endif
@@ -20,6 +21,7 @@ endif
 quickstart: install
 	$(VENV)/bin/swinkit train --output $(RUN)
 	$(VENV)/bin/swinkit eval --checkpoint $(RUN)/checkpoints/best
+	$(VENV)/bin/swinkit predict --checkpoint $(RUN)/checkpoints/best examples/digit-7.png
 
 test: install
 	$(PY) -m ruff check swinkit tests benchmarks

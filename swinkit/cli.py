@@ -272,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .checkpoints import WRITE_FORMATS
 
     p = sub.add_parser("convert", help="convert a checkpoint between layouts (timm, official, HF, MindSpore, ...)")
-    p.add_argument("src", help="checkpoint to read (.pth/.pt/.bin, .safetensors, .ckpt, .pdparams)")
+    p.add_argument("src", help="checkpoint to read (.pth/.pt/.bin, .safetensors, .ckpt, .pdparams), or MODEL.TAG")
     p.add_argument("dst", help="file to write (.safetensors, .pth; .ckpt for --to mindspore, .pdparams for paddle)")
     p.add_argument("--model", help=model_help)
     p.add_argument("--from", dest="from_format", default="auto", choices=READ_FORMATS, help="source layout")

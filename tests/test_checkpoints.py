@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import re
+import sys
 
 import pytest
 import timm
@@ -10,6 +12,7 @@ import torch
 
 import swinkit
 from swinkit.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from swinkit.checkpoints.io import read_file
 from swinkit.checkpoints.transfer import resample_patch_embed, resize_bias_table
 
 from .conftest import perturbed_state_dict
@@ -202,6 +205,56 @@ def test_pickled_code_is_refused_without_running_it(tmp_path):
     torch.save({"model": {"x": torch.zeros(1)}, "payload": Exploit()}, tmp_path / "evil.pth")
     with pytest.raises(CheckpointError, match=r"refuses to unpickle"):
         load_checkpoint(swinkit.create_model("swin_tiny_patch4_window7_224"), tmp_path / "evil.pth")
+    assert not marker.exists()
+
+
+def _yacs_module(monkeypatch) -> type:
+    """A stand-in ``yacs.config.CfgNode`` (a dict subclass with yacs's private attributes) to pickle configs with."""
+    import types
+
+    class CfgNode(dict):
+        def __init__(self, init=None):
+            super().__init__(init or {})
+            self.__dict__.update({"__immutable__": False, "__deprecated_keys__": set(), "__new_allowed__": False})
+
+    CfgNode.__module__, CfgNode.__qualname__ = "yacs.config", "CfgNode"
+    module = types.ModuleType("yacs.config")
+    module.CfgNode = CfgNode
+    monkeypatch.setitem(sys.modules, "yacs", types.ModuleType("yacs"))
+    monkeypatch.setitem(sys.modules, "yacs.config", module)
+    return CfgNode
+
+
+def test_pickled_training_configs_are_read_as_inert_data(tmp_path, monkeypatch):
+    # Official CSWin releases come from timm's saver (the run's argparse.Namespace beside the weights); official Swin
+    # training checkpoints hold the yacs config. weights_only refuses both; swinkit reads them as plain data.
+    model = swinkit.create_model("swin_tiny_patch4_window7_224", depths=(1, 1, 1, 1))
+    cfg_node = _yacs_module(monkeypatch)
+    state = swinkit.checkpoints.layouts.from_swinkit(model, "microsoft")
+    config = cfg_node({"MODEL": cfg_node({"TYPE": "swin", "DEPTHS": [1, 1, 1, 1]}), "BASE_LR": 5e-4})
+    torch.save({"model": state, "config": config, "args": argparse.Namespace(lr=1e-3, model="swin")},
+               tmp_path / "official.pth")  # fmt: skip
+    monkeypatch.delitem(sys.modules, "yacs.config")  # reading imports nothing of the original classes
+    monkeypatch.delitem(sys.modules, "yacs")
+    obj, _ = read_file(tmp_path / "official.pth")
+    assert obj["config"]["MODEL"]["DEPTHS"] == [1, 1, 1, 1] and obj["args"].fields == {"lr": 1e-3, "model": "swin"}
+    assert "yacs" not in sys.modules
+    fresh = swinkit.create_model("swin_tiny_patch4_window7_224", depths=(1, 1, 1, 1))
+    load_checkpoint(fresh, tmp_path / "official.pth")
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values(), strict=True))
+
+
+def test_a_config_class_does_not_admit_other_code(tmp_path):
+    marker = tmp_path / "ran"
+
+    class Exploit:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    torch.save({"model": {"x": torch.zeros(1)}, "args": argparse.Namespace(lr=1), "payload": Exploit()},
+               tmp_path / "evil.pth")  # fmt: skip
+    with pytest.raises(CheckpointError, match=r"refuses to unpickle .*\(it references argparse.Namespace, io.open\)"):
+        read_file(tmp_path / "evil.pth")
     assert not marker.exists()
 
 

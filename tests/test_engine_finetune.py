@@ -6,14 +6,18 @@ from.
 
 from __future__ import annotations
 
+import io
+
 import pytest
 import torch
 
 import swinkit
 from swinkit.checkpoints.io import read_file
+from swinkit.checkpoints.layouts import from_swinkit
 from swinkit.checkpoints.transfer import resize_bias_table
 from swinkit.engine.train import train
 from tests.engine_utils import tiny_config
+from tests.loopback import LoopbackServer
 
 ARCH = dict(patch_size=4, embed_dim=8, depths=(1, 1), num_heads=(1, 2), drop_path_rate=0.0)
 FROZEN = ("optim.lr=0", "sched.warmup_lr=0", "sched.min_lr=0", "train.stop_after_steps=1")
@@ -83,3 +87,23 @@ def test_finetune_v1_resizes_the_bias_table(tmp_path):
             torch.testing.assert_close(got[k], resize_bias_table(v, (4, 4)))
         elif k in got:
             assert torch.equal(got[k], v), k
+
+
+def test_finetune_from_a_published_tag_fetched_through_the_mirror(tmp_path, monkeypatch):
+    # model.pretrained may name a tag: the engine fetches it into the cache (the first process under torchrun), then
+    # loads it as a file. The tag's weights here are a tiny stand-in served in the official layout.
+    src = _pretrained("swinv2_tiny_window8_256", img_size=16, window_size=2, num_classes=40)
+    release = "/gh/SwinTransformer/storage/releases/download/v2.0.0/swinv2_tiny_patch4_window8_256.pth"
+    model = swinkit.create_model("swinv2_tiny_window8_256", **{**ARCH, "img_size": 16, "window_size": 2,
+                                                               "num_classes": 40})  # fmt: skip
+    model.load_state_dict(src)
+    buffer = io.BytesIO()
+    torch.save({"model": from_swinkit(model, "microsoft")}, buffer)
+    with LoopbackServer() as server:
+        server.files[release] = buffer.getvalue()
+        monkeypatch.setenv("SWINKIT_GITHUB_MIRROR", f"{server.url}/gh/")
+        out = tmp_path / "run"
+        train(tiny_config(out, "model.pretrained=in1k", "model.head=reset", *FROZEN))
+        assert server.gets(release) == 1
+    got = _started_from(out)
+    assert all(torch.equal(got[k], v) for k, v in src.items() if not k.startswith("head."))

@@ -4,6 +4,7 @@ included) and the evaluation preprocessing from the config stored with it, with 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -85,3 +86,13 @@ def test_eval_of_a_file_uses_the_config_stored_with_it(run, tmp_path):
     copied.write_bytes((out / "checkpoints" / "best" / "model.safetensors").read_bytes())
     assert main(["eval", "--checkpoint", str(copied), "--output", str(tmp_path)]) == 0
     assert json.loads((tmp_path / "eval.json").read_text())["n"] == 33  # the run's 33 images, not the quick start's 360
+
+
+def test_the_quick_starts_example_image_is_a_validation_digit(run):
+    example = Path(__file__).resolve().parents[1] / "examples" / "digit-7.png"
+    val = Digits("val")
+    assert val.target(0) == 7
+    assert np.array_equal(np.asarray(Image.open(example).convert("RGB")), np.asarray(val.load(0)))
+    out, _ = run
+    (result,) = predict(None, out / "checkpoints" / "best", [example], topk=10)
+    assert sorted(top["label"] for top in result["top"]) == [str(i) for i in range(10)]  # the run's class names

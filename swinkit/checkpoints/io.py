@@ -82,10 +82,10 @@ def read_file(path: str | os.PathLike) -> tuple[dict, dict[str, str]]:
                 return torch.load(path, map_location="cpu", weights_only=True), {}
     except pickle.UnpicklingError as err:
         foreign = _foreign_globals(path)
-        named = f"it references {', '.join(foreign)}; " if foreign else ""
+        reason = f"it references {', '.join(foreign)}" if foreign else _first_line(err)
         raise CheckpointError(
             f"{path} holds Python objects other than tensors and plain containers, and swinkit refuses to unpickle "
-            f"them because that can run code ({named}{_first_line(err)}). If you trust the file, load it yourself "
+            f"them because that can run code ({reason}). If you trust the file, load it yourself "
             "with torch.load(..., weights_only=False) and pass the state dict to load_checkpoint."
         ) from err
     except Exception as err:  # the unpickler raises anything from IndexError to RuntimeError on garbage

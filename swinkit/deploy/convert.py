@@ -19,6 +19,7 @@ from ..core.errors import CheckpointError, ConfigError
 from ..engine.checkpoint import MODEL_FILE, find_checkpoint, stored_config
 from ..engine.setup import model_overrides
 from ..hub import create_model as create_pretrained
+from ..hub import fetch, get_weights, split_name
 from ..models import create_model, model_info
 
 
@@ -90,7 +91,8 @@ def convert(
 ) -> str:
     """Read ``src`` (any layout ``load_checkpoint`` reads) into model ``name``, write it to ``dst`` as ``to_format``.
 
-    ``name`` may be None for a checkpoint a swinkit run wrote (see ``load_model``).
+    ``name`` may be None for a checkpoint a swinkit run wrote (see ``load_model``). ``src`` may also be published
+    weights named ``MODEL.TAG`` (fetched into the cache): the model and the layout are then the tag's.
 
     Returns:
         A summary: what was mapped, dropped (unused keys, training state), rebuilt (derived tables and masks, made
@@ -99,6 +101,10 @@ def convert(
     if to_format not in WRITE_FORMATS:
         raise ConfigError(f"to_format must be one of {', '.join(WRITE_FORMATS)}, got {to_format!r}")
     check_output(dst, suffixes(to_format), f"the {to_format} checkpoint")
+    if not Path(src).exists() and split_name(str(src))[1] is not None:
+        weights = get_weights(str(src))
+        name, from_format = name or weights.model, weights.format if from_format == "auto" else from_format
+        src = fetch(weights)
     model, report, _ = load_model(name, src, format=from_format, label_map=label_map, overrides=overrides)
     save_checkpoint(model, dst, format=to_format, layout=layout)
     rebuilt = [k for k in report.dropped if any(d in k for d in DERIVED_BUFFERS)]
