@@ -68,6 +68,10 @@ def mirror(server, monkeypatch):
     return server
 
 
+def _cached_files() -> list[Path]:
+    return [p for p in cache_dir().rglob("*") if p.is_file()] if cache_dir().exists() else []
+
+
 def _logits(model, x):
     with torch.no_grad():
         return model.eval()(x)
@@ -104,6 +108,10 @@ def test_unknown_tags_and_models_without_weights_are_one_clear_error():
         swinkit.create_model(V2, pretrained="nosuchmodel.in1k")
     with pytest.raises(CheckpointError, match="no such checkpoint file"):
         swinkit.create_model(V2, pretrained="./missing.pth")
+    with pytest.raises(ConfigError, match="not the URL of a checkpoint file"):  # never a path outside the cache
+        swinkit.create_model(V2, pretrained="http://127.0.0.1:9/../../etc/passwd")
+    with pytest.raises(ConfigError, match="only http"):
+        swinkit.create_model(V2, pretrained="ftp://127.0.0.1/w.pth")
 
 
 def test_pretrained_true_downloads_once_through_the_mirror(mirror, v2_weights):
@@ -116,9 +124,9 @@ def test_pretrained_true_downloads_once_through_the_mirror(mirror, v2_weights):
     again = swinkit.create_model(f"{V2}.in1k", pretrained=True)  # timm's naming; served from the cache
     assert torch.equal(_logits(again, x), _logits(model, x))
     assert mirror.gets(V2_RELEASE) == 1
-    cached = cache_dir() / "swinv2_tiny_patch4_window8_256.pth"
+    cached = cache_dir() / "github.com" / V2_RELEASE.removeprefix("/gh/")  # keyed by the release URL, not the mirror
     assert cached.read_bytes() == official
-    assert (cache_dir() / f"{cached.name}.sha256").read_text().strip() == hashlib.sha256(official).hexdigest()
+    assert cached.with_name(f"{cached.name}.sha256").read_text().strip() == hashlib.sha256(official).hexdigest()
 
 
 def test_a_cached_file_that_changed_is_refused(mirror, v2_weights):
@@ -144,14 +152,14 @@ def test_truncated_and_wrong_hash_downloads_leave_nothing_and_the_next_try_succe
     server.truncate.add(path)  # the connection drops halfway
     with pytest.raises(DownloadError, match=r"stopped after \d+ of \d+ bytes"):
         swinkit.create_model(V2, pretrained="test_tv")
-    assert not cache_dir().exists() or list(cache_dir().iterdir()) == []
+    assert _cached_files() == []
     server.truncate.clear()
     corrupt = bytearray(data)
     corrupt[len(corrupt) // 3] ^= 0x01  # a single flipped bit on the way
     server.files[path] = bytes(corrupt)
     with pytest.raises(DownloadError, match=f"is not the published {prefix}"):
         swinkit.create_model(V2, pretrained="test_tv")
-    assert not cache_dir().exists() or list(cache_dir().iterdir()) == []
+    assert _cached_files() == []
     server.files[path] = data
     loaded = swinkit.create_model(V2, pretrained="test_tv")
     assert loaded.load_report.format == "torchvision"
@@ -169,7 +177,7 @@ def test_offline_or_unreachable_with_an_empty_cache_is_one_error(monkeypatch, en
         swinkit.create_model(V2, pretrained=True)
     message = str(caught.value)
     assert "http://127.0.0.1:9/gh/SwinTransformer/storage/releases/download/v2.0.0/" in message  # the URL
-    assert str(cache_dir() / "swinv2_tiny_patch4_window8_256.pth") in message  # where to place the file
+    assert str(cache_dir() / "github.com" / V2_RELEASE.removeprefix("/gh/")) in message  # where to place the file
     assert "--weights FILE" in message and "SWINKIT_GITHUB_MIRROR" in message
     assert ("offline" in message) == bool(env)
 
@@ -285,7 +293,7 @@ def test_download_and_models_pretrained_commands(mirror, v2_weights, capsys):
     mirror.files[V2_RELEASE] = v2_weights[3]
     assert main(["download", V2]) == 0
     name, path = capsys.readouterr().out.strip().split("\t")
-    assert name == f"{V2}.in1k" and Path(path) == cache_dir() / "swinv2_tiny_patch4_window8_256.pth"
+    assert name == f"{V2}.in1k" and Path(path) == cache_dir() / "github.com" / V2_RELEASE.removeprefix("/gh/")
     assert main(["models", "--pretrained", "--markdown", "swinv2_tiny_window8*"]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].startswith("| weights | default | origin |") and f"| `{V2}.in1k` | yes | official |" in table[2]
@@ -306,3 +314,12 @@ def test_the_readme_tag_table_is_what_the_command_prints(capsys):
 
     assert own(printed) == own(table)  # regenerate the README's table after changing a tag
     assert any("| timm |" in row for row in table.splitlines())
+
+
+def test_imagenet_22k_models_print_22k_class_names():
+    from swinkit.deploy.predict import class_names
+
+    names = class_names(21841, None)
+    info = ImageNetInfo("imagenet-22k")
+    assert len(names) == 21841 and names[12345] == info.index_to_description(12345)
+    assert class_names(1000, None)[0] == "tench, Tinca tinca"

@@ -7,7 +7,8 @@ first download (``<file>.sha256``) and checked each time the cached file is used
 is refused instead of loaded. A failed download leaves nothing under the final name; the next try starts afresh.
 
 Environment:
-    SWINKIT_HOME: the cache root (default ``~/.cache/swinkit``); files go to ``$SWINKIT_HOME/weights``.
+    SWINKIT_HOME: the cache root (default ``~/.cache/swinkit``); a URL's file goes to
+        ``$SWINKIT_HOME/weights/<host>/<path>``.
     SWINKIT_GITHUB_MIRROR: a URL prefix that replaces ``https://github.com/`` in release URLs (as ``HF_ENDPOINT``
         does for the Hub), e.g. ``https://ghproxy.example.org/https://github.com/`` or an internal mirror.
     SWINKIT_OFFLINE (or HF_HUB_OFFLINE): never touch the network; use what is cached.
@@ -59,11 +60,13 @@ def mirrored(url: str) -> str:
 
 
 def cached_path(url: str) -> Path:
-    """The cache entry of ``url``: its file name under ``cache_dir()``."""
-    name = Path(urlsplit(url).path).name
-    if not name:
-        raise ConfigError(f"{url}: the URL names no file; give the URL of the checkpoint file itself")
-    return cache_dir() / name
+    """The cache entry of ``url``: ``cache_dir()/<host>/<path>``, so that two files of one name from different
+    places never stand for each other (the original URL is the key, whichever mirror served it)."""
+    parts = urlsplit(url)
+    segments = [s for s in parts.path.split("/") if s]
+    if not segments or any(s in (".", "..") for s in segments) or not parts.hostname:
+        raise ConfigError(f"{url}: not the URL of a checkpoint file; give the URL of the file itself")
+    return cache_dir().joinpath(parts.hostname, *segments)
 
 
 def _sha256(path: Path) -> str:
