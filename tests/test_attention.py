@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import swinkit
+from swinkit.core.errors import ConfigError
 from swinkit.layers import (
     WindowAttentionV1,
     WindowAttentionV2,
@@ -285,3 +286,59 @@ def test_inference_mode_then_training_step(name):
     model.train()
     model(x).sum().backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    "name, overrides",
+    [
+        ("swinv2_tiny_window8_256", dict(img_size=64, window_size=4, embed_dim=16, depths=(2, 2), num_heads=(1, 2))),
+        ("swin_tiny_patch4_window7_224", dict(img_size=72, window_size=4, embed_dim=16, depths=(2, 2),
+                                              num_heads=(1, 2))),
+        ("cswin_tiny_224", dict(img_size=64, embed_dim=16, depths=(1, 1, 1, 1), num_heads=(2, 2, 4, 4))),
+    ],
+)  # fmt: skip
+def test_chunked_attention_is_bit_identical(name, overrides):
+    # 72 px with window 4 pads the maps: the windows then differ in mask and are chunked in the head dimension.
+    model = perturb_parameters(swinkit.create_model(name, num_classes=5, drop_path_rate=0.0, **overrides), seed=2)
+    x = torch.randn(2, 3, overrides["img_size"], overrides["img_size"], generator=torch.Generator().manual_seed(0))
+    results = []
+    for chunks, checkpointing in ((1, False), (3, False), (3, True)):
+        model.set_attention_chunks(chunks)
+        model.set_grad_checkpointing(checkpointing)
+        with torch.no_grad():
+            inference = model.eval()(x)
+        model.train().zero_grad(set_to_none=True)
+        out = model(x)
+        out.square().sum().backward()
+        results.append((inference, out.detach(), [p.grad.clone() for p in model.parameters()]))
+    (ref_eval, ref_train, ref_grads), *chunked = results
+    for inference, out, grads in chunked:
+        assert torch.equal(inference, ref_eval) and torch.equal(out, ref_train)
+        for got, want in zip(grads, ref_grads, strict=True):  # the backward sums partial bias gradients per chunk
+            assert torch.allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_chunked_attention_lowers_peak_training_memory():
+    from torch.distributed._tools.mem_tracker import MemTracker
+
+    model = perturb_parameters(swinkit.create_model("swinv2_tiny_window8_256", img_size=512, window_size=16,
+                                                    embed_dim=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8),
+                                                    num_classes=10, drop_path_rate=0.0))  # fmt: skip
+    x = torch.randn(1, 3, 512, 512)
+    peaks = {}
+    for chunks in (1, 8):
+        model.set_attention_chunks(chunks)
+        tracker = MemTracker()
+        tracker.track_external(model)
+        with tracker:
+            model(x).sum().backward()
+        model.zero_grad(set_to_none=True)
+        peaks[chunks] = sum(stats["Total"] for stats in tracker.get_tracker_snapshot("peak").values())
+    assert peaks[8] < 0.95 * peaks[1], peaks  # measured: 271 MB -> 243 MB
+
+
+def test_attention_chunks_must_be_a_positive_integer():
+    model = swinkit.create_model("swinv2_tiny_window8_256", embed_dim=16, depths=(1, 1), num_heads=(1, 2))
+    for bad in (0, 2.5):
+        with pytest.raises(ConfigError, match="attention_chunks must be an integer >= 1"):
+            model.set_attention_chunks(bad)

@@ -59,6 +59,7 @@ class ModelConfig:
     label_map: str | None = None  # 22k->1k index file (one 22k index per line) for the pretrained head
     head: str = "match"  # "match": the head must fit; "reset": keep the fresh head when the class counts differ
     grad_checkpointing: bool = False
+    attention_chunks: int = 1  # window attention N groups of windows at a time (sequential self-attention)
 
 
 @dataclass
@@ -230,7 +231,8 @@ CHOICES = {
 # The least value of each numeric key (inclusive); stage keys are named without their index.
 MINIMUMS = {
     "model.window_size": 1, "model.img_size": 1, "model.patch_size": 1, "model.embed_dim": 1,
-    "model.num_classes": 0, "data.batch_size": 1, "data.eval_batch_size": 1, "data.workers": 0,
+    "model.num_classes": 0, "model.attention_chunks": 1, "data.batch_size": 1, "data.eval_batch_size": 1,
+    "data.workers": 0,
     "data.max_train_samples": 1, "data.max_val_samples": 1, "optim.lr": 0.0, "optim.accum_steps": 1,
     "optim.weight_decay": 0.0, "optim.eps": 0.0, "sched.epochs": 1, "sched.warmup_epochs": 0.0,
     "sched.warmup_lr": 0.0, "sched.min_lr": 0.0, "sched.cool_lr": 0.0, "sched.tail_lr": 0.0, "sched.over_lr": 0.0,

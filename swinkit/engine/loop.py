@@ -398,6 +398,8 @@ def _build_trainer(cfg: Config, s: Session, objective: Objective, previous: Trai
         log.info("froze %d parameter tensors under %s", len(frozen), ", ".join(cfg.train.freeze))
     if cfg.model.grad_checkpointing:
         model.set_grad_checkpointing(True)
+    if cfg.model.attention_chunks > 1:
+        model.set_attention_chunks(cfg.model.attention_chunks)
     model.to(s.device)
     if cfg.train.channels_last:
         model.to(memory_format=torch.channels_last)

@@ -1,6 +1,6 @@
 """Building blocks shared by the models."""
 
-from .attention import WindowAttention, WindowAttentionV1, WindowAttentionV2
+from .attention import WindowAttention, WindowAttentionV1, WindowAttentionV2, chunked_attention
 from .head import ClassifierHead
 from .mlp import DropPath, Mlp, drop_path_rates
 from .patch import PatchEmbed, PatchMerging, PatchMergingV2, merge_2x2
@@ -15,6 +15,7 @@ from .window import (
 )
 
 __all__ = [
+    "chunked_attention",
     "ClassifierHead",
     "DropPath",
     "Mlp",

@@ -5,6 +5,11 @@ shift/padding mask of the window geometry. That tensor depends only on the weigh
 (and whenever no gradient can reach the bias parameters) it is computed once per geometry and cached. The cache is
 dropped on ``train()``/``eval()``, on ``load_state_dict`` and on ``to()``; entries also carry the version counters of
 the parameters they came from, so an in-place weight edit is never served stale.
+
+``attention_chunks`` (``HierarchicalModel.set_attention_chunks``) computes the attention a group of windows at a time,
+the Swin V2 paper's "sequential self-attention": with N chunks only 1/N of the attention matrices (and, in training,
+their softmax saved for the backward pass) is alive at once, because each chunk is recomputed in the backward pass
+instead of kept. Every (window, head) is attended independently, so the output is bit-identical to one call.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..core.errors import ConfigError
 from .linear import Linear, linear
@@ -43,6 +49,7 @@ class WindowAttention(nn.Module):
         self.attn_drop = attn_drop
         self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
+        self.attention_chunks = 1
         self._bias_cache: dict[tuple, tuple[tuple[int, ...], torch.Tensor]] = {}
 
     def qkv_bias_vector(self) -> torch.Tensor | None:
@@ -128,13 +135,41 @@ class WindowAttention(nn.Module):
         # Expanded to the images (a view) rather than left for SDPA to broadcast: broadcasting asks whether the image
         # count is 1, which a dynamic-size export would freeze into its graph.
         mask = bias.reshape(1, heads, n, n).expand(bw // masks, -1, -1, -1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scale)
+        # Chunks are groups of windows: the batch of windows when all share one mask, else the windows folded into
+        # the head dimension.
+        out = chunked_attention(q, k, v, mask, dropout, scale, self.attention_chunks, dim=0 if masks == 1 else 1)
         if torch.compiler.is_exporting():
             # SDPA's output strides depend on the kernel, and torch.onnx's passes disagree on them: one traces the
             # reshape below as a view that a later one cannot apply. A copy makes it a view for both.
             out = out.clone(memory_format=torch.contiguous_format)
         out = out.unflatten(1, (masks, self.num_heads)).transpose(2, 3).reshape(bw, n, c)  # (B', nW, N, nH, d)
         return self.proj_drop(self.proj(out))
+
+
+def _sdpa(q, k, v, mask, dropout: float, scale: float | None) -> torch.Tensor:
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scale)
+
+
+def chunked_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, dropout: float,
+    scale: float | None, chunks: int, dim: int,
+) -> torch.Tensor:  # fmt: skip
+    """SDPA over ``chunks`` slices of ``dim`` in turn (one call when ``chunks`` is 1); each slice is recomputed in the
+    backward pass rather than keeping its attention matrices (see the module docstring). ``mask`` must have the
+    inputs' size along ``dim`` (or be None)."""
+    chunks = min(chunks, q.shape[dim])
+    if chunks <= 1:
+        return _sdpa(q, k, v, mask, dropout, scale)
+    tensors = [t for t in (q, k, v, mask) if t is not None]
+    recompute = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    masks = [None] * chunks if mask is None else mask.tensor_split(chunks, dim)
+    outs = []
+    for parts in zip(*(t.tensor_split(chunks, dim) for t in (q, k, v)), masks, strict=True):
+        if recompute:
+            outs.append(checkpoint(_sdpa, *parts, dropout, scale, use_reentrant=False))
+        else:
+            outs.append(_sdpa(*parts, dropout, scale))
+    return torch.cat(outs, dim)
 
 
 class WindowAttentionV1(WindowAttention):

@@ -92,6 +92,17 @@ class HierarchicalModel(nn.Module):
         for layer in self.layers:
             layer.grad_checkpointing = enable
 
+    def set_attention_chunks(self, chunks: int) -> None:
+        """Compute window attention ``chunks`` groups of windows at a time (the Swin V2 paper's sequential
+        self-attention; see ``swinkit.layers.attention``): less peak memory at high resolution, the same output."""
+        if not isinstance(chunks, int) or chunks < 1:
+            raise ConfigError(f"attention_chunks must be an integer >= 1, got {chunks!r}")
+        attentions = [m for m in self.modules() if hasattr(m, "attention_chunks")]
+        if not attentions:
+            raise ConfigError(f"{type(self).__name__} has no window attention to compute in chunks")
+        for module in attentions:
+            module.attention_chunks = chunks
+
     def _stage_indices(self, indices: int | Sequence[int] | None) -> list[int]:
         n = len(self.layers)
         if indices is None:
@@ -168,3 +179,6 @@ class FeatureExtractor(nn.Module):
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.model.set_grad_checkpointing(enable)
+
+    def set_attention_chunks(self, chunks: int) -> None:
+        self.model.set_attention_chunks(chunks)

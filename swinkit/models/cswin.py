@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.errors import ConfigError
-from ..layers import DropPath, Mlp, build_stages
+from ..layers import DropPath, Mlp, build_stages, chunked_attention
 from ..layers.linear import Linear
 from .base import HierarchicalModel
 from .registry import register_model
@@ -72,6 +72,7 @@ class StripeAttention(nn.Module):
         self.num_heads = num_heads
         self.split = split
         self.attn_drop = attn_drop
+        self.attention_chunks = 1  # stripes attended a group at a time (``set_attention_chunks``)
         self.lepe = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim)
 
     def stripe(self, height: int, width: int, padded: tuple[int, int]) -> tuple[int, int]:
@@ -102,7 +103,7 @@ class StripeAttention(nn.Module):
         if key_mask is not None:
             mask = key_mask.to(q.dtype).repeat(b, 1)[:, None, None, :]  # (B * nS, 1, 1, L)
         dropout = self.attn_drop if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # (B * nS, nH, L, d)
+        out = chunked_attention(q, k, v, mask, dropout, None, self.attention_chunks, dim=0)  # (B * nS, nH, L, d)
         lepe = lepe.permute(0, 2, 3, 1).reshape(-1, sh * sw, self.num_heads, c // self.num_heads)  # (B * nS, L, nH, d)
         return (lepe + out.transpose(1, 2)).flatten(2)
 

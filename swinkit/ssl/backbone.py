@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from ..core.errors import ConfigError
 from ..models import create_model
 from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
 
@@ -48,3 +49,13 @@ def encoder_info(encoder: nn.Module, img_size: int | None = None) -> EncoderInfo
     return EncoderInfo(
         side, tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD)), cfg.get("crop_pct", 0.875)
     )
+
+
+def attention_chunks(encoder: nn.Module, chunks: int) -> None:
+    """``set_attention_chunks`` of a swinkit encoder; a timm backbone has no chunked attention."""
+    if not hasattr(encoder, "set_attention_chunks"):
+        raise ConfigError(
+            f"model.attention_chunks needs a swinkit backbone; {type(encoder).__name__} (timm) computes its attention "
+            "in one call"
+        )
+    encoder.set_attention_chunks(chunks)

@@ -24,7 +24,7 @@ from ..checkpoints import LoadReport
 from ..checkpoints import ssl as layout
 from ..core.distributed import all_gather_cat
 from ..core.errors import CheckpointError, ConfigError
-from .backbone import create_encoder
+from .backbone import attention_chunks, create_encoder
 from .checkpoint import SSLCheckpointLoading, check_part, load_encoder
 
 
@@ -104,6 +104,11 @@ class MoBY(SSLCheckpointLoading, nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute the online encoder's block activations in the backward pass (the target one has no backward)."""
         self.encoder.set_grad_checkpointing(enable)
+
+    def set_attention_chunks(self, chunks: int) -> None:
+        """Window attention of both encoders a group of windows at a time (``HierarchicalModel``'s)."""
+        for encoder in (self.encoder, self.encoder_k):
+            attention_chunks(encoder, chunks)
 
     def convert_sync_batchnorm(self) -> None:
         """Sync the heads' BatchNorm over processes (DDP on GPUs), as the official code does."""

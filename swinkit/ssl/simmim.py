@@ -22,7 +22,7 @@ from ..checkpoints import LoadReport
 from ..checkpoints import ssl as layout
 from ..core.errors import CheckpointError, ConfigError
 from ..models import HierarchicalModel
-from .backbone import create_encoder
+from .backbone import attention_chunks, create_encoder
 from .checkpoint import SSLCheckpointLoading, check_part, load_encoder
 
 
@@ -87,6 +87,10 @@ class SimMIM(SSLCheckpointLoading, nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute the encoder's block activations in the backward pass instead of storing them."""
         self.encoder.set_grad_checkpointing(enable)
+
+    def set_attention_chunks(self, chunks: int) -> None:
+        """The encoder's window attention a group of windows at a time (``HierarchicalModel``'s)."""
+        attention_chunks(self.encoder, chunks)
 
     def random_mask(self, batch: int, height: int, width: int, device: torch.device | None = None) -> torch.Tensor:
         """(batch, height / patch, width / patch) 0/1 token mask: ``ceil(ratio * n)`` random mask patches of n."""
