@@ -68,22 +68,34 @@ def write_dir(final: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     a crash between the two renames leaves ``.<name>.old`` for ``old_or_current`` to find.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=TMP_SUFFIX, dir=final.parent))
+    tmp = temporary_dir(final)
     try:
         write(tmp)
-        umask = _umask()
-        for f in tmp.iterdir():
-            f.chmod(0o666 & ~umask)
-            fsync_path(f)
-        tmp.chmod(0o777 & ~umask)
-        fsync_path(tmp)
-        _swap_in(tmp, final)
+        commit_dir(tmp, final)
     except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
         _raise_storage_error(final, err)
         raise
     return final
+
+
+def temporary_dir(final: str | os.PathLike) -> Path:
+    """A fresh temporary directory beside ``final`` (``.<name>.XXXX.tmp``), for ``commit_dir`` to move into place.
+    Several processes may write into it (a sharded checkpoint) before one of them commits it."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=TMP_SUFFIX, dir=final.parent))
+
+
+def commit_dir(tmp: Path, final: str | os.PathLike) -> None:
+    """Sync everything under ``tmp`` (files, then directories, deepest first) and swap it in as ``final``."""
+    umask = _umask()
+    for f in sorted(tmp.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        f.chmod((0o777 if f.is_dir() else 0o666) & ~umask)
+        fsync_path(f)
+    tmp.chmod(0o777 & ~umask)
+    fsync_path(tmp)
+    _swap_in(tmp, Path(final))
 
 
 def _raise_storage_error(path: Path, err: BaseException) -> None:

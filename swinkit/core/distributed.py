@@ -25,10 +25,17 @@ class DistEnv:
         return self.world_size > 1
 
 
-def init_distributed(device: str = "auto") -> DistEnv:
-    """Join the process group torchrun describes in the environment (RANK, WORLD_SIZE, LOCAL_RANK), if any."""
+def init_distributed(device: str = "auto", single: bool = False) -> DistEnv:
+    """Join the process group torchrun describes in the environment (RANK, WORLD_SIZE, LOCAL_RANK), if any.
+
+    ``single``: without torchrun, still make a process group of this one process (FSDP shards over a group, even of
+    one), in memory (a ``HashStore``: no port is opened).
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
+        if single and not dist.is_initialized():
+            use_cuda = device != "cpu" and torch.cuda.is_available()
+            dist.init_process_group("nccl" if use_cuda else "gloo", store=dist.HashStore(), rank=0, world_size=1)
         return DistEnv()
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

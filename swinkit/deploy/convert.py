@@ -16,7 +16,7 @@ from ..checkpoints.load import LoadReport, load_prepared, prepare
 from ..checkpoints.transfer import read_label_map
 from ..core.atomic import check_output
 from ..core.errors import CheckpointError, ConfigError
-from ..engine.checkpoint import MODEL_FILE, find_checkpoint, stored_config
+from ..engine.checkpoint import checkpoint_weights, find_checkpoint, stored_classes, stored_config
 from ..engine.setup import model_overrides
 from ..hub import create_model as create_pretrained
 from ..hub import fetch, get_weights, split_name
@@ -63,18 +63,19 @@ def load_model(
         overrides.pop("num_classes", None)  # the checkpoint's head decides
     if checkpoint is None:
         return create_model(name, **(overrides or {})).eval(), None, None
-    path = Path(checkpoint)
-    if not path.is_file():
-        found = find_checkpoint(path)  # a training checkpoint directory, or the .last.old of a cut swap
+    source, classes = Path(checkpoint), None
+    if not source.is_file():
+        found = find_checkpoint(source)  # a training checkpoint directory, or the .last.old of a cut swap
         if found is None:
-            raise CheckpointError(f"{path}: no such checkpoint file, nor a training checkpoint directory")
-        path = found / MODEL_FILE
-    prepared = prepare(path, model_info(name).cls.family, format=format)  # read and converted once
+            raise CheckpointError(f"{source}: no such checkpoint file, nor a training checkpoint directory")
+        source, classes = checkpoint_weights(found), stored_classes(found)  # a sharded one is consolidated here
+    prepared = prepare(source, model_info(name).cls.family, format=format)  # read and converted once
     head = prepared.state.get("head.fc.weight")
     num_classes = len(read_label_map(label_map)) if label_map is not None else (0 if head is None else len(head))
     model = create_model(name, **{**(overrides or {}), "num_classes": num_classes})
     report = load_prepared(model, prepared, label_map=label_map)
-    classes = json.loads(prepared.metadata["classes"]) if "classes" in prepared.metadata else None
+    if "classes" in prepared.metadata:
+        classes = json.loads(prepared.metadata["classes"])
     return model.eval(), report, classes
 
 

@@ -4,6 +4,11 @@ A checkpoint directory holds ``model.safetensors``, ``ema.safetensors`` (with EM
 ``config.yaml``. ``trainer_state.pt`` holds only tensors, numbers, strings, lists and dicts (optimizer, scaler,
 epoch, step, position in the epoch, RNG states), so it loads with ``torch.load(weights_only=True)``.
 
+A sharded run (``train.parallel=fsdp``) writes ``dcp/`` instead of the weight files: the model, EMA and optimizer
+state as ``torch.distributed.checkpoint`` shards, each process writing its own. Loading reshards, so a run resumes at
+any number of processes; ``consolidated_state`` reads the full weights back in one process (``swinkit convert``,
+``eval``, ``predict`` do), without a process group.
+
 The files go to a temporary directory beside the target, each is fsynced, and the directory is then renamed into
 place (``swinkit.core.atomic.write_dir``): the old directory is first moved to ``.<name>.old`` and removed only
 after the new one is in place, so a crash at any point leaves either the old or the new checkpoint, and
@@ -15,17 +20,27 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed.checkpoint as dcp
 import yaml
 from safetensors import SafetensorError, safe_open
 from torch import nn
+from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+from torch.distributed.checkpoint.state_dict import (
+    get_model_state_dict,
+    get_state_dict,
+    set_model_state_dict,
+    set_state_dict,
+)
 
 from ..checkpoints import save_checkpoint
 from ..checkpoints.io import read_file, save_safetensors
-from ..core.atomic import previous_copy, write_dir
+from ..core.atomic import commit_dir, previous_copy, temporary_dir, write_dir
+from ..core.distributed import barrier, broadcast_object, is_main_process
 from ..core.errors import CheckpointError
 from .config import Config, config_from_dict, load_config, save_config, to_yaml
 
@@ -33,6 +48,7 @@ MODEL_FILE = "model.safetensors"
 EMA_FILE = "ema.safetensors"
 STATE_FILE = "trainer_state.pt"
 CONFIG_FILE = "config.yaml"
+SHARDS_DIR = "dcp"  # a sharded run's torch.distributed.checkpoint directory (model, ema, optim)
 
 
 def rng_state() -> dict:
@@ -93,12 +109,83 @@ def save_training_checkpoint(
     return write_dir(path, write)
 
 
+def save_sharded_checkpoint(
+    path: Path,
+    cfg: Config,
+    model: nn.Module,
+    ema: nn.Module | None,
+    optimizer: torch.optim.Optimizer,
+    trainer_state: dict,
+) -> Path:
+    """Write a sharded checkpoint directory (call on every process): each process writes its shards into one
+    temporary directory, and only when all have finished does rank 0 add ``trainer_state.pt`` and ``config.yaml`` and
+    swap it in, so a crash at any point leaves the previous checkpoint as it was."""
+    tmp = Path(broadcast_object(str(temporary_dir(path)) if is_main_process() else None))
+    try:
+        model_state, optim_state = get_state_dict(model, optimizer)
+        state = {"model": model_state, "optim": optim_state}
+        if ema is not None:
+            state["ema"] = get_model_state_dict(ema)
+        dcp.save(state, checkpoint_id=tmp / SHARDS_DIR)
+        barrier()
+        if is_main_process():
+            torch.save(trainer_state, tmp / STATE_FILE)
+            save_config(cfg, tmp / CONFIG_FILE)
+            commit_dir(tmp, path)
+    except BaseException:
+        if is_main_process():
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    barrier()
+    return path
+
+
+def load_sharded_checkpoint(
+    ckpt_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, ema: nn.Module | None
+) -> None:
+    """Load a sharded checkpoint into (sharded or whole) ``model``, ``optimizer`` and ``ema``, resharding for this
+    run's processes (call on every process)."""
+    model_state, optim_state = get_state_dict(model, optimizer)
+    state = {"model": model_state, "optim": optim_state}
+    if ema is not None:
+        state["ema"] = get_model_state_dict(ema)
+    dcp.load(state, checkpoint_id=Path(ckpt_dir) / SHARDS_DIR)
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    if ema is not None:
+        set_model_state_dict(ema, state["ema"])
+
+
+def is_sharded_checkpoint(ckpt_dir: str | Path) -> bool:
+    return (Path(ckpt_dir) / SHARDS_DIR / ".metadata").is_file()
+
+
+def consolidated_state(ckpt_dir: str | Path, ema: bool = False) -> dict[str, torch.Tensor]:
+    """The full weights (or EMA weights) of a sharded checkpoint, read in this process alone."""
+    shards = Path(ckpt_dir) / SHARDS_DIR
+    reader = dcp.FileSystemReader(shards)
+    prefix = "ema." if ema else "model."
+    template = {
+        key.removeprefix(prefix): torch.empty(meta.size, dtype=meta.properties.dtype)
+        for key, meta in reader.read_metadata().state_dict_metadata.items()
+        if key.startswith(prefix) and isinstance(meta, TensorStorageMetadata)
+    }
+    if not template:
+        raise CheckpointError(f"{shards} holds no {'EMA ' if ema else ''}weights")
+    with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load({prefix[:-1]: template}, storage_reader=reader, no_dist=True)
+    return template
+
+
 def copy_checkpoint(src: Path, dst: Path) -> Path:
     """Atomically replace ``dst`` with a copy of checkpoint directory ``src`` (``last/`` -> ``best/``)."""
 
     def write(tmp: Path) -> None:
         for f in Path(src).iterdir():
-            shutil.copy2(f, tmp / f.name)
+            if f.is_dir():
+                shutil.copytree(f, tmp / f.name)
+            else:
+                shutil.copy2(f, tmp / f.name)
 
     return write_dir(dst, write)
 
@@ -107,9 +194,29 @@ def find_checkpoint(path: str | Path) -> Path | None:
     """The checkpoint directory at ``path``, or the ``.<name>.old`` left by a save interrupted mid-swap."""
     path = Path(path)
     for candidate in (path, previous_copy(path)):
-        if (candidate / MODEL_FILE).is_file():
+        if (candidate / MODEL_FILE).is_file() or is_sharded_checkpoint(candidate):
             return candidate
     return None
+
+
+def checkpoint_weights(ckpt_dir: Path, ema: bool = False) -> Path | dict[str, torch.Tensor]:
+    """What holds a checkpoint directory's weights: its weight file, or a sharded checkpoint's consolidated state."""
+    if is_sharded_checkpoint(ckpt_dir):
+        return consolidated_state(ckpt_dir, ema=ema)
+    return Path(ckpt_dir) / (EMA_FILE if ema else MODEL_FILE)
+
+
+def has_ema(ckpt_dir: Path) -> bool:
+    """Whether a checkpoint directory holds EMA weights (``ema.safetensors``, or EMA shards)."""
+    if is_sharded_checkpoint(ckpt_dir):
+        metadata = dcp.FileSystemReader(Path(ckpt_dir) / SHARDS_DIR).read_metadata()
+        return any(key.startswith("ema.") for key in metadata.state_dict_metadata)
+    return (Path(ckpt_dir) / EMA_FILE).is_file()
+
+
+def stored_classes(ckpt_dir: Path) -> list[str] | None:
+    """The class names a sharded checkpoint keeps in its trainer state (weight files keep theirs in metadata)."""
+    return load_trainer_state(ckpt_dir).get("classes") if is_sharded_checkpoint(ckpt_dir) else None
 
 
 def stored_config(path: str | Path) -> Config | None:
@@ -137,9 +244,11 @@ def stored_config(path: str | Path) -> Config | None:
 
 
 def load_weights(model: nn.Module, ckpt_dir: Path, ema: bool = False) -> None:
-    """Load ``model.safetensors`` (or ``ema.safetensors``) from a swinkit checkpoint directory, strictly."""
+    """Load ``model.safetensors`` (or ``ema.safetensors``, or a sharded checkpoint's consolidated weights) from a
+    swinkit checkpoint directory into an unsharded model, strictly."""
     path = Path(ckpt_dir) / (EMA_FILE if ema else MODEL_FILE)
-    state, _ = read_file(path)
+    source = checkpoint_weights(ckpt_dir, ema)
+    state = source if isinstance(source, dict) else read_file(source)[0]
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:

@@ -168,6 +168,8 @@ class TrainConfig:
     tensorboard: bool = False
     channels_last: bool = False
     deterministic: bool = False
+    parallel: str = "ddp"  # ddp: a full copy per process | fsdp: parameters, gradients, optimizer state sharded (FSDP2)
+    fsdp_reshard_after_forward: bool = True  # free gathered parameters after each forward (ZeRO-3); False: ZeRO-2
     threads: int | None = None  # torch CPU threads per process; None keeps torch's default
 
 
@@ -226,6 +228,7 @@ CHOICES = {
     "optim.name": ("adamw", "sgd"),
     "sched.name": ("cosine", "constant"),
     "train.precision": ("auto", "fp32", "bf16", "fp16"),
+    "train.parallel": ("ddp", "fsdp"),
     "ssl.method": ("moby", "simmim"),
 }
 # The least value of each numeric key (inclusive); stage keys are named without their index.

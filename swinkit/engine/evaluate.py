@@ -20,6 +20,7 @@ from ..core.errors import CheckpointError
 from ..data import build_loader, build_transform, build_val_dataset
 from . import checkpoint as ckpt
 from .config import Config
+from .parallel import forwards_to_run, pad_forwards
 from .setup import autocast, build_model, session
 
 log = logging.getLogger(__name__)
@@ -35,10 +36,13 @@ def evaluate(model: nn.Module, loader, device: torch.device, precision: str = "f
     model.eval()
     counts = torch.zeros(3, dtype=torch.int64)  # correct top-1, correct top-5, samples
     loss_sum = torch.zeros(1, dtype=torch.float64)
+    total, forwards, example = forwards_to_run(model, len(loader), device), 0, None
     for images, targets, _ in loader:
         if len(targets) == 0:
             continue
+        forwards += 1
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        example = images
         with autocast(device, precision):
             logits = model(images)
         logits = logits.float()
@@ -46,6 +50,7 @@ def evaluate(model: nn.Module, loader, device: torch.device, precision: str = "f
         topk = logits.topk(min(5, logits.shape[1]), dim=1).indices
         hits = topk == targets[:, None]
         counts += torch.tensor([hits[:, 0].sum().item(), hits.any(dim=1).sum().item(), len(targets)])
+    pad_forwards(model, total - forwards, example)
     if device.type == "cuda":
         counts, loss_sum = counts.to(device), loss_sum.to(device)
     all_reduce_sum(counts)
@@ -90,7 +95,7 @@ def _run_eval(cfg: Config, env, device: torch.device, precision: str, checkpoint
         workers=cfg.data.workers,
     )
     result = evaluate(model, loader, device, precision)
-    if ckpt_dir is not None and (ckpt_dir / ckpt.EMA_FILE).is_file():
+    if ckpt_dir is not None and ckpt.has_ema(ckpt_dir):
         ckpt.load_weights(model, ckpt_dir, ema=True)
         ema = evaluate(model, loader, device, precision)
         result.update({f"ema_{k}": v for k, v in ema.items() if k != "n"})

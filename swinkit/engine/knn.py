@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.distributed import all_gather_objects
+from .parallel import forwards_to_run, pad_forwards
 from .setup import autocast
 
 
@@ -21,14 +22,16 @@ def extract_features(encoder: nn.Module, loader, device: torch.device, precision
     """L2-normalised pooled features (N, D) and labels (N,) of every sample of ``loader``'s dataset, all processes."""
     was_training = encoder.training
     encoder.eval()
-    features, labels = [], []
+    total, features, labels, example = forwards_to_run(encoder, len(loader), device), [], [], None
     for images, targets, _ in loader:
         if len(targets) == 0:
             continue
+        example = images.to(device, non_blocking=True)
         with autocast(device, precision):
-            out = encoder(images.to(device, non_blocking=True))
+            out = encoder(example)
         features.append(F.normalize(out.float(), dim=1).cpu())
         labels.append(targets)
+    pad_forwards(encoder, total - len(features), example)
     encoder.train(was_training)
     shares = all_gather_objects((torch.cat(features) if features else None, torch.cat(labels) if labels else None))
     shares = [s for s in shares if s[0] is not None]

@@ -6,10 +6,12 @@ on a batch and what to measure at the end of an epoch), which a ``Recipe`` build
 ``pretrain.py`` are such recipes. Progressive-resolution stages are the outer loop: each stage rebuilds the
 objective at its image size and carries the weights, optimizer moments and EMA over.
 
-Under ``torchrun`` the model runs in DDP; the batch size in the config is per process and the learning rate is
-scaled by the global batch. Only rank 0 prints and writes. ``resume=RUN_DIR`` continues from ``checkpoints/last``
-at the exact step it was written, also in the middle of an epoch; ``config.yaml`` is written only once the weights
-and trainer state have loaded, so a resume that fails leaves the run directory as it was.
+Under ``torchrun`` the model runs in DDP, or sharded with FSDP2 (``train.parallel=fsdp``, see ``parallel.py``; then
+every process writes its shards of each checkpoint); the batch size in the config is per process and the learning
+rate is scaled by the global batch. Only rank 0 prints and writes the rest. ``resume=RUN_DIR`` continues from
+``checkpoints/last`` at the exact step it was written, also in the middle of an epoch (a sharded run at any number
+of processes); ``config.yaml`` is written only once the weights and trainer state have loaded, so a resume that
+fails leaves the run directory as it was.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from tqdm import tqdm
 from ..core.distributed import all_reduce_min, all_reduce_sum, barrier, broadcast_object
 from ..core.errors import ConfigError, NonFiniteLossError, RunFinishedError, TooManyBadImagesError
 from . import checkpoint as ckpt
+from . import parallel
 from . import run_dir as runs
 from .config import Config, check_schedule, save_config, to_dict
 from .ema import ModelEMA
@@ -183,6 +186,11 @@ def _fit(cfg: Config, s: Session, run_dir: Path, resume_dir: Path | None, recipe
     env, device, precision = s.env, s.device, s.precision
     ckpt_dir = run_dir / "checkpoints"
     recipe.check(cfg, s)
+    if cfg.train.parallel == "fsdp" and precision == "fp16":
+        raise ConfigError(
+            "train.parallel=fsdp trains in fp32 or bf16 (FSDP2's mixed precision keeps fp32 master weights); use "
+            "train.precision=bf16, or train.parallel=ddp for fp16 with loss scaling"
+        )
     batch, accum = cfg.data.batch_size, cfg.optim.accum_steps
     global_batch = batch * env.world_size
     lr_scale = lr_scale_factor(cfg.optim.lr_base_batch, global_batch, accum)
@@ -282,7 +290,7 @@ def _fit(cfg: Config, s: Session, run_dir: Path, resume_dir: Path | None, recipe
                 # images left empty on any process (or short, where the objective needs full batches) is skipped by all.
                 needed = batch if objective.full_batches else 1
                 if all_reduce_min(torch.tensor(int(len(images) >= needed), device=device)).item():
-                    sync = net.no_sync() if env.enabled and not last_micro else contextlib.nullcontext()
+                    sync = parallel.no_gradient_sync(net) if not last_micro else contextlib.nullcontext()
                     with sync:
                         loss = objective.loss(net, images, targets, progress.step)
                         scaler.scale(loss / accum).backward()
@@ -385,13 +393,20 @@ def _fit(cfg: Config, s: Session, run_dir: Path, resume_dir: Path | None, recipe
 # --- the pieces, in the order the loop uses them ------------------------------------------------------------------
 def _build_trainer(cfg: Config, s: Session, objective: Objective, previous: Trainer | None, trainer_state: dict | None,
                    resume_dir: Path | None) -> Trainer:  # fmt: skip
-    """Weights (resumed, carried from the previous stage, or pretrained), then the optimizer, scaler, EMA and DDP."""
+    """Weights (resumed, carried from the previous stage, or pretrained), EMA, DDP or FSDP, then the optimizer and
+    scaler (a sharded checkpoint loads last, into the sharded model and its optimizer)."""
     model = objective.model
+    fsdp = cfg.train.parallel == "fsdp"
+    sharded_resume = trainer_state is not None and previous is None and ckpt.is_sharded_checkpoint(resume_dir)
+    if trainer_state is not None and previous is None and sharded_resume != fsdp:
+        saved = "fsdp" if sharded_resume else "ddp"
+        raise ConfigError(f"{resume_dir} was written by a train.parallel={saved} run; resume it with "
+                          f"train.parallel={saved}")  # fmt: skip
     if previous is not None:
         carry_weights(model, previous.objective.model)
-    elif trainer_state:
+    elif trainer_state and not sharded_resume:
         ckpt.load_weights(model, resume_dir)
-    elif cfg.model.pretrained:
+    elif not trainer_state and cfg.model.pretrained:
         load_pretrained(model, cfg)
     if cfg.train.freeze:
         frozen = freeze_modules(model, cfg.train.freeze)
@@ -404,36 +419,41 @@ def _build_trainer(cfg: Config, s: Session, objective: Objective, previous: Trai
     if cfg.train.channels_last:
         model.to(memory_format=torch.channels_last)
     ema = ModelEMA(model, cfg.train.ema_decay, cfg.train.ema_warmup) if cfg.train.ema else None
+    if ema is not None and previous is not None and previous.ema is not None:
+        carry_weights(ema.module, previous.ema.module)
+        ema.updates = previous.ema.updates
+    options = dict(reshard_after_forward=cfg.train.fsdp_reshard_after_forward, precision=s.precision)
+    net = parallel.wrap(model, cfg.train.parallel, s.env.world_size, s.device, **options)
+    if fsdp and ema is not None:
+        parallel.shard(ema.module, **options)  # sharded like the model, so each process averages its own shard
     optimizer = build_optimizer(model, cfg.optim)
     scaler = torch.amp.GradScaler(s.device.type, enabled=s.precision == "fp16")
     if trainer_state and previous is None:
-        optimizer.load_state_dict(trainer_state["optimizer"])
+        if sharded_resume:
+            ckpt.load_sharded_checkpoint(resume_dir, model, optimizer, ema.module if ema is not None else None)
+        else:
+            optimizer.load_state_dict(trainer_state["optimizer"])
+            if ema is not None and (resume_dir / ckpt.EMA_FILE).is_file():
+                ckpt.load_weights(ema.module, resume_dir, ema=True)
         if trainer_state["scaler"]:
             scaler.load_state_dict(trainer_state["scaler"])
-        if ema is not None and (resume_dir / ckpt.EMA_FILE).is_file():
-            ckpt.load_weights(ema.module, resume_dir, ema=True)
+        if ema is not None:
             ema.updates = trainer_state["ema_updates"]
     elif previous is not None:
         carry_optimizer(optimizer, previous.optimizer)
-        if ema is not None and previous.ema is not None:
-            carry_weights(ema.module, previous.ema.module)
-            ema.updates = previous.ema.updates
-    net = model
-    if s.env.enabled:
-        net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[s.device.index] if s.device.type == "cuda" else None, broadcast_buffers=False
-        )
     return Trainer(objective, net, optimizer, scaler, ema)
 
 
 def carry_weights(new: nn.Module, old: nn.Module) -> None:
-    """Move weights to a model rebuilt for the next progressive stage (window tables are transferred if needed)."""
+    """Move weights to a model rebuilt for the next progressive stage (window tables are transferred if needed);
+    ``old`` may be sharded, ``new`` is not yet."""
+    state = parallel.full_state_dict(old)
     try:
-        new.load_state_dict(old.state_dict(), strict=True)
+        new.load_state_dict(state, strict=True)
     except RuntimeError:
         from ..checkpoints import load_checkpoint
 
-        load_checkpoint(new, old.state_dict())
+        load_checkpoint(new, state)
 
 
 def carry_optimizer(new: torch.optim.Optimizer, old: torch.optim.Optimizer) -> None:
@@ -524,20 +544,24 @@ def _saved(cfg: Config) -> Config:
 
 
 def _save(cfg: Config, s: Session, path: Path, trainer: Trainer, progress: Progress, record: dict) -> None:
-    """Write a training checkpoint to ``path`` (rank 0), with ``record`` (the last epoch's) for the metrics file."""
+    """Write a training checkpoint to ``path`` (rank 0; every process for a sharded one), with ``record`` (the last
+    epoch's) for the metrics file."""
+    cfg = _saved(cfg)
+    ema, model = trainer.ema, trainer.objective.model
+    state = {
+        "progress": asdict(progress),
+        "scaler": trainer.scaler.state_dict(),
+        "ema_updates": ema.updates if ema is not None else 0,
+        "rng": ckpt.rng_state(),
+        "world_size": s.env.world_size,
+        "config": to_dict(cfg),
+        "record": record,
+    }
+    if parallel.is_sharded(model):
+        state["classes"] = trainer.objective.classes
+        ckpt.save_sharded_checkpoint(path, cfg, model, ema.module if ema else None, trainer.optimizer, state)
+        return
     if s.env.is_main:
-        cfg = _saved(cfg)
-        ema = trainer.ema
-        state = {
-            "progress": asdict(progress),
-            "optimizer": trainer.optimizer.state_dict(),
-            "scaler": trainer.scaler.state_dict(),
-            "ema_updates": ema.updates if ema is not None else 0,
-            "rng": ckpt.rng_state(),
-            "world_size": s.env.world_size,
-            "config": to_dict(cfg),
-            "record": record,
-        }
-        model = trainer.objective.model
+        state["optimizer"] = trainer.optimizer.state_dict()
         ckpt.save_training_checkpoint(path, cfg, model, ema.module if ema else None, state, trainer.objective.classes)
     barrier()

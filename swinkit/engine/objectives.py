@@ -140,7 +140,7 @@ class SelfSupervised:
 
     def knn(self) -> float:
         s = self.session
-        return knn_accuracy(self.model.encoder, self.bank_loader, self.val_loader, s.device, s.precision,
+        return knn_accuracy(self.model.feature_module(), self.bank_loader, self.val_loader, s.device, s.precision,
                             self.cfg.ssl.knn_k, self.cfg.ssl.knn_temperature)  # fmt: skip
 
     def initial_metrics(self) -> dict:

@@ -73,6 +73,11 @@ class PretrainRecipe:
                 f"ssl.queue_size={cfg.ssl.queue_size} is not a multiple of the global batch {global_batch} "
                 f"(data.batch_size {cfg.data.batch_size} x {s.env.world_size} processes)"
             )
+        if cfg.ssl.method == "moby" and cfg.train.parallel == "fsdp" and not cfg.train.fsdp_reshard_after_forward:
+            raise ConfigError(
+                "MoBY with train.parallel=fsdp needs train.fsdp_reshard_after_forward=true: its momentum update runs "
+                "between the online and the target forward, on the sharded parameters"
+            )
 
     def build(self, stage: Stage, s: Session) -> SelfSupervised:
         cfg, env = self.cfg, s.env

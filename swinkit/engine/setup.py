@@ -75,7 +75,7 @@ class Session:
 @contextlib.contextmanager
 def session(cfg: Config) -> Iterator[Session]:
     """Join the process group, apply ``train.threads`` and ``train.deterministic``; undo all three on exit."""
-    env = init_distributed(cfg.train.device)
+    env = init_distributed(cfg.train.device, single=cfg.train.parallel == "fsdp")
     device = resolve_device(cfg.train.device, env)
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     try:

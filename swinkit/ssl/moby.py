@@ -105,6 +105,15 @@ class MoBY(SSLCheckpointLoading, nn.Module):
         """Recompute the online encoder's block activations in the backward pass (the target one has no backward)."""
         self.encoder.set_grad_checkpointing(enable)
 
+    def sharding_roots(self) -> list[nn.Module]:
+        """Under FSDP each part is a root of its own: the kNN monitor calls the encoder on its own, and the momentum
+        update then sees every part's sharded parameters (``swinkit.engine.parallel``)."""
+        return [self.encoder, self.encoder_k, self.projector, self.projector_k, self.predictor]
+
+    def feature_module(self) -> nn.Module:
+        """The module the kNN monitor reads pooled features from: the online encoder."""
+        return self.encoder
+
     def set_attention_chunks(self, chunks: int) -> None:
         """Window attention of both encoders a group of windows at a time (``HierarchicalModel``'s)."""
         for encoder in (self.encoder, self.encoder_k):

@@ -92,6 +92,10 @@ class SimMIM(SSLCheckpointLoading, nn.Module):
         """The encoder's window attention a group of windows at a time (``HierarchicalModel``'s)."""
         attention_chunks(self.encoder, chunks)
 
+    def feature_module(self) -> nn.Module:
+        """A module whose forward is ``self(images, features=True)``, for the kNN monitor."""
+        return _Features(self)
+
     def random_mask(self, batch: int, height: int, width: int, device: torch.device | None = None) -> torch.Tensor:
         """(batch, height / patch, width / patch) 0/1 token mask: ``ceil(ratio * n)`` random mask patches of n."""
         s = self.mask_patch_size
@@ -124,8 +128,16 @@ class SimMIM(SSLCheckpointLoading, nn.Module):
         l1 = F.l1_loss(reconstruction.float(), target, reduction="none")
         return (l1 * pixels).sum() / (pixels.sum() + 1e-5) / self.in_chans
 
-    def forward(self, images: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Images (B, C, H, W) -> the reconstruction loss; a random mask is drawn when none is given."""
+    def forward(
+        self, images: torch.Tensor, mask: torch.Tensor | None = None, *, features: bool = False
+    ) -> torch.Tensor:
+        """Images (B, C, H, W) -> the reconstruction loss; a random mask is drawn when none is given.
+
+        ``features=True`` returns the encoder's pooled features (B, num_features) instead: what the kNN monitor reads.
+        It goes through this forward so that a sharded SimMIM (FSDP, one root) gathers its parameters for it.
+        """
+        if features:
+            return self.encoder(images)
         if mask is None:
             mask = self.random_mask(images.shape[0], images.shape[2], images.shape[3], images.device)
         return self.loss(self.reconstruct(images, mask), images, mask)
@@ -169,3 +181,15 @@ def build_simmim(
     return SimMIM(
         encoder, mask_ratio=mask_ratio, mask_patch_size=mask_patch_size, norm_target_window=norm_target_window
     )
+
+
+class _Features(nn.Module):
+    """``simmim(images, features=True)`` as a module of its own (train/eval and ``img_size`` follow the encoder)."""
+
+    def __init__(self, simmim: SimMIM) -> None:
+        super().__init__()
+        self.simmim = simmim
+        self.img_size = getattr(simmim.encoder, "img_size", None)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.simmim(images, features=True)

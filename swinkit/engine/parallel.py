@@ -1,0 +1,110 @@
+"""Data parallelism for the loop: DDP (a full copy of the model per process) or FSDP2 (parameters, gradients and
+optimizer state sharded over the processes), composed the way torchtitan composes them.
+
+With ``train.parallel=fsdp`` every transformer block is ``fully_shard``ed on its own (so only one block's full
+parameters are gathered at a time), then the rest of the model as one unit: the patch embedding, the merges, the norm
+and the head together. A meta-architecture whose parts are also called on their own (MoBY's and SimMIM's encoder,
+which the kNN monitor runs) names those parts in ``sharding_roots()``, and each becomes a root of its own instead.
+``train.fsdp_reshard_after_forward`` frees the gathered parameters after each forward (ZeRO-3) or keeps them for the
+backward (ZeRO-2: more memory, fewer all-gathers). With ``train.precision=bf16`` the blocks compute with bf16 copies
+of the parameters and reduce gradients in fp32 onto fp32 master weights (FSDP2's ``MixedPrecisionPolicy``).
+
+Under FSDP each forward all-gathers, so every process must run the same number of forwards: evaluation pads a
+process that has fewer batches than another with forwards of a one-image dummy (``forwards_to_run``,
+``pad_forwards``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
+
+from ..core.distributed import all_reduce_max
+from ..layers import Stage
+
+PARALLEL = ("ddp", "fsdp")
+
+
+def is_sharded(model: nn.Module) -> bool:
+    return any(isinstance(m, FSDPModule) for m in model.modules())
+
+
+def _roots(model: nn.Module) -> list[nn.Module]:
+    """The modules sharded as roots: the model, or the parts a meta-architecture calls on their own."""
+    return list(model.sharding_roots()) if hasattr(model, "sharding_roots") else [model]
+
+
+def shard(model: nn.Module, *, reshard_after_forward: bool = True, precision: str = "fp32") -> nn.Module:
+    """``fully_shard`` every block of every stage, then each root (see the module docstring), in place."""
+    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if precision == "bf16" \
+        else MixedPrecisionPolicy()  # fmt: skip
+    options = dict(reshard_after_forward=reshard_after_forward, mp_policy=policy)
+    for stage in [m for m in model.modules() if isinstance(m, Stage)]:
+        for block in stage.blocks:
+            fully_shard(block, **options)
+    roots = _roots(model)
+    for root in roots:
+        fully_shard(root, **options)
+    left = [n for n, p in model.named_parameters() if not any(p is q for r in roots for q in r.parameters())]
+    if left:
+        raise RuntimeError(f"parameters outside every sharded root: {left[:5]}")
+    return model
+
+
+def wrap(model: nn.Module, parallel: str, world_size: int, device: torch.device, **shard_options) -> nn.Module:
+    """What the loop runs batches through: the sharded model itself, a DDP wrapper, or the model (one process)."""
+    if parallel == "fsdp":
+        return shard(model, **shard_options)
+    if world_size > 1:
+        return nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
+        )
+    return model
+
+
+@contextlib.contextmanager
+def no_gradient_sync(net: nn.Module) -> Iterator[None]:
+    """Accumulate gradients locally (no all-reduce / reduce-scatter) for the micro-batches inside."""
+    if isinstance(net, nn.parallel.DistributedDataParallel):
+        with net.no_sync():
+            yield
+        return
+    roots = [m for m in _roots(net) if isinstance(m, FSDPModule)]
+    for root in roots:
+        root.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        for root in roots:
+            root.set_requires_gradient_sync(True)
+
+
+def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's full (unsharded) state dict on every process, on the CPU; collective under FSDP."""
+    if not is_sharded(model):
+        return model.state_dict()
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+
+
+def forwards_to_run(module: nn.Module, batches: int, device: torch.device) -> int:
+    """How many forwards this process must run over a loader of ``batches`` batches: the busiest process's count
+    under FSDP (its forwards are collectives), else ``batches``. Call before the loop, on every process."""
+    if not is_sharded(module):
+        return batches
+    return int(all_reduce_max(torch.tensor(batches, device=device)).item())
+
+
+@torch.no_grad()
+def pad_forwards(module: nn.Module, missing: int, example: torch.Tensor | None) -> None:
+    """Run ``missing`` forwards of a one-image dummy (``example``'s first image, or zeros of ``module.img_size``),
+    so that this process has run as many forwards as ``forwards_to_run`` said."""
+    if missing <= 0:
+        return
+    dummy = example[:1] if example is not None else torch.zeros(1, 3, *module.img_size)
+    for _ in range(missing):
+        module(dummy)
