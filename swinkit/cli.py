@@ -138,6 +138,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from .engine.plan import plan
+
+    result = plan(_config(args), args.nproc, args.parallel)
+    print(result)
+    if args.gpu_memory is None:
+        return 0
+    need, have = result.total / 2**30, args.gpu_memory
+    if result.fits(have):
+        print(f"fits in {have:g} GiB per GPU ({have - need:.2f} GiB to spare)")
+        return 0
+    print(f"does not fit in {have:g} GiB per GPU ({need:.2f} GiB needed): lower data.batch_size, set "
+          "model.grad_checkpointing=true, shard with --parallel fsdp, or use more GPUs")  # fmt: skip
+    return 1
+
+
 def cmd_configs(args: argparse.Namespace) -> int:
     from .engine.config import list_configs, resolve_config_path
 
@@ -258,6 +274,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="directory for eval.json (default: the checkpoint directory)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help=overrides_help)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("plan", help="memory per GPU of one training step, estimated without allocating it")
+    p.add_argument("-c", "--config", help="recipe name or YAML file (default: quickstart)")
+    p.add_argument("--nproc", type=int, default=1, help="GPUs (processes) in all")
+    p.add_argument("--parallel", choices=("ddp", "fsdp"), help="default: the config's train.parallel")
+    p.add_argument("--gpu-memory", type=float, metavar="GIB", help="say whether the step fits in this much per GPU")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help=overrides_help)
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("configs", help="list the shipped recipes")
     p.set_defaults(func=cmd_configs)

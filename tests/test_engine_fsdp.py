@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 NO_AUG = ["data.scale=[1.0, 1.0]", "data.ratio=[1.0, 1.0]", "data.hflip=0.0", "data.mixup=0.0", "data.cutmix=0.0",
           "data.re_prob=0.0", "model.drop_path_rate=0.0"]  # fmt: skip
 FSDP = "train.parallel=fsdp"
+SHARED = ["train.ema=true", "optim.clip_grad=0.05"]
 
 pytestmark = pytest.mark.slow
 
@@ -53,13 +54,14 @@ def _assert_close(a: dict, b: dict, atol: float, skip: tuple[str, ...] = ()) -> 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """One process (batch 16), and two processes (batch 8 each) with DDP and with FSDP, EMA on. The FSDP run also
-    checkpoints every block and chunks the attention: both compose with sharding and change no number."""
+    """One process (batch 16), and two processes (batch 8 each) with DDP and with FSDP, EMA on, gradients clipped to
+    a norm every step exceeds (so clipping must use the global norm over all shards). The FSDP run also checkpoints
+    every block and chunks the attention: both compose with sharding and change no number."""
     root = tmp_path_factory.mktemp("fsdp")
-    train(tiny_config(root / "single", *NO_AUG, "data.batch_size=16", "train.ema=true"))
+    train(tiny_config(root / "single", *NO_AUG, *SHARED, "data.batch_size=16"))
     for parallel, extra in (("ddp", []), ("fsdp", ["model.grad_checkpointing=true", "model.attention_chunks=2"])):
-        _torchrun("train", "--config", "quickstart", "--output", str(root / parallel), *TINY, *NO_AUG,
-                  "data.batch_size=8", "train.ema=true", f"train.parallel={parallel}", *extra, cwd=root)  # fmt: skip
+        _torchrun("train", "--config", "quickstart", "--output", str(root / parallel), *TINY, *NO_AUG, *SHARED,
+                  "data.batch_size=8", f"train.parallel={parallel}", *extra, cwd=root)  # fmt: skip
     return root
 
 
@@ -103,13 +105,13 @@ def test_a_sharded_run_resumes_at_another_number_of_processes(runs, tmp_path):
     reference = _weights(runs / "single")
     # 2 -> 1: two FSDP processes stop mid-epoch 1 (step 3 of 6); one process (its own group of one) finishes.
     two = tmp_path / "two_to_one"
-    _torchrun("train", "--config", "quickstart", "--output", str(two), *TINY, *NO_AUG, "data.batch_size=8",
-              "train.ema=true", FSDP, "train.stop_after_steps=3", cwd=tmp_path)  # fmt: skip
-    train(tiny_config(two, *NO_AUG, "data.batch_size=16", "train.ema=true", FSDP), resume=str(two))
+    _torchrun("train", "--config", "quickstart", "--output", str(two), *TINY, *NO_AUG, *SHARED, "data.batch_size=8",
+              FSDP, "train.stop_after_steps=3", cwd=tmp_path)  # fmt: skip
+    train(tiny_config(two, *NO_AUG, *SHARED, "data.batch_size=16", FSDP), resume=str(two))
     _assert_close(reference, _weights(two), atol=1e-6)
     # 1 -> 2: one FSDP process stops at step 3; two processes finish.
     one = tmp_path / "one_to_two"
-    train(tiny_config(one, *NO_AUG, "data.batch_size=16", "train.ema=true", FSDP, "train.stop_after_steps=3"))
+    train(tiny_config(one, *NO_AUG, *SHARED, "data.batch_size=16", FSDP, "train.stop_after_steps=3"))
     assert ckpt.is_sharded_checkpoint(one / "checkpoints" / "last")
     _torchrun("train", "--resume", str(one), "data.batch_size=8", cwd=tmp_path)
     _assert_close(reference, _weights(one), atol=1e-6)
@@ -139,6 +141,15 @@ def test_a_crash_during_a_sharded_save_keeps_the_previous_checkpoint(tmp_path, m
     train(tiny_config(run, *NO_AUG, FSDP, "train.stop_after_steps=4"), resume=str(run))
     assert ckpt.load_trainer_state(last)["progress"]["step"] == 4
     assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
+
+
+def test_bf16_mixed_precision_keeps_fp32_master_weights(tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config(run, FSDP, "train.precision=bf16", "sched.epochs=3"))
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["train_loss"] for r in records]
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
+    assert {t.dtype for t in _weights(run).values()} == {torch.float32}
 
 
 def test_resuming_with_the_other_parallel_mode_is_one_clear_error(tmp_path):

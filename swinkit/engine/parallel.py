@@ -22,6 +22,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
 from ..core.distributed import all_reduce_max
@@ -39,11 +40,14 @@ def _roots(model: nn.Module) -> list[nn.Module]:
     return list(model.sharding_roots()) if hasattr(model, "sharding_roots") else [model]
 
 
-def shard(model: nn.Module, *, reshard_after_forward: bool = True, precision: str = "fp32") -> nn.Module:
-    """``fully_shard`` every block of every stage, then each root (see the module docstring), in place."""
+def shard(
+    model: nn.Module, *, reshard_after_forward: bool = True, precision: str = "fp32", mesh: DeviceMesh | None = None
+) -> nn.Module:
+    """``fully_shard`` every block of every stage, then each root (see the module docstring), in place, over ``mesh``
+    (default: all processes of the default group)."""
     policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if precision == "bf16" \
         else MixedPrecisionPolicy()  # fmt: skip
-    options = dict(reshard_after_forward=reshard_after_forward, mp_policy=policy)
+    options = dict(reshard_after_forward=reshard_after_forward, mp_policy=policy, mesh=mesh)
     for stage in [m for m in model.modules() if isinstance(m, Stage)]:
         for block in stage.blocks:
             fully_shard(block, **options)

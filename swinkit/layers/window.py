@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch._guards import active_fake_mode
 
 from ..core.errors import ConfigError
 
@@ -120,15 +121,15 @@ def window_reverse(windows: torch.Tensor, window: tuple[int, int], height: int, 
 def geometry_cache(fn):
     """``functools.lru_cache`` for the derived tables (index, coordinates, masks), bypassed while tracing.
 
-    While ``torch.export`` traces a model the tensors built here are fake, and a cached one would be handed to every
-    later eager call; ``torch.jit.trace`` records the ops of a miss but not of a hit, so its check run would see a
-    different graph.
+    While ``torch.export`` traces a model (or ``swinkit plan`` runs it on fake tensors) the tensors built here are
+    fake, and a cached one would be handed to every later eager call; ``torch.jit.trace`` records the ops of a miss
+    but not of a hit, so its check run would see a different graph.
     """
     cached = functools.lru_cache(maxsize=64)(fn)
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        if torch.compiler.is_compiling() or torch.jit.is_tracing() or active_fake_mode() is not None:
             return fn(*args, **kwargs)
         # A table first built under torch.inference_mode() would be an inference tensor, which a later training
         # step could not save for backward: cached tables are always ordinary tensors.
