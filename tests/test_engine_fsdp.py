@@ -18,9 +18,10 @@ from swinkit.checkpoints.io import read_file
 from swinkit.cli import main
 from swinkit.core.errors import ConfigError
 from swinkit.deploy import load_model
+from swinkit.engine.pretrain import pretrain
 from swinkit.engine.train import train
 from tests.engine_utils import TINY, tiny_config
-from tests.ssl_utils import TINY_MOBY, TINY_SIMMIM
+from tests.ssl_utils import TINY_MOBY, TINY_SIMMIM, pretrain_config
 
 REPO = Path(__file__).resolve().parents[1]
 NO_AUG = ["data.scale=[1.0, 1.0]", "data.ratio=[1.0, 1.0]", "data.hflip=0.0", "data.mixup=0.0", "data.cutmix=0.0",
@@ -157,6 +158,23 @@ def test_resuming_with_the_other_parallel_mode_is_one_clear_error(tmp_path):
     train(tiny_config(run, FSDP, "train.stop_after_steps=1"))
     with pytest.raises(ConfigError, match="written by a train.parallel=fsdp run; resume it with train.parallel=fsdp"):
         train(tiny_config(run, "train.parallel=ddp"), resume=str(run))
+
+
+def test_moby_under_fsdp_matches_one_process(tmp_path):
+    # Heads of one Linear each (no BatchNorm, whose statistics are per process) and the two views unaugmented: two
+    # processes of 4 then see what one process of 8 sees. The queue holds the same keys in another column order
+    # (gathered in rank order), which the loss does not see.
+    args = [*TINY_MOBY, "data.max_train_samples=32", "ssl.proj_layers=1", "ssl.pred_layers=1",
+            "data.scale=[1.0, 1.0]", "data.ratio=[1.0, 1.0]", "data.hflip=0.0", "data.color_jitter=0.0",
+            "ssl.grayscale_prob=0.0", "ssl.blur_prob=[0.0, 0.0]", "ssl.solarize_prob=[0.0, 0.0]"]  # fmt: skip
+    pretrain(pretrain_config("moby_quickstart", tmp_path / "single", *args, "data.batch_size=8"))
+    _torchrun("pretrain", "-c", "moby_quickstart", "--output", str(tmp_path / "fsdp"), *args, "data.batch_size=4",
+              FSDP, cwd=tmp_path)  # fmt: skip
+    single, fsdp = _weights(tmp_path / "single"), _weights(tmp_path / "fsdp")
+    _assert_close(single, fsdp, atol=1e-5, skip=("queue",))
+    for queue in ("queue1", "queue2"):
+        torch.testing.assert_close(fsdp[queue].sort(dim=1).values, single[queue].sort(dim=1).values, rtol=0,
+                                   atol=1e-5)  # fmt: skip
 
 
 def test_moby_under_fsdp_matches_ddp(tmp_path):
