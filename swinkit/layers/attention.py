@@ -135,9 +135,13 @@ class WindowAttention(nn.Module):
         # Expanded to the images (a view) rather than left for SDPA to broadcast: broadcasting asks whether the image
         # count is 1, which a dynamic-size export would freeze into its graph.
         mask = bias.reshape(1, heads, n, n).expand(bw // masks, -1, -1, -1)
-        # Chunks are groups of windows: the batch of windows when all share one mask, else the windows folded into
-        # the head dimension.
-        out = chunked_attention(q, k, v, mask, dropout, scale, self.attention_chunks, dim=0 if masks == 1 else 1)
+        if self.attention_chunks > 1:
+            # Chunks are groups of windows: the batch of windows when all share one mask, else the windows folded
+            # into the head dimension. (Only here is the mask count compared: a dynamic-size export must not be.)
+            dim = 0 if masks == 1 else 1
+            out = chunked_attention(q, k, v, mask, dropout, scale, self.attention_chunks, dim)
+        else:
+            out = _sdpa(q, k, v, mask, dropout, scale)
         if torch.compiler.is_exporting():
             # SDPA's output strides depend on the kernel, and torch.onnx's passes disagree on them: one traces the
             # reshape below as a view that a later one cannot apply. A copy makes it a view for both.
@@ -157,9 +161,9 @@ def chunked_attention(
     """SDPA over ``chunks`` slices of ``dim`` in turn (one call when ``chunks`` is 1); each slice is recomputed in the
     backward pass rather than keeping its attention matrices (see the module docstring). ``mask`` must have the
     inputs' size along ``dim`` (or be None)."""
-    chunks = min(chunks, q.shape[dim])
-    if chunks <= 1:
+    if chunks <= 1:  # before reading any size: a traced symbolic size must not be compared here
         return _sdpa(q, k, v, mask, dropout, scale)
+    chunks = min(chunks, q.shape[dim])
     tensors = [t for t in (q, k, v, mask) if t is not None]
     recompute = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
     masks = [None] * chunks if mask is None else mask.tensor_split(chunks, dim)
