@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -15,6 +18,22 @@ TINY = [
     "data.max_train_samples=96", "data.max_val_samples=33", "data.batch_size=8", "data.workers=0",
     "sched.epochs=2", "sched.warmup_epochs=1", "optim.lr=1e-3", "train.threads=1", "train.log_every=1000",
 ]  # fmt: skip
+
+
+REPO = Path(__file__).resolve().parents[1]
+# Augmentation, mixup and drop path off: runs that must see identical inputs (one process vs several).
+NO_AUG = ["data.scale=[1.0, 1.0]", "data.ratio=[1.0, 1.0]", "data.hflip=0.0", "data.mixup=0.0", "data.cutmix=0.0",
+          "data.re_prob=0.0", "model.drop_path_rate=0.0"]  # fmt: skip
+
+
+def torchrun(*args: str, cwd: Path) -> str:
+    """``torchrun --standalone --nproc_per_node 2 -m swinkit ARGS`` (gloo, one thread each); its output."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "swinkit", *args]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
 
 
 def tiny_config(out: Path, *overrides: str) -> Config:

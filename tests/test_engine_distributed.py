@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,28 +10,14 @@ import torch
 from swinkit.checkpoints.io import read_file
 from swinkit.engine.evaluate import run_eval
 from swinkit.engine.train import train
-from tests.engine_utils import TINY, tiny_config
-
-REPO = Path(__file__).resolve().parents[1]
-# Augmentation, mixup and drop path off: the two runs must see identical inputs.
-NO_AUG = ["data.scale=[1.0, 1.0]", "data.ratio=[1.0, 1.0]", "data.hflip=0.0", "data.mixup=0.0", "data.cutmix=0.0",
-          "data.re_prob=0.0", "model.drop_path_rate=0.0"]  # fmt: skip
-
-
-def _torchrun(*args: str, cwd: Path) -> str:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "swinkit", *args]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout + proc.stderr
+from tests.engine_utils import NO_AUG, TINY, tiny_config, torchrun
 
 
 @pytest.mark.slow
 def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     train(tiny_config(single, *NO_AUG, "data.batch_size=16"))
-    log = _torchrun("train", "--config", "quickstart", "--output", str(ddp), *TINY, *NO_AUG, "data.batch_size=8",
+    log = torchrun("train", "--config", "quickstart", "--output", str(ddp), *TINY, *NO_AUG, "data.batch_size=8",
                     cwd=tmp_path)  # fmt: skip
     assert log.count("epoch 2/2  step") == 1  # only rank 0 prints
     assert "batch 8 x 2 = 16 global" in log
@@ -56,7 +38,7 @@ def test_two_process_eval_on_an_odd_val_set_is_exact(tmp_path):
     train(tiny_config(run, "sched.epochs=1", "data.max_val_samples=33"))
     best = run / "checkpoints" / "best"
     one = run_eval(tiny_config(run, "data.max_val_samples=33"), str(best), output=str(tmp_path / "one"))
-    _torchrun("eval", "--config", "quickstart", "--checkpoint", str(best), "--output", str(tmp_path / "two"), *TINY,
+    torchrun("eval", "--config", "quickstart", "--checkpoint", str(best), "--output", str(tmp_path / "two"), *TINY,
               "data.max_val_samples=33", cwd=tmp_path)  # fmt: skip
     two = json.loads((tmp_path / "two" / "eval.json").read_text())
     assert two["n"] == one["n"] == 33

@@ -4,9 +4,6 @@ resume at another number of processes, survive a crash mid-save, and consolidate
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,25 +17,13 @@ from swinkit.core.errors import ConfigError
 from swinkit.deploy import load_model
 from swinkit.engine.pretrain import pretrain
 from swinkit.engine.train import train
-from tests.engine_utils import TINY, tiny_config
+from tests.engine_utils import NO_AUG, TINY, tiny_config, torchrun
 from tests.ssl_utils import TINY_MOBY, TINY_SIMMIM, pretrain_config
 
-REPO = Path(__file__).resolve().parents[1]
-NO_AUG = ["data.scale=[1.0, 1.0]", "data.ratio=[1.0, 1.0]", "data.hflip=0.0", "data.mixup=0.0", "data.cutmix=0.0",
-          "data.re_prob=0.0", "model.drop_path_rate=0.0"]  # fmt: skip
 FSDP = "train.parallel=fsdp"
 SHARED = ["train.ema=true", "optim.clip_grad=0.05"]
 
 pytestmark = pytest.mark.slow
-
-
-def _torchrun(*args: str, cwd: Path) -> str:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "swinkit", *args]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout + proc.stderr
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
@@ -61,7 +46,7 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("fsdp")
     train(tiny_config(root / "single", *NO_AUG, *SHARED, "data.batch_size=16"))
     for parallel, extra in (("ddp", []), ("fsdp", ["model.grad_checkpointing=true", "model.attention_chunks=2"])):
-        _torchrun("train", "--config", "quickstart", "--output", str(root / parallel), *TINY, *NO_AUG, *SHARED,
+        torchrun("train", "--config", "quickstart", "--output", str(root / parallel), *TINY, *NO_AUG, *SHARED,
                   "data.batch_size=8", f"train.parallel={parallel}", *extra, cwd=root)  # fmt: skip
     return root
 
@@ -106,7 +91,7 @@ def test_a_sharded_run_resumes_at_another_number_of_processes(runs, tmp_path):
     reference = _weights(runs / "single")
     # 2 -> 1: two FSDP processes stop mid-epoch 1 (step 3 of 6); one process (its own group of one) finishes.
     two = tmp_path / "two_to_one"
-    _torchrun("train", "--config", "quickstart", "--output", str(two), *TINY, *NO_AUG, *SHARED, "data.batch_size=8",
+    torchrun("train", "--config", "quickstart", "--output", str(two), *TINY, *NO_AUG, *SHARED, "data.batch_size=8",
               FSDP, "train.stop_after_steps=3", cwd=tmp_path)  # fmt: skip
     train(tiny_config(two, *NO_AUG, *SHARED, "data.batch_size=16", FSDP), resume=str(two))
     _assert_close(reference, _weights(two), atol=1e-6)
@@ -114,7 +99,7 @@ def test_a_sharded_run_resumes_at_another_number_of_processes(runs, tmp_path):
     one = tmp_path / "one_to_two"
     train(tiny_config(one, *NO_AUG, *SHARED, "data.batch_size=16", FSDP, "train.stop_after_steps=3"))
     assert ckpt.is_sharded_checkpoint(one / "checkpoints" / "last")
-    _torchrun("train", "--resume", str(one), "data.batch_size=8", cwd=tmp_path)
+    torchrun("train", "--resume", str(one), "data.batch_size=8", cwd=tmp_path)
     _assert_close(reference, _weights(one), atol=1e-6)
     ema = read_file(runs / "single" / "checkpoints" / "last" / ckpt.EMA_FILE)[0]
     for run in (two, one):
@@ -168,7 +153,7 @@ def test_moby_under_fsdp_matches_one_process(tmp_path):
             "data.scale=[1.0, 1.0]", "data.ratio=[1.0, 1.0]", "data.hflip=0.0", "data.color_jitter=0.0",
             "ssl.grayscale_prob=0.0", "ssl.blur_prob=[0.0, 0.0]", "ssl.solarize_prob=[0.0, 0.0]"]  # fmt: skip
     pretrain(pretrain_config("moby_quickstart", tmp_path / "single", *args, "data.batch_size=8"))
-    _torchrun("pretrain", "-c", "moby_quickstart", "--output", str(tmp_path / "fsdp"), *args, "data.batch_size=4",
+    torchrun("pretrain", "-c", "moby_quickstart", "--output", str(tmp_path / "fsdp"), *args, "data.batch_size=4",
               FSDP, cwd=tmp_path)  # fmt: skip
     single, fsdp = _weights(tmp_path / "single"), _weights(tmp_path / "fsdp")
     _assert_close(single, fsdp, atol=1e-5, skip=("queue",))
@@ -183,7 +168,7 @@ def test_moby_under_fsdp_matches_ddp(tmp_path):
     args = ["-c", "moby_quickstart", *TINY_MOBY, "data.batch_size=4", "data.max_train_samples=32", "optim.name=sgd",
             "optim.lr=0.05"]  # fmt: skip
     for parallel in ("ddp", "fsdp"):
-        _torchrun("pretrain", "--output", str(tmp_path / parallel), *args, f"train.parallel={parallel}", cwd=tmp_path)
+        torchrun("pretrain", "--output", str(tmp_path / parallel), *args, f"train.parallel={parallel}", cwd=tmp_path)
     ddp, fsdp = _weights(tmp_path / "ddp"), _weights(tmp_path / "fsdp")
     _assert_close(ddp, fsdp, atol=1e-5, skip=("running_", "num_batches_tracked"))
     records = [[json.loads(line) for line in (tmp_path / p / "metrics.jsonl").read_text().splitlines()]
@@ -196,5 +181,5 @@ def test_moby_under_fsdp_matches_ddp(tmp_path):
 def test_simmim_under_fsdp_matches_ddp(tmp_path):
     args = ["-c", "simmim_quickstart", *TINY_SIMMIM, "data.batch_size=4", "data.max_train_samples=32"]
     for parallel in ("ddp", "fsdp"):
-        _torchrun("pretrain", "--output", str(tmp_path / parallel), *args, f"train.parallel={parallel}", cwd=tmp_path)
+        torchrun("pretrain", "--output", str(tmp_path / parallel), *args, f"train.parallel={parallel}", cwd=tmp_path)
     _assert_close(_weights(tmp_path / "ddp"), _weights(tmp_path / "fsdp"), atol=1e-5)

@@ -246,9 +246,9 @@ def stored_config(path: str | Path) -> Config | None:
 def load_weights(model: nn.Module, ckpt_dir: Path, ema: bool = False) -> None:
     """Load ``model.safetensors`` (or ``ema.safetensors``, or a sharded checkpoint's consolidated weights) from a
     swinkit checkpoint directory into an unsharded model, strictly."""
-    path = Path(ckpt_dir) / (EMA_FILE if ema else MODEL_FILE)
     source = checkpoint_weights(ckpt_dir, ema)
     state = source if isinstance(source, dict) else read_file(source)[0]
+    path = Path(ckpt_dir) / SHARDS_DIR if isinstance(source, dict) else source
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:

@@ -97,9 +97,9 @@ def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def forwards_to_run(module: nn.Module, batches: int, device: torch.device) -> int:
     """How many forwards this process must run over a loader of ``batches`` batches: the busiest process's count
-    under FSDP (its forwards are collectives), else ``batches``. Call before the loop, on every process."""
+    under FSDP (its forwards are collectives), 0 (no constraint) otherwise. Call before the loop, on every process."""
     if not is_sharded(module):
-        return batches
+        return 0
     return int(all_reduce_max(torch.tensor(batches, device=device)).item())
 
 

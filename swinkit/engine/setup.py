@@ -118,10 +118,10 @@ def load_pretrained(model: nn.Module, cfg: Config) -> None:
 
     Under torchrun the first process fetches while the others wait, then all read the cached file; a failed fetch
     raises the same error in every process instead of leaving the others waiting."""
-    failure = None
+    failure, located = None, None
     if is_main_process():
         try:
-            locate(cfg.model.name, cfg.model.pretrained)
+            located = locate(cfg.model.name, cfg.model.pretrained)
         except SwinkitError as err:
             failure = err
     message = broadcast_object(None if failure is None else str(failure))
@@ -129,7 +129,7 @@ def load_pretrained(model: nn.Module, cfg: Config) -> None:
         raise failure
     if message is not None:
         raise DownloadError(message)
-    path, format, _ = locate(cfg.model.name, cfg.model.pretrained)
+    path, format, _ = located or locate(cfg.model.name, cfg.model.pretrained)
     format = format if cfg.model.pretrained_format == "auto" else cfg.model.pretrained_format
     report = load_checkpoint(model, path, format=format, label_map=cfg.model.label_map, head=cfg.model.head)
     log.info("loaded pretrained weights from %s: %s", cfg.model.pretrained, report)
