@@ -97,6 +97,9 @@ def test_the_registry_lists_every_source_with_its_preprocessing():
     assert swinkit.get_weights("swin_tiny_patch4_window7_224.moby_300ep").num_classes == 0
     assert {w.model for w in swinkit.list_weights()} >= {"cswin_tiny_224", V1, V2}
     assert {w.tag for w in swinkit.model_info(V2).weights} == set(tags)
+    with torch.device("meta"):  # timm's naming without weights: the tag's class count, nothing downloaded
+        assert swinkit.create_model(f"{V1}.in22k").num_classes == 21841
+        assert swinkit.create_model(f"{V1}.moby_300ep").num_classes == 1000  # a backbone tag keeps the registry's
 
 
 def test_unknown_tags_and_models_without_weights_are_one_clear_error():
