@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +23,13 @@ from swinkit import hub
 from swinkit.checkpoints import save_checkpoint
 from swinkit.checkpoints.mindspore import mindcv_numerics
 from swinkit.cli import main
-from swinkit.core.errors import CheckpointError, ConfigError, DownloadError
+from swinkit.core.errors import CheckpointError, ConfigError, DownloadError, MissingExtraError
+from swinkit.engine.config import load_config
+from swinkit.engine.setup import load_pretrained
 from swinkit.hub.download import cache_dir
 from swinkit.tools.peers import perturb_parameters
 from tests.loopback import LoopbackServer
+from tests.test_config import SEED_DIR
 
 V2 = "swinv2_tiny_window8_256"
 V2_RELEASE = "/gh/SwinTransformer/storage/releases/download/v2.0.0/swinv2_tiny_patch4_window8_256.pth"
@@ -113,8 +117,8 @@ def test_unknown_tags_and_models_without_weights_are_one_clear_error():
         swinkit.create_model(V2, pretrained="./missing.pth")
     with pytest.raises(ConfigError, match="not the URL of a checkpoint file"):  # never a path outside the cache
         swinkit.create_model(V2, pretrained="http://127.0.0.1:9/../../etc/passwd")
-    with pytest.raises(ConfigError, match="only http"):
-        swinkit.create_model(V2, pretrained="ftp://127.0.0.1/w.pth")
+    with pytest.raises(ConfigError, match="nosuch:// is no file system fsspec knows"):
+        swinkit.create_model(V2, pretrained="nosuch://127.0.0.1/w.pth")
 
 
 def test_pretrained_true_downloads_once_through_the_mirror(mirror, v2_weights):
@@ -263,6 +267,37 @@ def test_pretrained_also_takes_a_file_or_a_url(server, v2_weights, tmp_path):
     for loaded in (from_file, from_url):
         assert torch.allclose(_logits(loaded, x), logits, atol=1e-5, rtol=0)
     assert not hasattr(from_file, "pretrained_cfg")
+
+
+def test_files_on_other_file_systems_go_through_fsspec_into_the_cache(v2_weights, tmp_path, capsys):
+    import fsspec
+
+    _, x, logits, official = v2_weights
+    memory = fsspec.filesystem("memory")
+    memory.pipe("/bucket/runs/w.pth", official)
+    loaded = swinkit.create_model(V2, pretrained="memory://bucket/runs/w.pth")
+    assert torch.allclose(_logits(loaded, x), logits, atol=1e-5, rtol=0)
+    cached = cache_dir() / "memory" / "bucket" / "runs" / "w.pth"
+    assert cached.read_bytes() == official and cached.with_name("w.pth.sha256").is_file()
+    out = tmp_path / "w.safetensors"
+    assert main(["convert", "memory://bucket/runs/w.pth", str(out), "--model", V2]) == 0  # a remote source
+    capsys.readouterr()
+    with pytest.raises(DownloadError, match="memory://bucket/runs/missing.pth: no such file"):
+        swinkit.create_model(V2, pretrained="memory://bucket/runs/missing.pth")
+    memory.rm("/bucket", recursive=True)
+
+
+@pytest.mark.skipif(not (SEED_DIR / "swinv2_base_patch4_window12to16_192to256_22kto1k_ft.yaml").is_file(),
+                    reason="seed configs not found beside the repository")  # fmt: skip
+def test_the_seed_configs_s3_path_reaches_the_s3_backend_intact():
+    import importlib.util
+
+    cfg = load_config(str(SEED_DIR / "swinv2_base_patch4_window12to16_192to256_22kto1k_ft.yaml"))
+    assert cfg.model.pretrained.startswith("s3://open-data/")  # no double slash lost on the way in
+    model = swinkit.create_model("swinv2_tiny_window8_256", embed_dim=16, depths=(1, 1), num_heads=(1, 2))
+    expected = MissingExtraError if importlib.util.find_spec("s3fs") is None else DownloadError
+    with pytest.raises(expected, match=re.escape(cfg.model.pretrained)):
+        load_pretrained(model, cfg)  # without s3fs: install it; with it but no credentials: the variables to set
 
 
 def test_predict_with_pretrained_prints_imagenet_class_names(mirror, v2_weights, tmp_path, capsys):

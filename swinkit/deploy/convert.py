@@ -19,7 +19,7 @@ from ..core.errors import CheckpointError, ConfigError
 from ..engine.checkpoint import checkpoint_weights, find_checkpoint, stored_classes, stored_config
 from ..engine.setup import model_overrides
 from ..hub import create_model as create_pretrained
-from ..hub import fetch, get_weights, split_name
+from ..hub import fetch, get_weights, local_file, split_name
 from ..models import create_model, model_info
 
 
@@ -63,7 +63,7 @@ def load_model(
         overrides.pop("num_classes", None)  # the checkpoint's head decides
     if checkpoint is None:
         return create_model(name, **(overrides or {})).eval(), None, None
-    source, classes = Path(checkpoint), None
+    source, classes = local_file(checkpoint), None  # a URL or s3://... file is fetched into the cache
     if not source.is_file():
         found = find_checkpoint(source)  # a training checkpoint directory, or the .last.old of a cut swap
         if found is None:
@@ -102,7 +102,7 @@ def convert(
     if to_format not in WRITE_FORMATS:
         raise ConfigError(f"to_format must be one of {', '.join(WRITE_FORMATS)}, got {to_format!r}")
     check_output(dst, suffixes(to_format), f"the {to_format} checkpoint")
-    if not Path(src).exists() and split_name(str(src))[1] is not None:
+    if not Path(src).exists() and "/" not in str(src) and split_name(str(src))[1] is not None:
         weights = get_weights(str(src))
         name, from_format = name or weights.model, weights.format if from_format == "auto" else from_format
         src = fetch(weights)

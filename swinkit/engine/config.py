@@ -54,7 +54,7 @@ class ModelConfig:
     num_heads: list[int] | None = None
     mlp_ratio: float | None = None
     split_size: list[int] | None = None  # CSWin stripe widths per stage
-    pretrained: str | None = None  # fine-tune from: a checkpoint file, an http(s) URL, a tag (in22k) or MODEL.TAG
+    pretrained: str | None = None  # fine-tune from: a file, an http(s)/s3:// (fsspec) URL, a tag (in22k) or MODEL.TAG
     pretrained_format: str = "auto"
     label_map: str | None = None  # 22k->1k index file (one 22k index per line) for the pretrained head
     head: str = "match"  # "match": the head must fit; "reset": keep the fresh head when the class counts differ

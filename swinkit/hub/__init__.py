@@ -4,8 +4,8 @@ from dataclasses import replace
 
 from ..models import ModelInfo
 from ..models import model_info as registered_info
-from .download import cache_dir, fetch_hub, fetch_url
-from .pretrained import create_model, fetch, locate, pretrained_cfg, resolve
+from .download import cache_dir, fetch_hub, fetch_remote, fetch_url
+from .pretrained import create_model, fetch, local_file, locate, pretrained_cfg, resolve
 from .weights import Weights, default_tag, get_weights, list_weights, register_weights, split_name
 
 
@@ -22,9 +22,11 @@ __all__ = [
     "default_tag",
     "fetch",
     "fetch_hub",
+    "fetch_remote",
     "fetch_url",
     "get_weights",
     "list_weights",
+    "local_file",
     "locate",
     "model_info",
     "pretrained_cfg",

@@ -17,6 +17,7 @@ Environment:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import logging
@@ -29,7 +30,7 @@ from urllib.parse import urlsplit
 from tqdm import tqdm
 
 from ..core.atomic import write_atomic
-from ..core.errors import ConfigError, DownloadError
+from ..core.errors import ConfigError, DownloadError, MissingExtraError
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +61,15 @@ def mirrored(url: str) -> str:
 
 
 def cached_path(url: str) -> Path:
-    """The cache entry of ``url``: ``cache_dir()/<host>/<path>``, so that two files of one name from different
-    places never stand for each other (the original URL is the key, whichever mirror served it)."""
+    """The cache entry of ``url``: ``cache_dir()/<host>/<path>`` for http(s), ``cache_dir()/<scheme>/<bucket>/<key>``
+    otherwise, so that two files of one name from different places never stand for each other (the original URL is
+    the key, whichever mirror served it)."""
     parts = urlsplit(url)
     segments = [s for s in parts.path.split("/") if s]
     if not segments or any(s in (".", "..") for s in segments) or not parts.hostname:
         raise ConfigError(f"{url}: not the URL of a checkpoint file; give the URL of the file itself")
-    return cache_dir().joinpath(parts.hostname, *segments)
+    root = cache_dir() if parts.scheme in ("http", "https") else cache_dir() / parts.scheme
+    return root.joinpath(parts.hostname, *segments)
 
 
 def _sha256(path: Path) -> str:
@@ -106,32 +109,24 @@ def unreachable(url: str, path: Path, reason: str) -> DownloadError:
     )
 
 
-def fetch_url(url: str, *, sha256: str = "", progress: bool = True) -> Path:
-    """The cached file of ``url``, downloaded first if it is not cached (see the module docstring)."""
-    path = cached_path(url)
-    source = mirrored(url)
-    if path.is_file():
-        _verify_cached(path, sha256, source)
-        return path
-    if offline():
-        raise unreachable(source, path, "offline: SWINKIT_OFFLINE or HF_HUB_OFFLINE is set and the file is not cached")
+def _copy_into_cache(path: Path, source: str, opened, sha256: str, progress: bool) -> Path:
+    """Stream ``opened()`` (a context manager yielding a readable binary stream and its announced size or None) into
+    ``path`` atomically, checking the size and the published hash, then record the SHA-256 beside it."""
     digest = hashlib.sha256()
 
     def write(tmp: str) -> None:
         received = 0
-        try:
-            with urllib.request.urlopen(source, timeout=TIMEOUT_S) as response, open(tmp, "wb") as out:
-                total = int(response.headers.get("Content-Length") or 0) or None
-                with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=path.name,
-                          disable=not progress, leave=False) as bar:  # fmt: skip
-                    while chunk := response.read(_CHUNK):
-                        out.write(chunk)
-                        digest.update(chunk)
-                        received += len(chunk)
-                        bar.update(len(chunk))
-        except (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError) as err:
-            reason = getattr(err, "reason", None) or err
-            raise unreachable(source, path, f"{type(err).__name__}: {reason}") from err
+        with (
+            opened() as (stream, total),
+            open(tmp, "wb") as out,
+            tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=path.name, disable=not progress,
+                 leave=False) as bar,
+        ):  # fmt: skip
+            while chunk := stream.read(_CHUNK):
+                out.write(chunk)
+                digest.update(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
         if total is not None and received != total:
             raise DownloadError(f"{source}: the download stopped after {received} of {total} bytes; nothing was "
                                 "kept, run the command again")  # fmt: skip
@@ -145,6 +140,70 @@ def fetch_url(url: str, *, sha256: str = "", progress: bool = True) -> Path:
     write_atomic(_record(path), lambda tmp: Path(tmp).write_text(digest.hexdigest() + "\n"))
     log.info("downloaded %s to %s (SHA-256 %s)", source, path, digest.hexdigest())
     return path
+
+
+def _cached_or_offline(path: Path, sha256: str, source: str) -> bool:
+    """True when ``path`` holds the (verified) file; raises when offline and it does not."""
+    if path.is_file():
+        _verify_cached(path, sha256, source)
+        return True
+    if offline():
+        raise unreachable(source, path, "offline: SWINKIT_OFFLINE or HF_HUB_OFFLINE is set and the file is not cached")
+    return False
+
+
+def fetch_url(url: str, *, sha256: str = "", progress: bool = True) -> Path:
+    """The cached file of an http(s) ``url``, downloaded first if it is not cached (see the module docstring)."""
+    path, source = cached_path(url), mirrored(url)
+    if _cached_or_offline(path, sha256, source):
+        return path
+
+    @contextlib.contextmanager
+    def opened():
+        try:
+            with urllib.request.urlopen(source, timeout=TIMEOUT_S) as response:
+                yield response, int(response.headers.get("Content-Length") or 0) or None
+        except (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError) as err:
+            reason = getattr(err, "reason", None) or err
+            raise unreachable(source, path, f"{type(err).__name__}: {reason}") from err
+
+    return _copy_into_cache(path, source, opened, sha256, progress)
+
+
+def fetch_remote(url: str, *, progress: bool = True) -> Path:
+    """The cached copy of a file on an fsspec file system (``s3://``, ``gs://``, ``hf://``, ``memory://``, ...),
+    fetched like a URL. Credentials and endpoints come from the backend's own environment (for S3: AWS_PROFILE or
+    AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL), never from swinkit's config."""
+    import fsspec
+
+    path = cached_path(url)
+    if _cached_or_offline(path, "", url):
+        return path
+    try:
+        fs, remote = fsspec.core.url_to_fs(url)
+    except ImportError as err:
+        raise MissingExtraError(f"{url}: {err} (pip install the file system's package: s3fs for s3://, gcsfs for "
+                                "gs://)") from err  # fmt: skip
+
+    @contextlib.contextmanager
+    def opened():
+        try:
+            total = fs.size(remote)
+            with fs.open(remote, "rb") as stream:
+                yield stream, total
+        except FileNotFoundError as err:
+            raise DownloadError(f"{url}: no such file on {type(fs).__name__}; check the bucket and the key") from err
+        except DownloadError:
+            raise
+        except Exception as err:  # each backend has its own errors: no credentials, access denied, no endpoint
+            reason = " ".join(str(err).split())[:300] or type(err).__name__
+            raise DownloadError(
+                f"could not read {url} ({type(err).__name__}: {reason}). Credentials and endpoints come from the "
+                "backend's environment (for S3: AWS_PROFILE or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, and "
+                f"AWS_ENDPOINT_URL for a non-AWS service); or copy the file to {path}, or pass a local file"
+            ) from err
+
+    return _copy_into_cache(path, url, opened, "", progress)
 
 
 def fetch_hub(repo_id: str, *, filenames: tuple[str, ...] = HUB_FILES) -> Path:

@@ -2,7 +2,8 @@
 
 ``pretrained`` is ``True`` (the model's default tag, or the tag in ``name="model.tag"``), a tag (``"in22k"``), a
 tag of another model (``"swinv2_base_window12_192.in22k"``: a fine-tune starting point, adapted by
-``load_checkpoint`` as files are), a local file, or an ``http(s)://`` URL (downloaded into the cache like a tag).
+``load_checkpoint`` as files are), a local file, an ``http(s)://`` URL or a file on another fsspec file system
+(``s3://``, ``gs://``, ``hf://``; fetched into the cache like a tag).
 
 The classifier follows timm's rule: without ``num_classes``, the model takes the class count of the weights of its
 own tag or file (a tag of another model keeps the registered count); with another count the classifier is freshly
@@ -24,7 +25,7 @@ from ..checkpoints.load import load_prepared, prepare
 from ..core.errors import CheckpointError, ConfigError
 from ..models import FeatureExtractor, model_info
 from ..models import create_model as build
-from .download import fetch_hub, fetch_url
+from .download import fetch_hub, fetch_remote, fetch_url
 from .weights import Weights, get_weights, split_name
 
 log = logging.getLogger(__name__)
@@ -48,8 +49,12 @@ def resolve(model: str, pretrained: bool | str) -> Weights | str:
         raise ConfigError(f"pretrained must be True, a tag, a file or a URL, got {pretrained!r}")
     text = str(pretrained)
     if "://" in text:
-        if not text.startswith(("http://", "https://")):
-            raise ConfigError(f"pretrained={text!r}: only http(s):// URLs, local files and tags are read")
+        from fsspec.registry import known_implementations
+
+        scheme = text.split("://", 1)[0]
+        if scheme not in ("http", "https", *known_implementations):
+            raise ConfigError(f"pretrained={text!r}: {scheme}:// is no file system fsspec knows; give a local file, "
+                              "an http(s):// or s3:// (gs://, hf://, ...) URL, or a tag")  # fmt: skip
         return text
     if Path(text).exists() or os.sep in text or "/" in text:
         if not Path(text).is_file():
@@ -71,9 +76,18 @@ def locate(model: str, pretrained: bool | str, *, progress: bool = True) -> tupl
     source = resolve(model, pretrained)
     if isinstance(source, Weights):
         return fetch(source, progress=progress), source.format, source
-    if "://" in source:
-        return fetch_url(source, progress=progress), "auto", None
-    return Path(source), "auto", None
+    return local_file(source, progress=progress), "auto", None
+
+
+def local_file(location: str | os.PathLike, *, progress: bool = True) -> Path:
+    """A local path for ``location``: an http(s) URL or a file on another file system (``s3://``, ``gs://``, ...)
+    fetched into the cache, or the local path itself."""
+    text = str(location)
+    if text.startswith(("http://", "https://")):
+        return fetch_url(text, progress=progress)
+    if "://" in text:
+        return fetch_remote(text, progress=progress)
+    return Path(location)
 
 
 def create_model(
