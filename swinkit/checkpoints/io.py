@@ -71,6 +71,7 @@ def read_file(path: str | os.PathLike) -> tuple[dict, dict[str, str]]:
                 f"{path} is not a readable safetensors file ({err}); it may be truncated: save or download it again"
             ) from err
     _check_zip_sizes(path)
+    foreign = None
     try:
         try:
             return torch.load(path, map_location="cpu", weights_only=True), {}
@@ -81,7 +82,7 @@ def read_file(path: str | os.PathLike) -> tuple[dict, dict[str, str]]:
             with torch.serialization.safe_globals([(FOREIGN_CONFIGS[name], name) for name in foreign]):
                 return torch.load(path, map_location="cpu", weights_only=True), {}
     except pickle.UnpicklingError as err:
-        foreign = _foreign_globals(path)
+        foreign = _foreign_globals(path) if foreign is None else foreign
         reason = f"it references {', '.join(foreign)}" if foreign else _first_line(err)
         raise CheckpointError(
             f"{path} holds Python objects other than tensors and plain containers, and swinkit refuses to unpickle "

@@ -19,7 +19,7 @@ from ..core.errors import CheckpointError, ConfigError
 from ..engine.checkpoint import checkpoint_weights, find_checkpoint, stored_classes, stored_config
 from ..engine.setup import model_overrides
 from ..hub import create_model as create_pretrained
-from ..hub import fetch, get_weights, local_file, split_name
+from ..hub import local_file, locate, split_name
 from ..models import create_model, model_info
 
 
@@ -103,9 +103,8 @@ def convert(
         raise ConfigError(f"to_format must be one of {', '.join(WRITE_FORMATS)}, got {to_format!r}")
     check_output(dst, suffixes(to_format), f"the {to_format} checkpoint")
     if not Path(src).exists() and "/" not in str(src) and split_name(str(src))[1] is not None:
-        weights = get_weights(str(src))
-        name, from_format = name or weights.model, weights.format if from_format == "auto" else from_format
-        src = fetch(weights)
+        src, tag_format, weights = locate(str(src), True)
+        name, from_format = name or weights.model, tag_format if from_format == "auto" else from_format
     model, report, _ = load_model(name, src, format=from_format, label_map=label_map, overrides=overrides)
     save_checkpoint(model, dst, format=to_format, layout=layout)
     rebuilt = [k for k in report.dropped if any(d in k for d in DERIVED_BUFFERS)]

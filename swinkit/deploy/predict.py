@@ -20,16 +20,15 @@ from timm.data import ImageNetInfo, create_transform
 from ..core.errors import ConfigError
 from ..data import build_transform
 from ..engine.checkpoint import stored_config
+from ..hub.weights import IMAGENET_LABEL_SETS
 from .convert import load_model
-
-IMAGENET_SUBSETS = {1000: "imagenet-1k", 21841: "imagenet-22k"}  # timm's names of the label sets, by class count
 
 
 def class_names(num_classes: int, stored: list[str] | None) -> list[str]:
     if stored is not None and len(stored) == num_classes:
         return list(stored)
-    if num_classes in IMAGENET_SUBSETS:
-        info = ImageNetInfo(IMAGENET_SUBSETS[num_classes])
+    if num_classes in IMAGENET_LABEL_SETS:
+        info = ImageNetInfo(IMAGENET_LABEL_SETS[num_classes])
         return [info.index_to_description(i) for i in range(num_classes)]
     return [f"class {i}" for i in range(num_classes)]
 

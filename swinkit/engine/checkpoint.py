@@ -109,6 +109,15 @@ def save_training_checkpoint(
     return write_dir(path, write)
 
 
+def _sharded_state(model: nn.Module, optimizer: torch.optim.Optimizer, ema: nn.Module | None) -> dict:
+    """What a sharded checkpoint holds, as DCP state dicts: ``model``, ``optim`` and (with EMA) ``ema``."""
+    model_state, optim_state = get_state_dict(model, optimizer)
+    state = {"model": model_state, "optim": optim_state}
+    if ema is not None:
+        state["ema"] = get_model_state_dict(ema)
+    return state
+
+
 def save_sharded_checkpoint(
     path: Path,
     cfg: Config,
@@ -122,11 +131,7 @@ def save_sharded_checkpoint(
     swap it in, so a crash at any point leaves the previous checkpoint as it was."""
     tmp = Path(broadcast_object(str(temporary_dir(path)) if is_main_process() else None))
     try:
-        model_state, optim_state = get_state_dict(model, optimizer)
-        state = {"model": model_state, "optim": optim_state}
-        if ema is not None:
-            state["ema"] = get_model_state_dict(ema)
-        dcp.save(state, checkpoint_id=tmp / SHARDS_DIR)
+        dcp.save(_sharded_state(model, optimizer, ema), checkpoint_id=tmp / SHARDS_DIR)
         barrier()
         if is_main_process():
             torch.save(trainer_state, tmp / STATE_FILE)
@@ -145,10 +150,7 @@ def load_sharded_checkpoint(
 ) -> None:
     """Load a sharded checkpoint into (sharded or whole) ``model``, ``optimizer`` and ``ema``, resharding for this
     run's processes (call on every process)."""
-    model_state, optim_state = get_state_dict(model, optimizer)
-    state = {"model": model_state, "optim": optim_state}
-    if ema is not None:
-        state["ema"] = get_model_state_dict(ema)
+    state = _sharded_state(model, optimizer, ema)
     dcp.load(state, checkpoint_id=Path(ckpt_dir) / SHARDS_DIR)
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
     if ema is not None:

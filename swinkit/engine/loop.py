@@ -39,7 +39,7 @@ from .config import Config, check_schedule, save_config, to_dict
 from .ema import ModelEMA
 from .optim import build_optimizer, freeze_modules
 from .schedule import lr_at, lr_scale_factor
-from .setup import Session, load_pretrained, seed_everything, session
+from .setup import Session, apply_activation_memory, load_pretrained, seed_everything, session
 
 log = logging.getLogger(__name__)
 
@@ -186,11 +186,7 @@ def _fit(cfg: Config, s: Session, run_dir: Path, resume_dir: Path | None, recipe
     env, device, precision = s.env, s.device, s.precision
     ckpt_dir = run_dir / "checkpoints"
     recipe.check(cfg, s)
-    if cfg.train.parallel == "fsdp" and precision == "fp16":
-        raise ConfigError(
-            "train.parallel=fsdp trains in fp32 or bf16 (FSDP2's mixed precision keeps fp32 master weights); use "
-            "train.precision=bf16, or train.parallel=ddp for fp16 with loss scaling"
-        )
+    parallel.check_precision(cfg.train.parallel, precision)
     batch, accum = cfg.data.batch_size, cfg.optim.accum_steps
     global_batch = batch * env.world_size
     lr_scale = lr_scale_factor(cfg.optim.lr_base_batch, global_batch, accum)
@@ -411,10 +407,7 @@ def _build_trainer(cfg: Config, s: Session, objective: Objective, previous: Trai
     if cfg.train.freeze:
         frozen = freeze_modules(model, cfg.train.freeze)
         log.info("froze %d parameter tensors under %s", len(frozen), ", ".join(cfg.train.freeze))
-    if cfg.model.grad_checkpointing:
-        model.set_grad_checkpointing(True)
-    if cfg.model.attention_chunks > 1:
-        model.set_attention_chunks(cfg.model.attention_chunks)
+    apply_activation_memory(model, cfg)
     model.to(s.device)
     if cfg.train.channels_last:
         model.to(memory_format=torch.channels_last)

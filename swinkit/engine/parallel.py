@@ -26,9 +26,19 @@ from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
 from ..core.distributed import all_reduce_max
+from ..core.errors import ConfigError
 from ..layers import Stage
 
 PARALLEL = ("ddp", "fsdp")
+
+
+def check_precision(parallel: str, precision: str) -> None:
+    """FSDP2's mixed precision is bf16 over fp32 master weights; fp16 with loss scaling stays a DDP feature."""
+    if parallel == "fsdp" and precision == "fp16":
+        raise ConfigError(
+            "train.parallel=fsdp trains in fp32 or bf16 (FSDP2's mixed precision keeps fp32 master weights); use "
+            "train.precision=bf16, or train.parallel=ddp for fp16 with loss scaling"
+        )
 
 
 def is_sharded(model: nn.Module) -> bool:

@@ -28,8 +28,8 @@ from torch.distributed.device_mesh import init_device_mesh
 from ..core.errors import ConfigError
 from .config import Config
 from .optim import build_optimizer
-from .parallel import is_sharded, shard
-from .setup import autocast, build_model
+from .parallel import check_precision, is_sharded, shard
+from .setup import apply_activation_memory, autocast, build_model
 
 GIB = 2**30
 # The trackers' kinds of memory, in the rows of the plan.
@@ -91,8 +91,7 @@ def plan(cfg: Config, nproc: int, parallel: str | None = None) -> Plan:
     if nproc < 1:
         raise ConfigError(f"--nproc {nproc}: plan for at least one GPU")
     precision = "bf16" if cfg.train.precision == "auto" else cfg.train.precision
-    if parallel == "fsdp" and precision == "fp16":
-        raise ConfigError("train.parallel=fsdp trains in fp32 or bf16; plan with train.precision=bf16")
+    check_precision(parallel, precision)
     cfg = replace(cfg, train=replace(cfg.train, parallel=parallel, precision=precision))
     group = _fake_group(nproc) if parallel == "fsdp" else contextlib.nullcontext()
     with group:
@@ -100,10 +99,7 @@ def plan(cfg: Config, nproc: int, parallel: str | None = None) -> Plan:
         with FakeTensorMode():
             with torch.device("meta"):
                 model = build_model(cfg)
-            if cfg.model.grad_checkpointing:
-                model.set_grad_checkpointing(True)
-            if cfg.model.attention_chunks > 1:
-                model.set_attention_chunks(cfg.model.attention_chunks)
+            apply_activation_memory(model, cfg)
             if parallel == "fsdp":
                 shard(model, reshard_after_forward=cfg.train.fsdp_reshard_after_forward, precision=precision,
                       mesh=mesh)  # fmt: skip

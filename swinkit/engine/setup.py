@@ -112,6 +112,14 @@ def build_model(cfg: Config, num_classes: int | None = None, img_size=None, wind
     return models.create_model(cfg.model.name, **overrides)
 
 
+def apply_activation_memory(model: nn.Module, cfg: Config) -> None:
+    """``model.grad_checkpointing`` and ``model.attention_chunks``: what the step keeps for the backward pass."""
+    if cfg.model.grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    if cfg.model.attention_chunks > 1:
+        model.set_attention_chunks(cfg.model.attention_chunks)
+
+
 def load_pretrained(model: nn.Module, cfg: Config) -> None:
     """Load ``model.pretrained`` (a file, an http(s) URL or a published tag, fetched into the cache; any layout, with
     the config's label map and head policy) and log the report.

@@ -27,7 +27,8 @@ from ..core.errors import ConfigError
 from ..models import list_models, model_info
 
 SOURCES = Path(__file__).with_name("sources.tsv")
-LABEL_SETS = {1000: "imagenet-1k", 21841: "imagenet-22k", 0: "none"}
+IMAGENET_LABEL_SETS = {1000: "imagenet-1k", 21841: "imagenet-22k"}  # by class count, in timm's ImageNetInfo names
+LABEL_SETS = {**IMAGENET_LABEL_SETS, 0: "none"}
 ORIGINS = ("official", "mindcv", "hf", "timm", "torchvision", "user")
 
 # torchvision's builders and the registered names with the same architecture (window 7 at 224 px, window 8 at 256).
