@@ -92,8 +92,8 @@ def _config(args: argparse.Namespace, base=None):
     from .engine.config import apply_overrides, load_config
 
     overrides = list(args.overrides)
-    if getattr(args, "data", None):
-        overrides += ["data.dataset=folder", f"data.root={args.data}"]
+    if getattr(args, "data", None):  # first, so that a data.dataset=... of the command line still wins
+        overrides = ["data.dataset=auto", f"data.root={args.data}", *overrides]
     if getattr(args, "output", None):
         overrides.append(f"train.output={args.output}")
     return apply_overrides(base, overrides) if base is not None else load_config(args.config, overrides)
@@ -152,6 +152,22 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print(f"does not fit in {have:g} GiB per GPU ({need:.2f} GiB needed): lower data.batch_size, set "
           "model.grad_checkpointing=true, shard with --parallel fsdp, or use more GPUs")  # fmt: skip
     return 1
+
+
+def cmd_shard(args: argparse.Namespace) -> int:
+    from .data.shards import parse_size, write_shards
+
+    splits = tuple(s for s in args.splits.split(",") if s)
+    if args.shard_samples is not None and args.shard_samples < 1:
+        raise ConfigError(f"--shard-samples {args.shard_samples}: a shard holds at least one sample")
+    info = write_shards(args.data, args.output, shard_bytes=parse_size(args.shard_size),
+                        shard_samples=args.shard_samples, splits=splits)  # fmt: skip
+    for split, table in info["splits"].items():
+        lengths = table["shard_lengths"]
+        print(f"{split}: {table['num_samples']} samples in {len(lengths)} shard(s) of {min(lengths)}-{max(lengths)} "
+              f"-> {args.output}")  # fmt: skip
+    print(f"train with: swinkit train -c CONFIG --data {args.output}")
+    return 0
 
 
 def cmd_configs(args: argparse.Namespace) -> int:
@@ -282,6 +298,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu-memory", type=float, metavar="GIB", help="say whether the step fits in this much per GPU")
     p.add_argument("overrides", nargs="*", metavar="key=value", help=overrides_help)
     p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("shard", help="write an ImageNet-layout folder as webdataset tar shards with an index")
+    p.add_argument("--data", required=True, help="dataset directory in ImageNet layout (DIR/train/<class>/*, ...)")
+    p.add_argument("--output", required=True, help="new directory, or a URL (s3://bucket/prefix) to upload to")
+    p.add_argument("--shard-size", default="1GB", help="close a shard at this size (default: 1GB)")
+    p.add_argument("--shard-samples", type=int, metavar="N", help="close a shard at N samples (evenly sized shards)")
+    p.add_argument("--splits", default="train,val", help="comma-separated subdirectories to write (default: train,val)")
+    p.set_defaults(func=cmd_shard)
 
     p = sub.add_parser("configs", help="list the shipped recipes")
     p.set_defaults(func=cmd_configs)

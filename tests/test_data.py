@@ -11,6 +11,7 @@ from PIL import Image
 
 from swinkit.cli import main
 from swinkit.data import DataLayoutError, Digits, EpochSampler, build_datasets, imagenet_folders
+from swinkit.engine.config import DataConfig
 from swinkit.engine.train import TooManyBadImagesError, train
 from tests.engine_utils import tiny_config
 
@@ -61,7 +62,7 @@ def test_not_imagenet_layout_gives_one_clear_error(tmp_path, capsys):
     with pytest.raises(DataLayoutError, match="no class folders with images"):
         imagenet_folders(empty)
     with pytest.raises(DataLayoutError, match="--data DIR"):
-        build_datasets("folder", None)
+        build_datasets(DataConfig(dataset="folder"))
     assert main(["train", "--data", str(flat), "--output", str(tmp_path / "run")]) == 2
     err_out = capsys.readouterr().err
     assert err_out.count("\n") == 1 and "is not an image-classification dataset" in err_out

@@ -1,7 +1,9 @@
-"""Datasets, transforms and loaders for training and evaluation."""
+"""Datasets, transforms and loaders for training and evaluation: folders, shards, Hugging Face datasets, digits."""
 
-from .datasets import DataLayoutError, Digits, ImageFolder, build_datasets, build_val_dataset, imagenet_folders
-from .loader import EpochSampler, build_loader, collate
+from .build import build_datasets, build_loader, build_val_dataset, dataset_kind
+from .datasets import DataLayoutError, Digits, ImageFolder, imagenet_folders
+from .loader import EpochSampler, Loader, collate
+from .shards import ShardSplit, open_shards, write_shards
 from .transforms import build_transform, build_two_view_transform
 
 __all__ = [
@@ -9,11 +11,16 @@ __all__ = [
     "Digits",
     "EpochSampler",
     "ImageFolder",
+    "Loader",
+    "ShardSplit",
     "build_datasets",
-    "build_val_dataset",
     "build_loader",
     "build_transform",
     "build_two_view_transform",
+    "build_val_dataset",
     "collate",
+    "dataset_kind",
     "imagenet_folders",
+    "open_shards",
+    "write_shards",
 ]

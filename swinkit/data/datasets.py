@@ -177,33 +177,17 @@ def imagenet_folders(root: str | Path, splits: tuple[str, ...] = ("train", "val"
     raise DataLayoutError(f"{root} is not an image-classification dataset: {'; '.join(problems)}; expected {expected}")
 
 
-def build_datasets(dataset: str, root: str | None, max_train: int | None = None, max_val: int | None = None):
-    """(train, val) datasets for ``data.dataset`` = 'folder' (ImageNet layout under ``root``) or 'digits'."""
-    if dataset == "digits":
-        train, val = Digits("train"), Digits("val")
-    else:
-        train, val = imagenet_folders(_require_root(root))
-    return _first(train, max_train), _first(val, max_val)
-
-
-def build_val_dataset(dataset: str, root: str | None, max_val: int | None = None):
-    """The validation split alone (``swinkit eval`` needs no ``DIR/train``)."""
-    if dataset == "digits":
-        return _first(Digits("val"), max_val)
-    (val,) = imagenet_folders(_require_root(root), ("val",))
-    return _first(val, max_val)
-
-
-def _require_root(root: str | None) -> str:
+def require_root(root: str | None) -> str:
     if not root:
         raise DataLayoutError(
-            "no data directory: pass --data DIR (ImageNet layout: DIR/train/<class>/*, DIR/val/<class>/*) "
-            "or use the built-in digits with data.dataset=digits"
+            "no data directory: pass --data DIR (ImageNet layout: DIR/train/<class>/*, DIR/val/<class>/*, or shards "
+            "written by `swinkit shard`) or use the built-in digits with data.dataset=digits"
         )
     return root
 
 
-def _first(dataset, n: int | None):
+def first(dataset, n: int | None):
+    """The first ``n`` samples of a map-style dataset (all of them for ``None``)."""
     return Subset(dataset, n) if n else dataset
 
 
@@ -224,17 +208,25 @@ class TransformedDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, key):
         index, seed = key if isinstance(key, tuple) else (key, None)
-        target = self.base.target(index)
-        try:
-            img = self.base.load(index)
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-            return None, target, f"{self.base.name(index)}: {type(err).__name__}: {err}"
-        if seed is None:
-            return self.transform(img), target, ""
-        py_state = random.getstate()
-        with torch.random.fork_rng(devices=[]):
-            random.seed(seed)
-            torch.manual_seed(seed)
-            x = self.transform(img)
-        random.setstate(py_state)
-        return x, target, ""
+        return transform_sample(lambda: self.base.load(index), self.base.name(index), self.base.target(index),
+                                self.transform, seed)  # fmt: skip
+
+
+def transform_sample(load, name: str, target: int, transform, seed: int | None) -> tuple:
+    """``(transform(load()), target, "")``, or ``(None, target, "name: reason")`` when the image cannot be read.
+
+    With a ``seed``, the transform draws from RNGs seeded with it (and the callers' RNG states are kept).
+    """
+    try:
+        img = load()
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        return None, target, f"{name}: {type(err).__name__}: {err}"
+    if seed is None:
+        return transform(img), target, ""
+    py_state = random.getstate()
+    with torch.random.fork_rng(devices=[]):
+        random.seed(seed)
+        torch.manual_seed(seed)
+        x = transform(img)
+    random.setstate(py_state)
+    return x, target, ""

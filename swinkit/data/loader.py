@@ -1,4 +1,5 @@
-"""Resumable, exact data loading: a seeded epoch sampler sharded over processes and a collate that skips bad files.
+"""Resumable, exact data loading: the loader the engine iterates, and for map-style datasets (folders, HF datasets,
+the digits) a seeded epoch sampler sharded over processes; a collate that skips bad files.
 
 Training: every epoch is a permutation of the dataset drawn from (seed, epoch); its first ``n - n % world``
 entries are dealt round-robin to the processes, so with the same global batch, one process and N processes see the
@@ -12,8 +13,9 @@ equal the single-process count exactly (a DistributedSampler would pad with dupl
 from __future__ import annotations
 
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, IterableDataset, Sampler
 
+from ..core.errors import DataError
 from .datasets import TransformedDataset
 
 
@@ -60,7 +62,31 @@ def collate(batch: list) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     return images, targets, bad
 
 
-def build_loader(
+class StreamFailure:
+    """What a streaming dataset yields instead of a batch when its files cannot be read; ``Loader`` raises it as a
+    ``DataError`` in the training process (an exception raised in a loader worker would reach the user as a
+    traceback of the worker)."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+class Loader(DataLoader):
+    """The DataLoader of every swinkit run. ``set_epoch(epoch, start)`` chooses the epoch before a pass and skips the
+    ``start`` samples of it this process has already trained on (a resumed run), for a map-style dataset through
+    its ``EpochSampler`` and for a stream of shards through the stream itself."""
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        (self.dataset if isinstance(self.dataset, IterableDataset) else self.sampler).set_epoch(epoch, start)
+
+    def __iter__(self):
+        for batch in super().__iter__():
+            if isinstance(batch, StreamFailure):
+                raise DataError(batch.message)
+            yield batch
+
+
+def map_loader(
     base,
     transform,
     *,
@@ -71,9 +97,11 @@ def build_loader(
     seed: int = 0,
     workers: int = 0,
     pin_memory: bool = False,
-) -> DataLoader:
-    sampler = EpochSampler(len(base), rank, world_size, shuffle=train, seed=seed)
-    return DataLoader(
+    shuffle: bool = True,
+) -> Loader:
+    """A loader over a map-style dataset (``load(i)``, ``target(i)``, ``name(i)``): seeded, exact, resumable."""
+    sampler = EpochSampler(len(base), rank, world_size, shuffle=train and shuffle, seed=seed)
+    return Loader(
         TransformedDataset(base, transform),
         batch_size=batch_size,
         sampler=sampler,

@@ -66,11 +66,17 @@ class ModelConfig:
 class DataConfig:
     """Datasets, augmentation and loading. ``batch_size`` is per process; the global batch is it times the world."""
 
-    dataset: str = "folder"  # "folder": ImageNet layout under ``root``; "digits": scikit-learn's built-in digits
-    root: str | None = None
+    # "folder": ImageNet layout under ``root``; "wds": shards (``swinkit shard``); "hf": a Hugging Face image dataset;
+    # "digits": scikit-learn's, built in; "auto": shards, HF or folder by what ``root`` holds (see swinkit.data.build)
+    dataset: str = "folder"
+    root: str | None = None  # a directory, or a URL (s3://, gs://, hf://, ...) for shards and HF datasets
+    train_split: str = "train"  # a folder's subdirectory, a split of the shard index or a brace pattern of shards
+    val_split: str = "val"
     batch_size: int = 128
     eval_batch_size: int | None = None
     workers: int = 4
+    shuffle: bool = True  # training order; false reads the training set in order (folder order = shard order)
+    shuffle_buffer: int = 2000  # shards: samples each loader worker shuffles among (raw bytes, before decoding)
     max_train_samples: int | None = None  # keep the first n of the (fixed) training list: for tests and smoke runs
     max_val_samples: int | None = None
     interpolation: str = "bicubic"
@@ -221,7 +227,7 @@ class Config:
 
 CHOICES = {
     "model.head": ("match", "reset"),
-    "data.dataset": ("folder", "digits"),
+    "data.dataset": ("folder", "wds", "hf", "digits", "auto"),
     "data.mixup_mode": ("batch", "pair", "elem"),
     "data.re_mode": ("const", "rand", "pixel"),
     "data.interpolation": ("bilinear", "bicubic", "nearest", "random"),
@@ -235,7 +241,7 @@ CHOICES = {
 MINIMUMS = {
     "model.window_size": 1, "model.img_size": 1, "model.patch_size": 1, "model.embed_dim": 1,
     "model.num_classes": 0, "model.attention_chunks": 1, "data.batch_size": 1, "data.eval_batch_size": 1,
-    "data.workers": 0,
+    "data.workers": 0, "data.shuffle_buffer": 1,
     "data.max_train_samples": 1, "data.max_val_samples": 1, "optim.lr": 0.0, "optim.accum_steps": 1,
     "optim.weight_decay": 0.0, "optim.eps": 0.0, "sched.epochs": 1, "sched.warmup_epochs": 0.0,
     "sched.warmup_lr": 0.0, "sched.min_lr": 0.0, "sched.cool_lr": 0.0, "sched.tail_lr": 0.0, "sched.over_lr": 0.0,

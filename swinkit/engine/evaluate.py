@@ -74,7 +74,7 @@ def run_eval(cfg: Config, checkpoint: str, output: str | None = None) -> dict:
 
 
 def _run_eval(cfg: Config, env, device: torch.device, precision: str, checkpoint: str, output: str | None) -> dict:
-    val_base = build_val_dataset(cfg.data.dataset, cfg.data.root, cfg.data.max_val_samples)
+    val_base = build_val_dataset(cfg.data)
     model = build_model(cfg, num_classes=len(val_base.classes))
     path = Path(checkpoint)
     ckpt_dir = None if path.is_file() else ckpt.find_checkpoint(path)  # last/, or the .last.old of a cut swap
@@ -88,11 +88,11 @@ def _run_eval(cfg: Config, env, device: torch.device, precision: str, checkpoint
     loader = build_loader(
         val_base,
         build_transform(cfg.data, model.img_size[0], False, model.model_info),
+        data=cfg.data,
         batch_size=cfg.data.eval_batch_size or cfg.data.batch_size,
         train=False,
         rank=env.rank,
         world_size=env.world_size,
-        workers=cfg.data.workers,
     )
     result = evaluate(model, loader, device, precision)
     if ckpt_dir is not None and ckpt.has_ema(ckpt_dir):

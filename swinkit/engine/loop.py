@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from ..core.distributed import all_reduce_min, all_reduce_sum, barrier, broadcast_object
 from ..core.errors import ConfigError, NonFiniteLossError, RunFinishedError, TooManyBadImagesError
+from ..data import Loader
 from . import checkpoint as ckpt
 from . import parallel
 from . import run_dir as runs
@@ -54,7 +55,7 @@ class Objective(Protocol):
     """
 
     model: nn.Module
-    train_loader: torch.utils.data.DataLoader
+    train_loader: Loader
     metric: str
     classes: list[str] | None
     full_batches: bool  # every process's batch must be complete (MoBY gathers equal key batches into its queues)
@@ -260,7 +261,7 @@ def _fit(cfg: Config, s: Session, run_dir: Path, resume_dir: Path | None, recipe
         for epoch in range(max(stage.start, progress.epoch), stage.end):
             # ---- one epoch of training ----------------------------------------------------------------------------
             progress.epoch = epoch
-            objective.train_loader.sampler.set_epoch(epoch, start=progress.batch_in_epoch * batch)
+            objective.train_loader.set_epoch(epoch, start=progress.batch_in_epoch * batch)
             net.train()
             objective.train_epoch(epoch)
             t0, seen, lr = time.perf_counter(), 0, 0.0

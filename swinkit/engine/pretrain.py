@@ -61,8 +61,7 @@ class PretrainRecipe:
                 "EMA, and MoBY updates its target and queues at every forward; remove these settings"
             )
         self.cfg = cfg
-        d = cfg.data
-        self.train_base, self.val_base = build_datasets(d.dataset, d.root, d.max_train_samples, d.max_val_samples)
+        self.train_base, self.val_base = build_datasets(cfg.data)
         self.train_size = len(self.train_base)
         self.kind = f"{cfg.ssl.method} {cfg.model.name}"
 
@@ -89,10 +88,10 @@ class PretrainRecipe:
             train_transform = build_two_view_transform(cfg.data, cfg.ssl, info.img_size, info)
         else:
             train_transform = build_transform(cfg.data, info.img_size, True, info)
-        shared = dict(rank=env.rank, world_size=env.world_size, workers=cfg.data.workers,
+        shared = dict(data=cfg.data, rank=env.rank, world_size=env.world_size, seed=cfg.train.seed,
                       pin_memory=s.device.type == "cuda")  # fmt: skip
         train_loader = build_loader(self.train_base, train_transform, batch_size=cfg.data.batch_size, train=True,
-                                    seed=cfg.train.seed, **shared)  # fmt: skip
+                                    **shared)  # fmt: skip
         eval_transform = build_transform(cfg.data, info.img_size, False, info)
         eval_batch = cfg.data.eval_batch_size or cfg.data.batch_size
         bank_loader = build_loader(self.train_base, eval_transform, batch_size=eval_batch, train=False, **shared)

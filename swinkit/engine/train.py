@@ -28,8 +28,7 @@ class SupervisedRecipe:
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        d = cfg.data
-        self.train_base, self.val_base = build_datasets(d.dataset, d.root, d.max_train_samples, d.max_val_samples)
+        self.train_base, self.val_base = build_datasets(cfg.data)
         self.train_size = len(self.train_base)
         self.num_classes = cfg.model.num_classes or len(self.train_base.classes)
         self.kind = cfg.model.name
@@ -50,17 +49,12 @@ class SupervisedRecipe:
             log.info("linear probe: froze %d backbone tensors; training head.fc only", len(frozen))
         info = model.model_info
         img_size = model.img_size[0]
-        pin = s.device.type == "cuda"
-        train_loader = build_loader(
-            self.train_base, build_transform(cfg.data, img_size, True, info), batch_size=cfg.data.batch_size,
-            train=True, rank=env.rank, world_size=env.world_size, seed=cfg.train.seed, workers=cfg.data.workers,
-            pin_memory=pin,
-        )  # fmt: skip
-        val_loader = build_loader(
-            self.val_base, build_transform(cfg.data, img_size, False, info), train=False,
-            batch_size=cfg.data.eval_batch_size or cfg.data.batch_size, rank=env.rank, world_size=env.world_size,
-            workers=cfg.data.workers, pin_memory=pin,
-        )  # fmt: skip
+        shared = dict(data=cfg.data, rank=env.rank, world_size=env.world_size, seed=cfg.train.seed,
+                      pin_memory=s.device.type == "cuda")  # fmt: skip
+        train_loader = build_loader(self.train_base, build_transform(cfg.data, img_size, True, info), train=True,
+                                    batch_size=cfg.data.batch_size, **shared)  # fmt: skip
+        val_loader = build_loader(self.val_base, build_transform(cfg.data, img_size, False, info), train=False,
+                                  batch_size=cfg.data.eval_batch_size or cfg.data.batch_size, **shared)  # fmt: skip
         return Classification(cfg, s, model, train_loader, val_loader, self.num_classes, self.train_base.classes)
 
 

@@ -29,8 +29,9 @@ from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
+from ..core import remote
 from ..core.atomic import write_atomic
-from ..core.errors import ConfigError, DownloadError, MissingExtraError
+from ..core.errors import ConfigError, DownloadError
 
 log = logging.getLogger(__name__)
 
@@ -172,35 +173,26 @@ def fetch_url(url: str, *, sha256: str = "", progress: bool = True) -> Path:
 
 def fetch_remote(url: str, *, progress: bool = True) -> Path:
     """The cached copy of a file on an fsspec file system (``s3://``, ``gs://``, ``hf://``, ``memory://``, ...),
-    fetched like a URL. Credentials and endpoints come from the backend's own environment (for S3: AWS_PROFILE or
-    AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL), never from swinkit's config."""
-    import fsspec
-
+    fetched like a URL; credentials and endpoints as ``swinkit.core.remote`` says."""
     path = cached_path(url)
     if _cached_or_offline(path, "", url):
         return path
-    try:
-        fs, remote = fsspec.core.url_to_fs(url)
-    except ImportError as err:
-        raise MissingExtraError(f"{url}: {err} (pip install the file system's package: s3fs for s3://, gcsfs for "
-                                "gs://)") from err  # fmt: skip
+    fs, key = remote.filesystem(url)
 
     @contextlib.contextmanager
     def opened():
         try:
-            total = fs.size(remote)
-            with fs.open(remote, "rb") as stream:
+            total = fs.size(key)
+            with fs.open(key, "rb") as stream:
                 yield stream, total
         except FileNotFoundError as err:
             raise DownloadError(f"{url}: no such file on {type(fs).__name__}; check the bucket and the key") from err
         except DownloadError:
             raise
         except Exception as err:  # each backend has its own errors: no credentials, access denied, no endpoint
-            reason = " ".join(str(err).split())[:300] or type(err).__name__
             raise DownloadError(
-                f"could not read {url} ({type(err).__name__}: {reason}). Credentials and endpoints come from the "
-                "backend's environment (for S3: AWS_PROFILE or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, and "
-                f"AWS_ENDPOINT_URL for a non-AWS service); or copy the file to {path}, or pass a local file"
+                f"could not read {url} ({remote.reason(err)}); {remote.CREDENTIALS_HINT}. Or copy the file to "
+                f"{path}, or pass a local file"
             ) from err
 
     return _copy_into_cache(path, url, opened, "", progress)

@@ -1,0 +1,424 @@
+"""Sharded datasets: an ImageFolder written as webdataset tar shards with an index, read back as an exact stream.
+
+Layout (timm's ``wds`` reader reads it as well): ``DIR/_info.json`` and ``DIR/<split>-NNNNNN.tar``. A sample is
+``<key>.<ext>``, the image file's bytes as they were (``.jpg``, ``.png``, ...), and ``<key>.cls``, its class index
+as text. The key is the sample's position in the folder's sorted file list (nine digits), so a shard run draws the
+same augmentation as the folder run for every sample. ``_info.json`` is timm's index (per split: ``filenames``,
+``shard_lengths``, ``num_samples``) plus the class names; it is written last, so a directory with an index is
+complete.
+
+Reading, for ``P`` processes with ``W`` loader workers each (``W`` = 1 without workers): each epoch deals the shards
+(in an order drawn from the seed and the epoch when shuffling) round-robin to the ``P x W`` streams; each stream
+reads its shards in turn through a shuffle buffer, and makes whole batches of its own. A process takes
+``train_size // P // batch`` batches per epoch, as from a folder, with batch ``k`` from its stream ``k % W``, so
+every sample is seen exactly once when the shards split evenly; otherwise a stream with too few samples reads its
+shards again and one with too many leaves the rest, and the loader says how many samples that drops or repeats. A
+resumed run skips the batches it had taken, stream by stream, before decoding, and goes on at the same sample (with
+the same ``P`` and ``W``). Evaluation reads every sample once over all streams (whole shards per stream, the last
+batch of each stream short), so its counts summed over processes are exact.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import logging
+import math
+import random
+import tarfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch.utils.data import IterableDataset, get_worker_info
+
+from ..core import remote
+from ..core.atomic import write_dir
+from ..core.errors import ConfigError, DataError, DataLayoutError, MissingExtraError
+from .datasets import imagenet_folders, to_rgb, transform_sample
+from .loader import Loader, StreamFailure, collate, sample_seed
+
+log = logging.getLogger(__name__)
+
+INDEX_FILE = "_info.json"
+FORMAT = "swinkit.shards/1"
+IMAGE_KEYS = ("jpg", "png", "webp", "bmp", "ppm", "pgm", "tif", "tiff", "gif")
+MAX_INDEX_BYTES = 256 << 20
+
+
+@dataclass(frozen=True)
+class ShardSplit:
+    """One split of a shard directory: its shard files (paths or URLs), their sample counts and the class names."""
+
+    root: str
+    split: str
+    files: tuple[str, ...]
+    lengths: tuple[int, ...]
+    classes: list[str]
+
+    def __len__(self) -> int:
+        return sum(self.lengths)
+
+
+def is_shard_dir(root: str) -> bool:
+    """True when ``root`` (a directory or a URL prefix) holds a shard index."""
+    index = remote.join(root, INDEX_FILE)
+    if not remote.is_remote(root):
+        return Path(index).is_file()
+    fs, path = remote.filesystem(index)
+    try:
+        return fs.isfile(path)
+    except Exception as err:  # no credentials, no endpoint: say so here rather than "not a dataset"
+        raise DataError(f"could not read {index} ({remote.reason(err)}); {remote.CREDENTIALS_HINT}") from err
+
+
+def _read_index(root: str) -> dict:
+    index = remote.join(root, INDEX_FILE)
+    try:
+        if remote.is_remote(root):
+            fs, path = remote.filesystem(index)
+            if fs.size(path) > MAX_INDEX_BYTES:
+                raise DataError(f"{index}: larger than {MAX_INDEX_BYTES >> 20} MiB; not a shard index")
+            text = fs.cat_file(path)
+        else:
+            path = Path(index)
+            if path.stat().st_size > MAX_INDEX_BYTES:
+                raise DataError(f"{index}: larger than {MAX_INDEX_BYTES >> 20} MiB; not a shard index")
+            text = path.read_bytes()
+    except FileNotFoundError as err:
+        raise DataLayoutError(f"{root}: no {INDEX_FILE}; write shards with `swinkit shard --data DIR --output "
+                              f"{root}`") from err  # fmt: skip
+    except (DataError, MissingExtraError, ConfigError):
+        raise
+    except Exception as err:
+        raise DataError(f"could not read {index} ({remote.reason(err)}); {remote.CREDENTIALS_HINT}") from err
+    try:
+        info = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{index}: not JSON ({err}); write the shards again with `swinkit shard`") from err
+    if not isinstance(info, dict) or not isinstance(info.get("splits"), dict):
+        raise DataError(f"{index}: no \"splits\" table; not a shard index")
+    return info
+
+
+def _split_table(index: str, name: str, table: object) -> tuple[list[str], list[int]]:
+    ok = isinstance(table, dict)
+    files, lengths = (table.get("filenames"), table.get("shard_lengths")) if ok else (None, None)
+    ok = ok and isinstance(files, list) and isinstance(lengths, list) and len(files) == len(lengths)
+    ok = ok and all(isinstance(f, str) and f and ".." not in Path(f).parts and not f.startswith("/") for f in files)
+    ok = ok and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in lengths)
+    if not ok:
+        raise DataError(f"{index}: split {name!r} needs equally long \"filenames\" (relative paths) and "
+                        "\"shard_lengths\" (counts) lists")  # fmt: skip
+    return files, lengths
+
+
+def open_shards(root: str, split: str) -> ShardSplit:
+    """The shards of ``split`` under ``root``: a split named in the index, or a brace pattern of its shard files
+    (``train-{000000..000031}.tar``), each of which the index must list.
+
+    Raises:
+        DataLayoutError: no index, or no such split.
+        DataError: an index that cannot be read or does not describe shards.
+    """
+    root = root.rstrip("/") if remote.is_remote(root) else remote.local(root)
+    info = _read_index(root)
+    index = remote.join(root, INDEX_FILE)
+    tables = {name: _split_table(index, name, t) for name, t in info["splits"].items()}
+    if split in tables:
+        files, lengths = tables[split]
+    elif "{" in split or split.endswith(".tar"):
+        from braceexpand import braceexpand
+
+        known = {f: n for fs, ns in tables.values() for f, n in zip(fs, ns, strict=True)}
+        files = list(braceexpand(split))
+        missing = [f for f in files if f not in known]
+        if missing:
+            raise DataLayoutError(f"{root}: {missing[0]} (from {split!r}) is not in {INDEX_FILE}; select shards the "
+                                  "index lists")  # fmt: skip
+        lengths = [known[f] for f in files]
+    else:
+        raise DataLayoutError(f"{root}: no split {split!r} in {INDEX_FILE} (it has {', '.join(tables) or 'none'}); "
+                              "set data.train_split / data.val_split")  # fmt: skip
+    classes = info.get("classes")
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        raise DataError(f"{index}: no \"classes\" list of class names; add one (the folder names in label order)")
+    if not files or sum(lengths) == 0:
+        raise DataLayoutError(f"{root}: split {split!r} has no samples")
+    return ShardSplit(root, split, tuple(remote.join(root, f) for f in files), tuple(lengths), classes)
+
+
+# --- writing ------------------------------------------------------------------------------------------------------
+def parse_size(text: str) -> int:
+    """``"1GB"``, ``"512MB"``, ``"64KiB"`` or a byte count, as bytes."""
+    units = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20,
+             "GIB": 2**30, "TIB": 2**40}  # fmt: skip
+    text = str(text).strip().upper()
+    number = text.rstrip("KMGTIB")
+    unit = text[len(number) :]
+    try:
+        value = float(number) * units[unit]
+    except (KeyError, ValueError):
+        raise ConfigError(f"--shard-size {text!r}: give a size such as 1GB, 512MB or 64MiB") from None
+    if value < 1:
+        raise ConfigError(f"--shard-size {text!r}: a shard must hold at least one byte")
+    return int(value)
+
+
+def _image_key(path: str) -> str:
+    ext = Path(path).suffix.lower().lstrip(".")
+    return "jpg" if ext == "jpeg" else ("tiff" if ext == "tif" else ext)
+
+
+def write_shards(data: str | Path, output: str, *, shard_bytes: int = 10**9, shard_samples: int | None = None,
+                 splits: tuple[str, ...] = ("train", "val")) -> dict:  # fmt: skip
+    """Write the ImageNet-layout folder ``data`` (``data/{train,val}/<class>/<image>``) as shards under ``output``.
+
+    Shards close at ``shard_bytes`` or ``shard_samples``, whichever comes first. A local ``output`` is written into
+    a temporary directory and moved into place when complete; a remote one (``s3://...``) gets each shard as one
+    upload (an object appears whole or not at all) and the index last. Returns the index.
+
+    Raises:
+        ConfigError: ``output`` exists already.
+    """
+    import webdataset as wds
+
+    folders = imagenet_folders(data, splits)
+    is_remote = remote.is_remote(output)
+    if is_remote:
+        fs, target = remote.filesystem(output)
+        if fs.exists(remote.join(target, INDEX_FILE)):
+            raise ConfigError(f"{output} holds shards already; choose another --output or remove it")
+    elif Path(output).exists():
+        raise ConfigError(f"{output} exists already; choose another --output or remove it")
+    info = {"name": Path(str(data).rstrip("/")).name, "format": FORMAT, "classes": folders[0].classes, "splits": {}}
+
+    def write(directory: Path) -> None:
+        for split, folder in zip(splits, folders, strict=True):
+            counts: dict[int, int] = {}
+            with wds.ShardWriter(str(directory / f"{split}-%06d.tar"), maxcount=shard_samples or 10**12,
+                                 maxsize=shard_bytes, verbose=0, encoder=False, mtime=0) as sink:  # fmt: skip
+                for i, (path, target_index) in enumerate(folder.samples):
+                    sink.write({"__key__": f"{i:09d}", _image_key(path): Path(path).read_bytes(),
+                                "cls": str(target_index).encode()})  # fmt: skip
+                    counts[sink.shard - 1] = counts.get(sink.shard - 1, 0) + 1  # the shard it went into
+            names = [f"{split}-{shard:06d}.tar" for shard in sorted(counts)]
+            info["splits"][split] = {"name": split, "num_samples": len(folder), "filenames": names,
+                                     "shard_lengths": [counts[shard] for shard in sorted(counts)]}  # fmt: skip
+            if is_remote:
+                for name in names:
+                    fs.put_file(str(directory / name), remote.join(target, name))
+        index = json.dumps(info, indent=1) + "\n"
+        if is_remote:
+            fs.pipe_file(remote.join(target, INDEX_FILE), index.encode())
+        else:
+            (directory / INDEX_FILE).write_text(index)
+
+    if is_remote:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="swinkit-shards-") as tmp:
+            write(Path(tmp))
+    else:
+        write_dir(output, write)
+    return info
+
+
+# --- reading ------------------------------------------------------------------------------------------------------
+def sample_index(key: str) -> int:
+    """The sample's index for its augmentation seed: the key swinkit wrote, or a stable hash of another key."""
+    return int(key) if key.isdigit() else zlib.crc32(key.encode())
+
+
+class ShardStream(IterableDataset):
+    """Batches ``(images, targets, unreadable)`` of one process's share of a ``ShardSplit`` (see the module
+    docstring); ``streams`` is the loader's worker count (1 without workers)."""
+
+    def __init__(self, split: ShardSplit, transform, *, batch_size: int, train: bool, rank: int, world_size: int,
+                 streams: int, seed: int, shuffle: bool, buffer: int) -> None:  # fmt: skip
+        self.split, self.transform = split, transform
+        self.batch_size, self.train = batch_size, train
+        self.rank, self.world_size, self.streams = rank, world_size, streams
+        self.seed, self.shuffle, self.buffer = seed, shuffle and train, buffer
+        self.epoch, self.done = 0, 0  # batches of this epoch already taken (a resumed run)
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Epoch ``epoch``, skipping the first ``start`` samples of this process's share (whole batches)."""
+        self.epoch, self.done = epoch, start // self.batch_size
+
+    # -- the plan of an epoch, the same in every process and worker
+    def _order(self, epoch: int) -> list[int]:
+        n = len(self.split.files)
+        if not self.shuffle:
+            return list(range(n))
+        return torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + epoch)).tolist()
+
+    def _shards_of(self, epoch: int, slot: int) -> list[int]:
+        return self._order(epoch)[slot :: self.world_size * self.streams]
+
+    def batches_per_epoch(self) -> int:
+        return len(self.split) // self.world_size // self.batch_size
+
+    def _quota(self, stream: int) -> int:
+        """Training batches of ``stream`` (batch k of the process comes from stream k % streams)."""
+        total = self.batches_per_epoch()
+        return total // self.streams + (stream < total % self.streams)
+
+    def coverage(self, epoch: int) -> tuple[int, int]:
+        """``(dropped, repeated)`` samples of a training epoch over all processes."""
+        dropped = repeated = 0
+        for slot in range(self.world_size * self.streams):
+            have = sum(self.split.lengths[i] for i in self._shards_of(epoch, slot))
+            need = self._quota(slot % self.streams) * self.batch_size
+            dropped, repeated = dropped + max(have - need, 0), repeated + max(need - have, 0)
+        return dropped, repeated
+
+    def __len__(self) -> int:
+        if self.train:
+            return self.batches_per_epoch() - self.done
+        slots = (self.rank * self.streams + w for w in range(self.streams))
+        sizes = (sum(self.split.lengths[i] for i in self._shards_of(0, s)) for s in slots)
+        return sum(math.ceil(n / self.batch_size) for n in sizes)
+
+    # -- one worker's stream
+    def __iter__(self):
+        info = get_worker_info()
+        worker = info.id if info is not None else 0
+        # A resumed epoch: the first batch now is the process's batch `done`, which stream `done % streams` makes.
+        stream = (worker + self.done) % self.streams
+        slot = self.rank * self.streams + stream
+        shards = self._shards_of(self.epoch, slot)
+        try:
+            if self.train:
+                quota = self._quota(stream)
+                taken = self.done // self.streams + (stream < self.done % self.streams)
+                yield from self._batches(self._training_samples(shards, slot), quota - taken, skip=taken)
+            else:
+                yield from self._batches(self._read(shards), None, skip=0)
+        except DataError as err:
+            yield StreamFailure(str(err))
+
+    def _training_samples(self, shards: list[int], slot: int):
+        """The stream's shards, shuffled through a buffer; read again (shuffled afresh) while the quota needs more, so
+        that every sample is taken once before any is taken twice."""
+        import webdataset as wds
+
+        have = sum(self.split.lengths[i] for i in shards)
+        size = max(1, min(self.buffer, have))
+        for again in itertools.count():
+            samples = self._read(shards)
+            if self.shuffle:
+                rng = random.Random(f"swinkit-shards:{self.seed}:{self.epoch}:{slot}:{again}")
+                samples = wds.shuffle(size, initial=size, rng=rng)(samples)
+            yield from samples
+
+    def _batches(self, samples, count: int | None, skip: int):
+        for _ in range(skip * self.batch_size):
+            next(samples)  # raw samples: skipped without decoding
+        made = 0
+        while count is None or made < count:
+            batch = []
+            for raw in samples:
+                key = raw["__key__"]
+                seed = sample_seed(self.seed, self.epoch, sample_index(key)) if self.train else None
+                batch.append(self._decode(raw, key, seed))
+                if len(batch) == self.batch_size:
+                    break
+            if not batch:
+                return
+            yield collate(batch)
+            made += 1
+            if len(batch) < self.batch_size:
+                return
+
+    def _decode(self, raw: dict, key: str, seed: int | None):
+        where = f"{raw.get('__url__', '?')}:{key}"
+        try:
+            target = int(raw["cls"])
+        except (KeyError, ValueError) as err:
+            raise DataError(f"{where}: no integer .cls label ({err}); write the shards with `swinkit shard`") from err
+        data = next((raw[k] for k in IMAGE_KEYS if k in raw), None)
+        if data is None:
+            return None, target, f"{where}: no image (none of .{', .'.join(IMAGE_KEYS)})"
+
+        def load() -> Image.Image:
+            with Image.open(io.BytesIO(data)) as img:
+                return to_rgb(img, where)
+
+        return transform_sample(load, where, target, self.transform, seed)
+
+    def _read(self, shards: list[int]):
+        """The raw samples (dicts of bytes) of ``shards`` in order."""
+        from webdataset.tariterators import group_by_keys, tar_file_expander
+
+        for i in shards:
+            url = self.split.files[i]
+            try:
+                with _open(url) as stream:
+                    samples = group_by_keys(tar_file_expander([{"url": url, "stream": stream}]))
+                    count = 0
+                    for sample in samples:
+                        count += 1
+                        yield sample
+            except DataError:
+                raise
+            except (tarfile.TarError, OSError, ValueError) as err:
+                raise DataError(f"{url}: not a readable shard ({remote.reason(err)}); write it again with "
+                                "`swinkit shard`") from err  # fmt: skip
+            if count != self.split.lengths[i]:
+                raise DataError(f"{url}: holds {count} samples, the index says {self.split.lengths[i]}; the shard "
+                                "changed since the index was written: write the shards again")  # fmt: skip
+
+
+def _open(url: str):
+    if not remote.is_remote(url):
+        return open(url, "rb")
+    fs, path = remote.filesystem(url)
+    try:
+        return fs.open(path, "rb", block_size=8 << 20)
+    except FileNotFoundError as err:
+        raise DataError(f"{url}: listed in {INDEX_FILE} but missing; copy the whole shard directory") from err
+    except Exception as err:
+        raise DataError(f"could not read {url} ({remote.reason(err)}); {remote.CREDENTIALS_HINT}") from err
+
+
+def stream_workers(split: ShardSplit, workers: int, world_size: int, train: bool) -> int:
+    """Loader workers for ``split``: ``workers``, but no more than each process has shards for (training needs a
+    shard for every stream)."""
+    n = len(split.files)
+    if train and n < world_size:
+        raise DataLayoutError(f"{split.root}: {n} {split.split} shard(s) cannot feed {world_size} processes; write "
+                              "at least one shard per process (swinkit shard --shard-samples N)")  # fmt: skip
+    most = n // world_size if train else max(1, math.ceil(n / world_size))
+    if workers > most:
+        log.warning("%s: %d %s shard(s) over %d process(es) feed at most %d loader worker(s) each; using %d (write "
+                    "more, smaller shards to use data.workers=%d)", split.root, n, split.split, world_size, most, most,
+                    workers)  # fmt: skip
+        return most
+    return workers
+
+
+def stream_loader(split: ShardSplit, transform, *, batch_size: int, train: bool, rank: int = 0, world_size: int = 1,
+                  seed: int = 0, workers: int = 0, pin_memory: bool = False, shuffle: bool = True,
+                  buffer: int = 2000) -> Loader:  # fmt: skip
+    """A loader over ``split``'s shards for process ``rank`` of ``world_size`` (see the module docstring)."""
+    workers = stream_workers(split, workers, world_size, train)
+    stream = ShardStream(split, transform, batch_size=batch_size, train=train, rank=rank, world_size=world_size,
+                         streams=max(1, workers), seed=seed, shuffle=shuffle, buffer=buffer)  # fmt: skip
+    if train and rank == 0:
+        dropped, repeated = stream.coverage(0)
+        if repeated:  # otherwise only the samples that fill no last batch are left out, as from a folder
+            log.warning("%s: %d shards over %d process(es) x %d stream(s): epoch 1 repeats %d samples and leaves out "
+                        "%d of %d. Every sample is seen once an epoch when the shards hold equal counts (swinkit "
+                        "shard --shard-samples N), their number is a multiple of %d and the samples of a stream are a "
+                        "multiple of the batch %d", split.root, len(split.files), world_size, stream.streams, repeated,
+                        dropped, len(split), world_size * stream.streams, batch_size)  # fmt: skip
+    return Loader(stream, batch_size=None, collate_fn=_made, num_workers=workers, pin_memory=pin_memory,
+                  persistent_workers=False, generator=torch.Generator().manual_seed(seed))  # fmt: skip
+
+
+def _made(batch):
+    return batch  # the stream makes whole batches itself
