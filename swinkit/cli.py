@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from . import models
+from .core import remote
 from .core.errors import ConfigError, RunNotFoundError
 
 
@@ -100,13 +101,34 @@ def _config(args: argparse.Namespace, base=None):
 
 
 def _resume_config(args: argparse.Namespace) -> None:
-    """``--resume RUN_DIR`` continues with the run's own resolved config unless another one is given."""
+    """``--resume RUN_DIR`` continues with the run's own resolved config unless another one is given. A run on object
+    storage (``--resume s3://...``) is first copied into ``--output``, a new local directory, and continues there."""
+    if args.resume and remote.is_remote(args.resume):
+        args.resume = str(_copy_run(args.resume, args.output))
+        args.output = None
     if args.resume and args.config is None:
         saved = Path(args.resume) / "config.yaml"
         if not saved.is_file():
             raise RunNotFoundError(f"--resume {args.resume}: not a swinkit run directory (it has no config.yaml); give "
                                    "the directory a run was trained into (its --output)")  # fmt: skip
         args.config = str(saved)
+
+
+def _copy_run(url: str, output: str | None) -> Path:
+    import shutil
+
+    from .hub import local_file
+    from .hub.download import HASH_SUFFIX, VERSION_SUFFIX
+
+    if not output or remote.is_remote(output):
+        raise ConfigError(f"--resume {url}: a run continues in a local directory; add --output DIR (a new one) to "
+                          "copy it into")  # fmt: skip
+    if Path(output).exists():
+        raise ConfigError(f"--resume {url} --output {output}: {output} exists already; give a new directory")
+    copied = local_file(url)
+    shutil.copytree(copied, output, ignore=shutil.ignore_patterns(f"*{HASH_SUFFIX}", f"*{VERSION_SUFFIX}"))
+    logging.getLogger(__name__).info("copied %s to %s; the run continues there", url, output)
+    return Path(output)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -128,9 +150,11 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .engine.checkpoint import stored_config
+    from .engine.checkpoint import STATE_FILE, stored_config
     from .engine.evaluate import run_eval
+    from .hub import local_file
 
+    args.checkpoint = str(local_file(args.checkpoint, exclude=(STATE_FILE,)))  # s3://... is copied into the cache once
     # The run's own config (stored beside or inside the checkpoint) unless --config names another.
     base = stored_config(args.checkpoint) if args.config is None else None
     output, args.output = args.output, None

@@ -1,4 +1,4 @@
-"""A file server on the loopback address for download tests: no test ever reaches the internet.
+"""Servers on the loopback address for download tests (files over HTTP, and S3): no test reaches the internet.
 
 ``LoopbackServer.files`` maps URL paths to bytes; every request is recorded in ``requests`` as (method, path).
 ``truncate`` holds paths whose body is cut in half after announcing the full ``Content-Length`` (a dropped
@@ -74,3 +74,27 @@ class LoopbackServer:
     def gets(self, path: str) -> int:
         """How many times ``path`` was downloaded (GET requests)."""
         return sum(1 for method, p in self.requests if method == "GET" and p == path)
+
+
+class LoopbackS3:
+    """An S3 service on the loopback address (moto's server mode), for ``AWS_ENDPOINT_URL``."""
+
+    def __init__(self) -> None:
+        import logging
+        import socket
+
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        self.url = f"http://127.0.0.1:{port}"
+
+    def __enter__(self) -> LoopbackS3:
+        self.server.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.stop()

@@ -289,15 +289,26 @@ def test_files_on_other_file_systems_go_through_fsspec_into_the_cache(v2_weights
 
 @pytest.mark.skipif(not (SEED_DIR / "swinv2_base_patch4_window12to16_192to256_22kto1k_ft.yaml").is_file(),
                     reason="seed configs not found beside the repository")  # fmt: skip
-def test_the_seed_configs_s3_path_reaches_the_s3_backend_intact():
+def test_the_seed_configs_s3_path_reaches_the_s3_backend_intact(monkeypatch):
     import importlib.util
 
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+        monkeypatch.setenv(name, "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance-metadata credentials either
     cfg = load_config(str(SEED_DIR / "swinv2_base_patch4_window12to16_192to256_22kto1k_ft.yaml"))
     assert cfg.model.pretrained.startswith("s3://open-data/")  # no double slash lost on the way in
     model = swinkit.create_model("swinv2_tiny_window8_256", embed_dim=16, depths=(1, 1), num_heads=(1, 2))
-    expected = MissingExtraError if importlib.util.find_spec("s3fs") is None else DownloadError
-    with pytest.raises(expected, match=re.escape(cfg.model.pretrained)):
-        load_pretrained(model, cfg)  # without s3fs: install it; with it but no credentials: the variables to set
+    if importlib.util.find_spec("s3fs") is None:
+        with pytest.raises(MissingExtraError, match=re.escape(cfg.model.pretrained) + ".*pip install s3fs"):
+            load_pretrained(model, cfg)
+        return
+    with pytest.raises(DownloadError) as caught:  # no credentials: the path and the variables to set
+        load_pretrained(model, cfg)
+    message = str(caught.value)
+    assert cfg.model.pretrained in message and "NoCredentialsError" in message
+    assert all(v in message for v in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"))
 
 
 def test_predict_with_pretrained_prints_imagenet_class_names(mirror, v2_weights, tmp_path, capsys):

@@ -62,3 +62,14 @@ def join(root: str, *parts: str) -> str:
 def reason(err: BaseException) -> str:
     """A backend's error in one short line (backends raise their own types with multi-line messages)."""
     return f"{type(err).__name__}: {' '.join(str(err).split())[:300]}".rstrip(": ")
+
+
+def exists(url: str) -> bool:
+    """Whether ``url`` names a file or directory. Unlike ``fs.exists``, which some backends answer with False when
+    they cannot reach the service, a backend error (no endpoint, no credentials) is raised."""
+    fs, path = filesystem(url)
+    try:
+        fs.info(path)
+    except FileNotFoundError:
+        return False
+    return True

@@ -68,9 +68,10 @@ def is_shard_dir(root: str) -> bool:
     index = remote.join(root, INDEX_FILE)
     if not remote.is_remote(root):
         return Path(index).is_file()
-    fs, path = remote.filesystem(index)
     try:
-        return fs.isfile(path)
+        return remote.exists(index)
+    except (MissingExtraError, ConfigError):
+        raise
     except Exception as err:  # no credentials, no endpoint: say so here rather than "not a dataset"
         raise DataError(f"could not read {index} ({remote.reason(err)}); {remote.CREDENTIALS_HINT}") from err
 
@@ -190,7 +191,7 @@ def write_shards(data: str | Path, output: str, *, shard_bytes: int = 10**9, sha
     is_remote = remote.is_remote(output)
     if is_remote:
         fs, target = remote.filesystem(output)
-        if fs.exists(remote.join(target, INDEX_FILE)):
+        if is_shard_dir(output):
             raise ConfigError(f"{output} holds shards already; choose another --output or remove it")
     elif Path(output).exists():
         raise ConfigError(f"{output} exists already; choose another --output or remove it")

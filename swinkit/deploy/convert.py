@@ -16,7 +16,7 @@ from ..checkpoints.load import LoadReport, load_prepared, prepare
 from ..checkpoints.transfer import read_label_map
 from ..core.atomic import check_output
 from ..core.errors import CheckpointError, ConfigError
-from ..engine.checkpoint import checkpoint_weights, find_checkpoint, stored_classes, stored_config
+from ..engine.checkpoint import STATE_FILE, checkpoint_weights, find_checkpoint, stored_classes, stored_config
 from ..engine.setup import model_overrides
 from ..hub import create_model as create_pretrained
 from ..hub import local_file, locate, split_name
@@ -52,6 +52,8 @@ def load_model(
             raise ConfigError("--pretrained/--weights need --model: the architecture the weights are for")
         model = create_pretrained(name, pretrained=weights, progress=progress, **(overrides or {}))
         return model.eval(), model.load_report, None
+    if checkpoint is not None:
+        checkpoint = local_file(checkpoint, exclude=(STATE_FILE,))  # a URL or s3://... file or directory: cached
     run = stored_config(checkpoint) if name is None and checkpoint is not None else None
     if name is None and run is None:
         raise ConfigError(
@@ -63,7 +65,7 @@ def load_model(
         overrides.pop("num_classes", None)  # the checkpoint's head decides
     if checkpoint is None:
         return create_model(name, **(overrides or {})).eval(), None, None
-    source, classes = local_file(checkpoint), None  # a URL or s3://... file is fetched into the cache
+    source, classes = checkpoint, None
     if not source.is_file():
         found = find_checkpoint(source)  # a training checkpoint directory, or the .last.old of a cut swap
         if found is None:

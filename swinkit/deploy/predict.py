@@ -19,7 +19,8 @@ from timm.data import ImageNetInfo, create_transform
 
 from ..core.errors import ConfigError
 from ..data import build_transform
-from ..engine.checkpoint import stored_config
+from ..engine.checkpoint import STATE_FILE, stored_config
+from ..hub import local_file
 from ..hub.weights import IMAGENET_LABEL_SETS
 from .convert import load_model
 
@@ -53,6 +54,8 @@ def predict(
     """
     if topk < 1:
         raise ConfigError(f"--topk {topk}: ask for at least one class")
+    if checkpoint is not None:
+        checkpoint = local_file(checkpoint, exclude=(STATE_FILE,))  # fetched once: weights and transform
     model, _, stored = load_model(name, checkpoint, overrides=overrides, weights=weights)
     info = model.model_info
     run = stored_config(checkpoint) if checkpoint is not None else None

@@ -18,6 +18,7 @@ from ..checkpoints import load_checkpoint
 from ..core.distributed import all_reduce_sum
 from ..core.errors import CheckpointError
 from ..data import build_loader, build_transform, build_val_dataset
+from ..hub import local_file
 from . import checkpoint as ckpt
 from .config import Config
 from .parallel import forwards_to_run, pad_forwards
@@ -66,8 +67,10 @@ def run_eval(cfg: Config, checkpoint: str, output: str | None = None) -> dict:
 
     Args:
         checkpoint: a swinkit checkpoint directory (``RUN_DIR/checkpoints/best``; its EMA weights are evaluated
-            too when present) or a weights file in any layout ``swinkit.checkpoints.load_checkpoint`` reads.
-        output: directory for ``eval.json``; the checkpoint directory (or the file's directory) by default.
+            too when present) or a weights file in any layout ``swinkit.checkpoints.load_checkpoint`` reads; local,
+            or a URL (``s3://...``: copied into the weights cache first).
+        output: directory for ``eval.json``; the checkpoint directory (or the file's directory) by default, which
+            for a remote checkpoint is its copy in the cache (the log names it).
     """
     with session(cfg) as s:
         return _run_eval(cfg, s.env, s.device, s.precision, checkpoint, output)
@@ -76,7 +79,7 @@ def run_eval(cfg: Config, checkpoint: str, output: str | None = None) -> dict:
 def _run_eval(cfg: Config, env, device: torch.device, precision: str, checkpoint: str, output: str | None) -> dict:
     val_base = build_val_dataset(cfg.data)
     model = build_model(cfg, num_classes=len(val_base.classes))
-    path = Path(checkpoint)
+    path = local_file(checkpoint, exclude=(ckpt.STATE_FILE,))  # on s3:// (...): copied into the cache
     ckpt_dir = None if path.is_file() else ckpt.find_checkpoint(path)  # last/, or the .last.old of a cut swap
     if ckpt_dir is not None:
         ckpt.load_weights(model, ckpt_dir)

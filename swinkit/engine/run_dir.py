@@ -22,8 +22,9 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..core import remote
 from ..core.atomic import remove_stale_temporaries, write_atomic
-from ..core.errors import RunExistsError, RunLockedError, RunNotFoundError
+from ..core.errors import ConfigError, RunExistsError, RunLockedError, RunNotFoundError
 from .checkpoint import find_checkpoint
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,15 @@ def resolve_run_dir(output: str | None, resume: str | None) -> tuple[Path, Path 
         FileNotFoundError: ``resume`` holds no checkpoint.
         RunExistsError: the output directory already holds a run and ``resume`` is not given.
     """
+    if output and remote.is_remote(output):
+        raise ConfigError(
+            f"train.output={output}: a run directory needs a lock, atomic renames and appends, which object storage "
+            "does not offer; train into a local directory (--output runs/NAME) and copy it up when it is done or as "
+            f"it goes (e.g. aws s3 sync runs/NAME {output})"
+        )
+    if resume and remote.is_remote(resume):
+        raise ConfigError(f"resume={resume}: a run continues in a local directory; copy it there first (the CLI "
+                          f"does: swinkit train --resume {resume} --output runs/NAME)")  # fmt: skip
     run_dir = Path(resume or output)
     last = run_dir / "checkpoints" / "last"
     if resume:

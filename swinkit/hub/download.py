@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import http.client
+import json
 import logging
 import os
 import urllib.error
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 GITHUB = "https://github.com/"
 HASH_SUFFIX = ".sha256"
+VERSION_SUFFIX = ".source"  # which remote object a cached copy was made from
 HUB_FILES = ("model.safetensors", "pytorch_model.bin")  # what a Hub repository holds its weights in, in order
 TIMEOUT_S = 60
 _CHUNK = 1 << 20
@@ -171,31 +173,66 @@ def fetch_url(url: str, *, sha256: str = "", progress: bool = True) -> Path:
     return _copy_into_cache(path, source, opened, sha256, progress)
 
 
-def fetch_remote(url: str, *, progress: bool = True) -> Path:
-    """The cached copy of a file on an fsspec file system (``s3://``, ``gs://``, ``hf://``, ``memory://``, ...),
-    fetched like a URL; credentials and endpoints as ``swinkit.core.remote`` says."""
+def fetch_remote(url: str, *, progress: bool = True, exclude: tuple[str, ...] = ()) -> Path:
+    """The cached copy of a file, or of a directory (a training checkpoint: every file under it), on an fsspec file
+    system (``s3://``, ``gs://``, ``hf://``, ``memory://``, ...); credentials and endpoints as
+    ``swinkit.core.remote`` says. A cached file is used again only while the remote object is the one it was copied
+    from (same size and ETag or modification time), so a checkpoint that a run has since rewritten is fetched anew;
+    offline, the cached copy is used as it is. Files of a directory named in ``exclude`` are left out (a trainer
+    state where only the weights are needed)."""
     path = cached_path(url)
-    if _cached_or_offline(path, "", url):
+    if offline():
+        if path.is_dir():
+            return path
+        _cached_or_offline(path, "", url)
         return path
     fs, key = remote.filesystem(url)
+    try:
+        info = fs.info(key)
+        listing = fs.find(key, detail=True) if info.get("type") == "directory" else {key: info}
+    except FileNotFoundError as err:
+        raise DownloadError(f"{url}: no such file on {type(fs).__name__}; check the bucket and the key") from err
+    except Exception as err:  # each backend has its own errors: no credentials, access denied, no endpoint
+        raise DownloadError(f"could not read {url} ({remote.reason(err)}); {remote.CREDENTIALS_HINT}. Or copy it to "
+                            f"{path}, or pass a local path") from err  # fmt: skip
+    if info.get("type") != "directory":
+        return _fetch_remote_file(fs, key, url, path, info, progress)
+    if not listing:
+        raise DownloadError(f"{url}: an empty directory on {type(fs).__name__}; check the key")
+    wanted = set()
+    for name, entry in sorted(listing.items()):
+        relative = name[len(key.rstrip("/")) :].lstrip("/")
+        if relative in exclude:
+            continue
+        wanted.add(path / relative)
+        _fetch_remote_file(fs, name, f"{url.rstrip('/')}/{relative}", path / relative, entry, progress)
+    for stale in [p for p in path.rglob("*") if p.is_file() and not p.name.endswith((HASH_SUFFIX, VERSION_SUFFIX))]:
+        if stale not in wanted:  # removed from the remote directory since the last copy
+            stale.unlink()
+    return path
+
+
+def _fetch_remote_file(fs, key: str, url: str, path: Path, info: dict, progress: bool) -> Path:
+    stamp = next((info[k] for k in ("ETag", "etag", "md5", "mtime", "LastModified") if info.get(k)), "")
+    version = json.dumps({"size": info.get("size"), "stamp": str(stamp)})
+    record = path.with_name(path.name + VERSION_SUFFIX)
+    if path.is_file() and record.is_file() and record.read_text() == version:
+        _verify_cached(path, "", url)
+        return path
 
     @contextlib.contextmanager
     def opened():
         try:
-            total = fs.size(key)
             with fs.open(key, "rb") as stream:
-                yield stream, total
-        except FileNotFoundError as err:
-            raise DownloadError(f"{url}: no such file on {type(fs).__name__}; check the bucket and the key") from err
+                yield stream, info.get("size")
         except DownloadError:
             raise
-        except Exception as err:  # each backend has its own errors: no credentials, access denied, no endpoint
-            raise DownloadError(
-                f"could not read {url} ({remote.reason(err)}); {remote.CREDENTIALS_HINT}. Or copy the file to "
-                f"{path}, or pass a local file"
-            ) from err
+        except Exception as err:
+            raise DownloadError(f"could not read {url} ({remote.reason(err)}); {remote.CREDENTIALS_HINT}") from err
 
-    return _copy_into_cache(path, url, opened, "", progress)
+    _copy_into_cache(path, url, opened, "", progress)
+    write_atomic(record, lambda tmp: Path(tmp).write_text(version))
+    return path
 
 
 def fetch_hub(repo_id: str, *, filenames: tuple[str, ...] = HUB_FILES) -> Path:

@@ -22,6 +22,7 @@ from pathlib import Path
 from torch import nn
 
 from ..checkpoints.load import load_prepared, prepare
+from ..core import remote
 from ..core.errors import CheckpointError, ConfigError
 from ..models import FeatureExtractor, model_info
 from ..models import create_model as build
@@ -79,15 +80,16 @@ def locate(model: str, pretrained: bool | str, *, progress: bool = True) -> tupl
     return local_file(source, progress=progress), "auto", None
 
 
-def local_file(location: str | os.PathLike, *, progress: bool = True) -> Path:
-    """A local path for ``location``: an http(s) URL or a file on another file system (``s3://``, ``gs://``, ...)
-    fetched into the cache, or the local path itself."""
+def local_file(location: str | os.PathLike, *, progress: bool = True, exclude: tuple[str, ...] = ()) -> Path:
+    """A local path for ``location``: an http(s) URL, or a file or a training checkpoint directory on another file
+    system (``s3://``, ``gs://``, ...), fetched into the cache (without a directory's files named in ``exclude``);
+    the local path itself otherwise."""
     text = str(location)
     if text.startswith(("http://", "https://")):
         return fetch_url(text, progress=progress)
-    if "://" in text:
-        return fetch_remote(text, progress=progress)
-    return Path(location)
+    if remote.is_remote(text):
+        return fetch_remote(text, progress=progress, exclude=exclude)
+    return Path(remote.local(text))
 
 
 def create_model(
