@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 from pathlib import Path
 
 import torch
 
+from swinkit.core.machine import describe
 from swinkit.runtime import reuse_freed_memory
 from swinkit.tools.benchmark import format_report, run_benchmark
 
@@ -37,13 +37,6 @@ ROWS = [
 ]  # fmt: skip
 
 
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=7)
@@ -55,7 +48,7 @@ def main() -> None:
     else:
         allocator = "glibc default"
     header = (
-        f"Measured {datetime.date.today()} on {cpu_name()}, {torch.get_num_threads()} threads, torch "
+        f"Measured {datetime.date.today()} on {describe()}, {torch.get_num_threads()} threads, torch "
         f"{torch.__version__}, allocator {allocator}, by `python benchmarks/performance_table.py`.\n\n"
         "| workload | target | swinkit img/s | peer img/s | swinkit / peer | peak MB swinkit / peer | swinkit MFU |\n"
         "|---|---|---|---|---|---|---|\n"

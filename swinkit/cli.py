@@ -259,6 +259,27 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if any("error" in r for r in results) else 0
 
 
+def cmd_bench_data(args: argparse.Namespace) -> int:
+    from .core.machine import describe
+    from .engine.config import apply_overrides, load_config
+    from .tools.bench_data import HEADER, format_rate, measure_loader
+
+    try:
+        workers = [int(w) for w in args.workers.split(",") if w]
+    except ValueError:
+        raise ConfigError(f"--workers {args.workers!r}: give comma-separated counts, e.g. 0,1,4") from None
+    if not workers or min(workers) < 0:
+        raise ConfigError(f"--workers {args.workers!r}: give counts of 0 or more")
+    base = load_config(args.config, list(args.overrides))
+    configs = [apply_overrides(base, ["data.dataset=auto", f"data.root={d}"]) for d in args.data] or [base]
+    print(describe())
+    print(HEADER)
+    for cfg in configs:
+        for w in workers:
+            print(format_rate(measure_loader(cfg, w, args.images)), flush=True)
+    return 0
+
+
 def cmd_benchmark(args: argparse.Namespace) -> int:
     from .tools.benchmark import format_report, report_json, run_benchmark
 
@@ -374,6 +395,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("bench-data", help="images/s of a config's training data pipeline, per loader worker and in all")
+    p.add_argument("-c", "--config", help="recipe name or YAML file (default: quickstart)")
+    p.add_argument("--data", action="append", default=[], metavar="DIR_OR_URL",
+                   help="a folder, shard directory or HF dataset; repeat to compare readers (default: the config's)")
+    p.add_argument("--workers", default=f"1,{os.cpu_count() or 1}", help="comma-separated loader worker counts")
+    p.add_argument("--images", type=int, default=2000, help="images timed per measurement")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help=overrides_help)
+    p.set_defaults(func=cmd_bench_data)
 
     p = sub.add_parser("benchmark", help="img/s, memory and FLOP utilisation against timm, torchvision and HF")
     p.add_argument("--model", required=True)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from swinkit.cli import main
@@ -177,3 +179,21 @@ def test_float_images_outside_0_1_are_refused_with_the_reason(tmp_path):
     image = Image.fromarray(np.full((4, 4), 7.5, dtype=np.float32))
     with pytest.raises(DataError, match="outside 0..1"):
         to_rgb(image, "x.tiff")
+
+
+def test_randaugment_posterize_at_full_magnitude_gives_black_instead_of_stopping_the_run():
+    from timm.data.auto_augment import AugmentOp
+
+    from swinkit.data.transforms import build_transform
+    from swinkit.engine.config import load_config
+    from swinkit.models import model_info
+
+    img = Image.fromarray(np.random.default_rng(0).integers(1, 255, (40, 40, 3), dtype=np.uint8))
+    op = AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=10)  # 4 - 4 = 0 bits kept
+    assert not np.asarray(op(img)).any()
+    cfg = load_config("swin_tiny_patch4_window7_224")  # the official recipe: rand-m9-mstd0.5-inc1
+    transform = build_transform(cfg.data, 64, True, model_info(cfg.model.name))
+    for seed in range(400):  # magnitude 10 and posterize come together in a few of these
+        torch.manual_seed(seed)
+        random.seed(seed)
+        transform(img)

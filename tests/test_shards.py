@@ -248,3 +248,16 @@ def test_evaluation_from_shards_with_two_processes_equals_the_folder(digit_data,
     assert folder_result["n"] == shard_result["n"] == 40
     assert (folder_result["top1"], folder_result["top5"]) == (shard_result["top1"], shard_result["top5"])
     assert shard_result["loss"] == pytest.approx(folder_result["loss"], rel=1e-6)
+
+
+def test_bench_data_prints_rates_per_worker_and_in_all_for_each_reader(digit_data, capsys):
+    folder, shards = digit_data
+    assert main(["bench-data", "--data", str(folder), "--data", str(shards), "--workers", "0,2", "--images", "100",
+                 "data.batch_size=16"]) == 0  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    assert "ISA:" in lines[0] and lines[1].split()[:3] == ["reader", "workers", "img/s"]
+    rows = [line.split() for line in lines[2:]]
+    assert [(r[0], r[1]) for r in rows] == [("folder", "0"), ("folder", "2"), ("wds", "0"), ("wds", "2")]
+    for reader, workers, total, per_worker, _ in rows:
+        assert float(total) > 0 and float(per_worker) == pytest.approx(float(total) / max(int(workers), 1), abs=1)
+    assert main(["bench-data", "--workers", "x"]) == 2

@@ -9,14 +9,13 @@ stored bytes, like a folder's files, so the pixels match the folder's; a ``Class
 
 from __future__ import annotations
 
-import io
 from functools import partial
 from pathlib import Path
 
 from PIL import Image
 
 from ..core.errors import DataError, DataLayoutError, MissingExtraError
-from .datasets import to_rgb
+from .datasets import decode_image
 
 HUB_PREFIX = "hf://datasets/"
 SPLIT_ALIASES = {"val": ("validation", "valid"), "validation": ("val",)}
@@ -82,8 +81,8 @@ class HFImages:
 
     def load(self, index: int) -> Image.Image:
         stored = self.ds[index]["image"]
-        source = io.BytesIO(stored["bytes"]) if stored.get("bytes") else stored.get("path")
-        if source is None:
-            raise OSError("the row holds no image bytes nor a path")
-        with Image.open(source) as img:
-            return to_rgb(img, self.name(index))
+        if stored.get("bytes"):
+            return decode_image(stored["bytes"], self.name(index))
+        if stored.get("path"):
+            return decode_image(Path(stored["path"]).read_bytes(), stored["path"])
+        raise OSError("the row holds no image bytes nor a path")

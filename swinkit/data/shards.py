@@ -20,7 +20,6 @@ batch of each stream short), so its counts summed over processes are exact.
 
 from __future__ import annotations
 
-import io
 import itertools
 import json
 import logging
@@ -32,13 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
 from ..core import remote
 from ..core.atomic import write_dir
 from ..core.errors import ConfigError, DataError, DataLayoutError, MissingExtraError
-from .datasets import imagenet_folders, to_rgb, transform_sample
+from .datasets import decode_image, imagenet_folders, transform_sample
 from .loader import Loader, StreamFailure, collate, sample_seed
 
 log = logging.getLogger(__name__)
@@ -345,11 +343,7 @@ class ShardStream(IterableDataset):
         if data is None:
             return None, target, f"{where}: no image (none of .{', .'.join(IMAGE_KEYS)})"
 
-        def load() -> Image.Image:
-            with Image.open(io.BytesIO(data)) as img:
-                return to_rgb(img, where)
-
-        return transform_sample(load, where, target, self.transform, seed)
+        return transform_sample(lambda: decode_image(data, where), where, target, self.transform, seed)
 
     def _read(self, shards: list[int]):
         """The raw samples (dicts of bytes) of ``shards`` in order."""

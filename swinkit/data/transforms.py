@@ -4,10 +4,25 @@ MoBY's two-view BYOL augmentation."""
 from __future__ import annotations
 
 import torch
-from PIL import ImageFilter, ImageOps
-from timm.data import create_transform
+from PIL import Image, ImageFilter, ImageOps
+from timm.data import auto_augment, create_transform
 from timm.data.transforms import str_to_interp_mode
 from torchvision import transforms as T
+
+
+def posterize(img: Image.Image, bits_to_keep: int, **_) -> Image.Image:
+    """timm's posterize, with "keep 0 bits" a black image as it always was: the official recipes' RandAugment
+    (``rand-m9-mstd0.5-inc1``, TF/UDA's increasing scale) reaches 0 bits at magnitude 10, which Pillow 11 and later
+    refuse with a ValueError, stopping the run a few thousand images in."""
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep <= 0:
+        return Image.new(img.mode, img.size)
+    return ImageOps.posterize(img, bits_to_keep)
+
+
+for _name in ("Posterize", "PosterizeIncreasing", "PosterizeOriginal"):
+    auto_augment.NAME_TO_OP[_name] = posterize  # read when an augmentation op is built
 
 
 def build_transform(data, img_size: int, train: bool, info) -> object:

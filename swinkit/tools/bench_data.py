@@ -1,0 +1,64 @@
+"""``swinkit bench-data``: decoded-and-augmented images per second of a config's training pipeline, per loader worker
+and in total, for each reader (folder, shards, Hugging Face dataset).
+
+Each measurement builds the loader the training run would build (its dataset, its transform at the model's input
+size, its batch size, one process), takes one batch to start the workers, then times the next batches over as many
+epochs as it takes. With ``W`` workers the total rate is what a training process gets; divided by ``W`` it is what
+one worker (one CPU core) delivers, so a GPU that trains at ``R`` img/s needs about ``R / per-worker`` workers.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+
+from ..data import build_datasets, build_loader, build_transform, dataset_kind
+from ..models import model_info
+
+
+@dataclass
+class Rate:
+    reader: str
+    root: str
+    workers: int
+    images: int
+    seconds: float
+
+    @property
+    def total(self) -> float:
+        return self.images / self.seconds
+
+    @property
+    def per_worker(self) -> float:
+        return self.total / max(self.workers, 1)
+
+
+def measure_loader(cfg, workers: int, images: int) -> Rate:
+    """Images/s of ``cfg``'s training loader with ``workers`` workers over at least ``images`` images."""
+    data = replace(cfg.data, workers=workers)
+    train_set, _ = build_datasets(data)
+    info = model_info(cfg.model.name)
+    img_size = cfg.model.img_size or info.img_size[0]
+    transform = build_transform(data, img_size, True, info)
+    loader = build_loader(train_set, transform, data=data, batch_size=data.batch_size, train=True, seed=cfg.train.seed)
+    workers = loader.num_workers  # a shard directory may feed fewer
+    epoch, counted, started, t0 = 0, 0, False, 0.0
+    while counted < images:
+        loader.set_epoch(epoch)
+        for batch, _, _ in loader:
+            if not started:  # the first batch pays for starting the workers
+                started, t0 = True, time.perf_counter()
+                continue
+            counted += len(batch)
+            if counted >= images:
+                break
+        epoch += 1
+    return Rate(dataset_kind(data.dataset, data.root), str(data.root or data.dataset), workers, counted,
+                time.perf_counter() - t0)  # fmt: skip
+
+
+HEADER = f"{'reader':<8} {'workers':>7} {'img/s':>9} {'img/s per worker':>17}  data"
+
+
+def format_rate(r: Rate) -> str:
+    return f"{r.reader:<8} {r.workers:>7} {r.total:>9.0f} {r.per_worker:>17.0f}  {r.root}"
