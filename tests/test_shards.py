@@ -258,6 +258,6 @@ def test_bench_data_prints_rates_per_worker_and_in_all_for_each_reader(digit_dat
     assert "ISA:" in lines[0] and lines[1].split()[:3] == ["reader", "workers", "img/s"]
     rows = [line.split() for line in lines[2:]]
     assert [(r[0], r[1]) for r in rows] == [("folder", "0"), ("folder", "2"), ("wds", "0"), ("wds", "2")]
-    for reader, workers, total, per_worker, _ in rows:
+    for _, workers, total, per_worker, _ in rows:
         assert float(total) > 0 and float(per_worker) == pytest.approx(float(total) / max(int(workers), 1), abs=1)
     assert main(["bench-data", "--workers", "x"]) == 2

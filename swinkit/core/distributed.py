@@ -1,4 +1,5 @@
-"""Process-group set-up for ``torchrun``: NCCL on GPUs, gloo on CPU. One process is also a valid "world"."""
+"""Process-group set-up for ``torchrun`` with the device's own collectives (NCCL, XCCL, HCCL; gloo on the CPU). One
+process is also a valid "world"."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from .device import distributed_backend
 
 
 @dataclass(frozen=True)
@@ -25,26 +28,31 @@ class DistEnv:
         return self.world_size > 1
 
 
-def init_distributed(device: str = "auto", single: bool = False) -> DistEnv:
-    """Join the process group torchrun describes in the environment (RANK, WORLD_SIZE, LOCAL_RANK), if any.
+def launch_env() -> DistEnv:
+    """Rank, world size and local rank as torchrun describes them in the environment (one process without it)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistEnv()
+    return DistEnv(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def init_distributed(device: torch.device, single: bool = False) -> DistEnv:
+    """Join the process group torchrun describes in the environment (RANK, WORLD_SIZE, LOCAL_RANK), if any, with the
+    collectives of ``device`` (already this process's current device).
 
     ``single``: without torchrun, still make a process group of this one process (FSDP shards over a group, even of
     one), in memory (a ``HashStore``: no port is opened).
     """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        if single and not dist.is_initialized():
-            use_cuda = device != "cpu" and torch.cuda.is_available()
-            dist.init_process_group("nccl" if use_cuda else "gloo", store=dist.HashStore(), rank=0, world_size=1)
-        return DistEnv()
-    rank = int(os.environ["RANK"])
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
-        use_cuda = device != "cpu" and torch.cuda.is_available()
-        if use_cuda:
-            torch.cuda.set_device(local_rank)
-        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=datetime.timedelta(minutes=30))
-    return DistEnv(rank, world, local_rank)
+    env = launch_env()
+    if dist.is_initialized():
+        return env
+    backend = distributed_backend(device)
+    if not env.enabled:
+        if single:
+            dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+        return env
+    dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30))
+    return env
 
 
 def cleanup() -> None:

@@ -39,6 +39,7 @@ from torch.distributed.checkpoint.state_dict import (
 
 from ..checkpoints import save_checkpoint
 from ..checkpoints.io import read_file, save_safetensors
+from ..core import device as devices
 from ..core.atomic import commit_dir, previous_copy, temporary_dir, write_dir
 from ..core.distributed import barrier, broadcast_object, is_main_process
 from ..core.errors import CheckpointError
@@ -57,7 +58,7 @@ def rng_state() -> dict:
     version, py_state, gauss_next = random.getstate()
     return {
         "torch": torch.get_rng_state(),
-        "cuda": [s for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
+        "cuda": devices.rng_states(),  # the accelerator's (the key keeps the name older checkpoints have)
         "numpy": {
             "keys": torch.from_numpy(keys.astype(np.int64)),
             "pos": int(pos),
@@ -70,8 +71,7 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    devices.set_rng_states(state["cuda"])
     n = state["numpy"]
     np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
     p = state["python"]

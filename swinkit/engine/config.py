@@ -157,8 +157,8 @@ class TrainConfig:
 
     output: str | None = None  # run directory; None: runs/<config name>
     seed: int = 0
-    device: str = "auto"  # "auto": cuda if available, else cpu
-    precision: str = "auto"  # fp32 | bf16 | fp16 | auto (bf16 on CUDA, fp32 on CPU)
+    device: str = "auto"  # "auto": the accelerator (cuda, xpu, mps, npu, ...) if there is one, else cpu
+    precision: str = "auto"  # fp32 | bf16 | fp16 | auto (bf16 on an accelerator, fp32 on CPU)
     ema: bool = False
     ema_decay: float = 0.9998
     ema_warmup: bool = False
@@ -173,6 +173,7 @@ class TrainConfig:
     log_every: int = 10
     tensorboard: bool = False
     channels_last: bool = False
+    compile: bool = False  # torch.compile the model's parts (one graph each, no graph breaks) for training and eval
     deterministic: bool = False
     parallel: str = "ddp"  # ddp: a full copy per process | fsdp: parameters, gradients, optimizer state sharded (FSDP2)
     fsdp_reshard_after_forward: bool = True  # free gathered parameters after each forward (ZeRO-3); False: ZeRO-2

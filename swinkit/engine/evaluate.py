@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoints import load_checkpoint
+from ..core import device as devices
 from ..core.distributed import all_reduce_sum
 from ..core.errors import CheckpointError
 from ..data import build_loader, build_transform, build_val_dataset
@@ -52,7 +53,7 @@ def evaluate(model: nn.Module, loader, device: torch.device, precision: str = "f
         hits = topk == targets[:, None]
         counts += torch.tensor([hits[:, 0].sum().item(), hits.any(dim=1).sum().item(), len(targets)])
     pad_forwards(model, total - forwards, example)
-    if device.type == "cuda":
+    if devices.distributed_backend(device) != "gloo":  # NCCL, XCCL, HCCL reduce device tensors
         counts, loss_sum = counts.to(device), loss_sum.to(device)
     all_reduce_sum(counts)
     all_reduce_sum(loss_sum)

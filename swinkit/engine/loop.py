@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from ..core import device as devices
 from ..core.distributed import all_reduce_min, all_reduce_sum, barrier, broadcast_object
 from ..core.errors import ConfigError, NonFiniteLossError, RunFinishedError, TooManyBadImagesError
 from ..data import Loader
@@ -417,11 +418,11 @@ def _build_trainer(cfg: Config, s: Session, objective: Objective, previous: Trai
         carry_weights(ema.module, previous.ema.module)
         ema.updates = previous.ema.updates
     options = dict(reshard_after_forward=cfg.train.fsdp_reshard_after_forward, precision=s.precision)
-    net = parallel.wrap(model, cfg.train.parallel, s.env.world_size, s.device, **options)
+    net = parallel.wrap(model, cfg.train.parallel, s.env.world_size, s.device, compile=cfg.train.compile, **options)
     if fsdp and ema is not None:
         parallel.shard(ema.module, **options)  # sharded like the model, so each process averages its own shard
     optimizer = build_optimizer(model, cfg.optim)
-    scaler = torch.amp.GradScaler(s.device.type, enabled=s.precision == "fp16")
+    scaler = devices.grad_scaler(s.device, enabled=s.precision == "fp16")
     if trainer_state and previous is None:
         if sharded_resume:
             ckpt.load_sharded_checkpoint(resume_dir, model, optimizer, ema.module if ema is not None else None)

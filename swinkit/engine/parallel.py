@@ -70,13 +70,26 @@ def shard(
     return model
 
 
-def wrap(model: nn.Module, parallel: str, world_size: int, device: torch.device, **shard_options) -> nn.Module:
-    """What the loop runs batches through: the sharded model itself, a DDP wrapper, or the model (one process)."""
+def compile_parts(model: nn.Module) -> None:
+    """``torch.compile`` in place the parts the loop and the monitors call: the model, or a meta-architecture's
+    ``sharding_roots()`` (MoBY's encoders, projectors and predictor). Each compiles to one graph (the window
+    geometry is cached per input size outside the traced values; ``tests/test_compile.py`` counts the breaks), and
+    compiles again only for another input size or for eval mode. State-dict keys do not change."""
+    for part in _roots(model):
+        part.compile()
+
+
+def wrap(model: nn.Module, parallel: str, world_size: int, device: torch.device, *, compile: bool = False,
+         **shard_options) -> nn.Module:  # fmt: skip
+    """What the loop runs batches through: the sharded model itself, a DDP wrapper, or the model (one process);
+    ``compile`` compiles its parts first (then shards or wraps them)."""
+    if compile:
+        compile_parts(model)
     if parallel == "fsdp":
         return shard(model, **shard_options)
     if world_size > 1:
         return nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
+            model, device_ids=None if device.type == "cpu" else [device.index], broadcast_buffers=False
         )
     return model
 

@@ -16,6 +16,7 @@ starts from its online encoder.
 
 from __future__ import annotations
 
+from ..core import device as devices
 from ..core.errors import ConfigError
 from ..data import build_datasets, build_loader, build_transform, build_two_view_transform
 from ..ssl import MoBY, SimMIM, build_moby, build_simmim, encoder_info
@@ -81,7 +82,7 @@ class PretrainRecipe:
     def build(self, stage: Stage, s: Session) -> SelfSupervised:
         cfg, env = self.cfg, s.env
         model = build_ssl_model(cfg)
-        if cfg.ssl.method == "moby" and env.enabled and s.device.type == "cuda":
+        if cfg.ssl.method == "moby" and env.enabled and devices.has_sync_batchnorm(s.device):
             model.convert_sync_batchnorm()  # SyncBatchNorm has no CPU kernels; CPU runs keep per-process statistics
         info = encoder_info(model.encoder, cfg.model.img_size)
         if cfg.ssl.method == "moby":
@@ -89,7 +90,7 @@ class PretrainRecipe:
         else:
             train_transform = build_transform(cfg.data, info.img_size, True, info)
         shared = dict(data=cfg.data, rank=env.rank, world_size=env.world_size, seed=cfg.train.seed,
-                      pin_memory=s.device.type == "cuda")  # fmt: skip
+                      pin_memory=devices.pin_memory(s.device))  # fmt: skip
         train_loader = build_loader(self.train_base, train_transform, batch_size=cfg.data.batch_size, train=True,
                                     **shared)  # fmt: skip
         eval_transform = build_transform(cfg.data, info.img_size, False, info)

@@ -18,7 +18,8 @@ from torch import nn
 
 from .. import models
 from ..checkpoints import load_checkpoint
-from ..core.distributed import DistEnv, broadcast_object, cleanup, init_distributed, is_main_process
+from ..core import device as devices
+from ..core.distributed import DistEnv, broadcast_object, cleanup, init_distributed, is_main_process, launch_env
 from ..core.errors import DownloadError, SwinkitError
 from ..hub import locate
 from .config import Config
@@ -32,20 +33,13 @@ MODEL_OVERRIDES = (
 )  # fmt: skip
 
 
-def resolve_device(name: str, env: DistEnv | None = None) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        return torch.device("cuda", env.local_rank if env else 0)
-    return torch.device(name)
-
-
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' is bf16 on CUDA and fp32 on CPU; fp16 on CPU runs as bf16 (CPU kernels for fp16 are slow or absent)."""
+    """'auto' is bf16 on an accelerator that computes in it and fp32 on the CPU; fp16 on the CPU runs as bf16 (its
+    fp16 kernels are slow or absent)."""
     if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    if precision == "fp16" and device.type != "cuda":
-        log.warning("train.precision=fp16 is for GPUs; running bf16 autocast on %s instead", device.type)
+        return devices.default_precision(device)
+    if precision == "fp16" and not devices.has_fp16_kernels(device):
+        log.warning("train.precision=fp16 is for accelerators; running bf16 autocast on %s instead", device.type)
         return "bf16"
     return precision
 
@@ -75,8 +69,8 @@ class Session:
 @contextlib.contextmanager
 def session(cfg: Config) -> Iterator[Session]:
     """Join the process group, apply ``train.threads`` and ``train.deterministic``; undo all three on exit."""
-    env = init_distributed(cfg.train.device, single=cfg.train.parallel == "fsdp")
-    device = resolve_device(cfg.train.device, env)
+    device = devices.resolve(cfg.train.device, launch_env().local_rank)
+    env = init_distributed(device, single=cfg.train.parallel == "fsdp")
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     try:
         if cfg.train.threads:

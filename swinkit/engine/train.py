@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 
+from ..core import device as devices
 from ..core.errors import ConfigError, NonFiniteLossError, RunExistsError, TooManyBadImagesError
 from ..data import build_datasets, build_loader, build_transform
 from .config import Config
@@ -50,7 +51,7 @@ class SupervisedRecipe:
         info = model.model_info
         img_size = model.img_size[0]
         shared = dict(data=cfg.data, rank=env.rank, world_size=env.world_size, seed=cfg.train.seed,
-                      pin_memory=s.device.type == "cuda")  # fmt: skip
+                      pin_memory=devices.pin_memory(s.device))  # fmt: skip
         train_loader = build_loader(self.train_base, build_transform(cfg.data, img_size, True, info), train=True,
                                     batch_size=cfg.data.batch_size, **shared)  # fmt: skip
         val_loader = build_loader(self.val_base, build_transform(cfg.data, img_size, False, info), train=False,

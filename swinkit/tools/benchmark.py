@@ -27,6 +27,7 @@ from torch import nn
 
 from .. import models
 from ..checkpoints import load_checkpoint
+from ..core import device as devices
 from ..core.errors import ConfigError
 from ..layers import to_2tuple
 from .peers import PEERS, HFLogits, perturb_parameters
@@ -78,18 +79,13 @@ def matmul_peak_gflops(dtype: torch.dtype, device: torch.device, size: int = 204
     best = 0.0
     for fn in candidates:
         fn()
-        _sync(device)
+        devices.synchronize(device)
         start = time.perf_counter()
         for _ in range(iters):
             fn()
-        _sync(device)
+        devices.synchronize(device)
         best = max(best, 2 * size**3 * iters / (time.perf_counter() - start) / 1e9)
     return best
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def _autocast(device: torch.device, dtype: str):
@@ -128,17 +124,17 @@ def make_step(model: nn.Module, x: torch.Tensor, mode: str, dtype: str) -> tuple
 def peak_memory_mb(model: nn.Module, x: torch.Tensor, mode: str, dtype: str) -> float:
     """Peak memory of one step after a warm-up one: parameters, gradients, optimizer state and activations.
 
-    CUDA reports its allocator's peak; on CPU, which keeps no allocator statistics, torch's ``MemTracker`` counts the
-    live tensor storage through the step.
+    An accelerator reports its allocator's peak; on CPU, which keeps no allocator statistics, torch's ``MemTracker``
+    counts the live tensor storage through the step.
     """
     step, optimizers = make_step(model, x, mode, dtype)
     step()
-    if x.device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
+    if x.device.type != "cpu":
+        devices.synchronize(x.device)
+        devices.reset_peak_memory(x.device)
         step()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() / 2**20
+        devices.synchronize(x.device)
+        return devices.peak_memory_bytes(x.device) / 2**20
     from torch.distributed._tools.mem_tracker import MemTracker
 
     tracker = MemTracker()
@@ -169,7 +165,7 @@ def run_benchmark(
     unknown = {a for a in against if not a.startswith("swinkit:")} - set(PEERS)
     if unknown:
         raise ConfigError(f"unknown peers {sorted(unknown)}; choose from {', '.join(PEERS)} or swinkit:<model>")
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = devices.resolve(device or "auto")
     ours = models.create_model(name, drop_path_rate=0.0)
     size = to_2tuple(img_size or ours.img_size)
     x = torch.randn(batch_size, 3, *size, generator=torch.Generator().manual_seed(0)).to(dev)
@@ -210,11 +206,11 @@ def run_benchmark(
     for r in range(rounds):
         order = list(steps) if r % 2 == 0 else list(steps)[::-1]
         for impl in order:
-            _sync(dev)
+            devices.synchronize(dev)
             start = time.perf_counter()
             for _ in range(iters):
                 steps[impl]()
-            _sync(dev)
+            devices.synchronize(dev)
             times[impl].append((time.perf_counter() - start) / iters)
 
     report = Report(name, mode, dtype, batch_size, size, compile, str(dev), torch.get_num_threads(), peak,
