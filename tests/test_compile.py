@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 import swinkit
+from swinkit.engine.checkpoint import checkpoint_weights
 from swinkit.engine.train import train
 from tests.engine_utils import tiny_config
 
@@ -36,7 +37,10 @@ def test_a_compiled_run_trains_to_the_eager_runs_weights(tmp_path):
     torch._dynamo.reset()
     eager = train(tiny_config(tmp_path / "eager", "sched.epochs=1"))
     compiled = train(tiny_config(tmp_path / "compiled", "sched.epochs=1", "train.compile=true"))
+    train(tiny_config(tmp_path / "fsdp", "sched.epochs=1", "train.compile=true", "train.parallel=fsdp"))
     a, b = (load_file(tmp_path / r / "checkpoints" / "last" / "model.safetensors") for r in ("eager", "compiled"))
     assert a.keys() == b.keys()  # no _orig_mod. prefixes: the checkpoint reads like any other
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6  # measured 1.5e-8
     assert compiled["val_top1"] == pytest.approx(eager["val_top1"], abs=100 / 33)  # at most one image of 33 differs
+    sharded = checkpoint_weights(tmp_path / "fsdp" / "checkpoints" / "last")  # compiled, then sharded (one process)
+    assert sharded.keys() == a.keys() and max((a[k] - sharded[k]).abs().max().item() for k in a) < 1e-6  # 2.3e-8

@@ -145,9 +145,10 @@ def open_shards(root: str, split: str) -> ShardSplit:
     classes = info.get("classes")
     if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
         raise DataError(f"{index}: no \"classes\" list of class names; add one (the folder names in label order)")
-    if not files or sum(lengths) == 0:
+    kept = [(f, n) for f, n in zip(files, lengths, strict=True) if n > 0]  # an empty shard feeds no stream
+    if not kept:
         raise DataLayoutError(f"{root}: split {split!r} has no samples")
-    return ShardSplit(root, split, tuple(remote.join(root, f) for f in files), tuple(lengths), classes)
+    return ShardSplit(root, split, tuple(remote.join(root, f) for f, _ in kept), tuple(n for _, n in kept), classes)
 
 
 # --- writing ------------------------------------------------------------------------------------------------------
