@@ -117,6 +117,7 @@ def _resume_config(args: argparse.Namespace) -> None:
 def _copy_run(url: str, output: str | None) -> Path:
     import shutil
 
+    from .core.atomic import write_dir
     from .hub import local_file
     from .hub.download import HASH_SUFFIX, VERSION_SUFFIX
 
@@ -126,7 +127,11 @@ def _copy_run(url: str, output: str | None) -> Path:
     if Path(output).exists():
         raise ConfigError(f"--resume {url} --output {output}: {output} exists already; give a new directory")
     copied = local_file(url)
-    shutil.copytree(copied, output, ignore=shutil.ignore_patterns(f"*{HASH_SUFFIX}", f"*{VERSION_SUFFIX}"))
+    if not (copied / "config.yaml").is_file():
+        raise RunNotFoundError(f"--resume {url}: not a swinkit run directory (it has no config.yaml); give the "
+                               "directory a run was trained into, copied up whole")  # fmt: skip
+    skip = shutil.ignore_patterns(f"*{HASH_SUFFIX}", f"*{VERSION_SUFFIX}")
+    write_dir(output, lambda tmp: shutil.copytree(copied, tmp, ignore=skip, dirs_exist_ok=True))  # whole or not at all
     logging.getLogger(__name__).info("copied %s to %s; the run continues there", url, output)
     return Path(output)
 
@@ -270,6 +275,8 @@ def cmd_bench_data(args: argparse.Namespace) -> int:
         raise ConfigError(f"--workers {args.workers!r}: give comma-separated counts, e.g. 0,1,4") from None
     if not workers or min(workers) < 0:
         raise ConfigError(f"--workers {args.workers!r}: give counts of 0 or more")
+    if args.images < 1:
+        raise ConfigError(f"--images {args.images}: time at least one image")
     base = load_config(args.config, list(args.overrides))
     configs = [apply_overrides(base, ["data.dataset=auto", f"data.root={d}"]) for d in args.data] or [base]
     print(describe())

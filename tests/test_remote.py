@@ -103,6 +103,9 @@ def test_missing_keys_and_remote_outputs_give_one_clear_error(s3, tmp_path, caps
     assert "object storage does not offer" in capsys.readouterr().err
     assert main(["train", "--resume", f"s3://{BUCKET}/runs/x"]) == 2
     assert "add --output DIR" in capsys.readouterr().err
+    s3.pipe_file(f"{BUCKET}/runs/file.pth", b"not a run")
+    assert main(["train", "--resume", f"s3://{BUCKET}/runs/file.pth", "--output", str(tmp_path / "r2")]) == 2
+    assert "not a swinkit run directory" in capsys.readouterr().err and not (tmp_path / "r2").exists()
 
 
 def test_an_unreachable_endpoint_gives_one_clear_error(monkeypatch, tmp_path, capsys):

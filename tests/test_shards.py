@@ -188,6 +188,11 @@ def test_broken_and_foreign_shards_give_one_clear_error(id_shards, tmp_path):
                           train=True)  # fmt: skip
     with pytest.raises(DataError, match="train-000003.tar: (not a readable shard|holds \\d+ samples, the index)"):
         ids(loader, 0)
+    huge = tarfile.TarInfo("000000000.png")
+    huge.size = 1 << 40  # a header that claims a terabyte, with nothing behind it
+    (broken / "train-000003.tar").write_bytes(huge.tobuf())
+    with pytest.raises(DataError, match="declares 1099511627776 bytes"):
+        ids(loader, 0)
     (broken / "_info.json").write_text("{not json")
     with pytest.raises(DataError, match="_info.json: not JSON"):
         open_shards(str(broken), "train")
@@ -261,3 +266,5 @@ def test_bench_data_prints_rates_per_worker_and_in_all_for_each_reader(digit_dat
     for _, workers, total, per_worker, _ in rows:
         assert float(total) > 0 and float(per_worker) == pytest.approx(float(total) / max(int(workers), 1), abs=1)
     assert main(["bench-data", "--workers", "x"]) == 2
+    assert main(["bench-data", "--data", str(folder), "--images", "0"]) == 2
+    assert main(["bench-data", "--data", str(folder), "data.batch_size=1000", "--workers", "0"]) == 2

@@ -45,6 +45,7 @@ INDEX_FILE = "_info.json"
 FORMAT = "swinkit.shards/1"
 IMAGE_KEYS = ("jpg", "png", "webp", "bmp", "ppm", "pgm", "tif", "tiff", "gif")
 MAX_INDEX_BYTES = 256 << 20
+MAX_MEMBER_BYTES = 512 << 20  # larger than any image a shard holds
 
 
 @dataclass(frozen=True)
@@ -348,15 +349,12 @@ class ShardStream(IterableDataset):
 
     def _read(self, shards: list[int]):
         """The raw samples (dicts of bytes) of ``shards`` in order."""
-        from webdataset.tariterators import group_by_keys, tar_file_expander
-
         for i in shards:
             url = self.split.files[i]
             try:
                 with _open(url) as stream:
-                    samples = group_by_keys(tar_file_expander([{"url": url, "stream": stream}]))
                     count = 0
-                    for sample in samples:
+                    for sample in tar_samples(stream, url):
                         count += 1
                         yield sample
             except DataError:
@@ -367,6 +365,33 @@ class ShardStream(IterableDataset):
             if count != self.split.lengths[i]:
                 raise DataError(f"{url}: holds {count} samples, the index says {self.split.lengths[i]}; the shard "
                                 "changed since the index was written: write the shards again")  # fmt: skip
+
+
+def tar_samples(stream, url: str):
+    """webdataset's samples of a tar stream, read sequentially: consecutive files ``<key>.<ext>`` make one sample
+    ``{"__key__", "__url__", ext: bytes, ...}``. A member that declares more than ``MAX_MEMBER_BYTES`` is refused
+    before anything is allocated for it (a tar header can claim any size)."""
+    sample = None
+    with tarfile.open(fileobj=stream, mode="r|*") as tar:
+        for member in tar:
+            tar.members = []  # a streamed archive otherwise keeps every header it has read
+            if not member.isreg():
+                continue
+            if member.size > MAX_MEMBER_BYTES:
+                raise DataError(f"{url}: {member.name} declares {member.size} bytes, more than any image "
+                                f"({MAX_MEMBER_BYTES >> 20} MiB); not a shard swinkit can read")  # fmt: skip
+            directory, _, name = member.name.rpartition("/")
+            stem, dot, ext = name.partition(".")
+            if not dot or stem.startswith("__"):
+                continue
+            key = f"{directory}/{stem}" if directory else stem
+            if sample is None or sample["__key__"] != key:
+                if sample is not None:
+                    yield sample
+                sample = {"__key__": key, "__url__": url}
+            sample[ext.lower()] = tar.extractfile(member).read()
+    if sample is not None:
+        yield sample
 
 
 def _open(url: str):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 
+from ..core.errors import ConfigError
 from ..data import build_datasets, build_loader, build_transform, dataset_kind
 from ..models import model_info
 
@@ -45,6 +46,9 @@ def measure_loader(cfg, workers: int, images: int) -> Rate:
     epoch, counted, started, t0 = 0, 0, False, 0.0
     while counted < images:
         loader.set_epoch(epoch)
+        if len(loader) == 0:
+            raise ConfigError(f"{data.root or data.dataset}: {len(train_set)} training images make no batch of "
+                              f"{data.batch_size}; lower data.batch_size")  # fmt: skip
         for batch, _, _ in loader:
             if not started:  # the first batch pays for starting the workers
                 started, t0 = True, time.perf_counter()
