@@ -8,17 +8,9 @@ import os
 import sys
 from pathlib import Path
 
-import torch
-
 from . import models
 from .core import remote
 from .core.errors import ConfigError, RunNotFoundError
-
-
-def _count_params_and_macs(name: str) -> tuple[int, int, tuple[int, int]]:
-    with torch.device("meta"):
-        model = models.create_model(name)
-    return sum(p.numel() for p in model.parameters()), models.count_flops(model), model.img_size
 
 
 def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]], markdown: bool, widths: tuple[int, ...]) -> None:
@@ -50,6 +42,8 @@ def _print_weights(names: list[str], markdown: bool) -> None:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    from .models import zoo_stats
+
     names = models.list_models(args.pattern)
     if not names:
         print(f"no model matches {args.pattern!r}", file=sys.stderr)
@@ -60,7 +54,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     rows = []
     for name in names:
         info = models.model_info(name)
-        params, macs, (h, w) = _count_params_and_macs(name)
+        params, macs = zoo_stats.stats(name)
+        h, w = info.img_size
         size = f"{h}" if h == w else f"{h}x{w}"
         top1 = f"{info.top1:.1f}" if info.top1 is not None else "-"
         rows.append(

@@ -18,6 +18,16 @@ def test_models_lists_every_model_with_params(capsys):
     assert line.split()[1:6] == ["28.35", "5.94", "256", "1000", "81.8"]
 
 
+def test_the_shipped_model_statistics_are_what_the_models_count():
+    from swinkit.models import zoo_stats
+
+    recounted = {name: zoo_stats.count(name) for name in swinkit.list_models()}
+    assert {name: zoo_stats.stats(name) for name in recounted} == recounted, (
+        "swinkit/models/zoo_stats.tsv is stale: regenerate it with "
+        "python -c 'from swinkit.models.zoo_stats import write_table; write_table()'"
+    )
+
+
 def test_models_pattern_and_no_match(capsys):
     assert main(["models", "swin_tiny*"]) == 0
     assert capsys.readouterr().out.count("\n") == 2
