@@ -125,7 +125,8 @@ def test_features_only(name, perturb):
     with torch.no_grad():
         two = partial(images())
     assert [m.shape for m in two] == [(2, 2 * EMBED_DIM, 8, 8), (2, 8 * EMBED_DIM, 2, 2)]
-    assert [(f["num_chs"], f["reduction"]) for f in partial.feature_info] == [(2 * EMBED_DIM, 8), (8 * EMBED_DIM, 32)]
+    assert partial.feature_info.channels() == [2 * EMBED_DIM, 8 * EMBED_DIM]  # timm's FeatureInfo: the maps returned
+    assert partial.feature_info.reduction() == [8, 32]
     # Same weights as the full extractor: the same maps.
     partial.load_state_dict(model.state_dict())
     with torch.no_grad():

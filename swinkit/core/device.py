@@ -15,7 +15,6 @@ import torch
 
 from .errors import ConfigError
 
-ACCELERATORS = ("cuda", "xpu", "mps", "npu", "hpu")
 PLUGINS = {"npu": "torch_npu", "hpu": "habana_frameworks.torch"}
 BACKENDS = {"cpu": "gloo", "cuda": "nccl", "xpu": "xccl", "npu": "hccl", "hpu": "hccl", "mps": "gloo"}
 

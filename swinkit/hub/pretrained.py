@@ -24,10 +24,10 @@ from torch import nn
 from ..checkpoints.load import load_prepared, prepare
 from ..core import remote
 from ..core.errors import CheckpointError, ConfigError
-from ..models import FeatureExtractor, model_info
+from ..models import FeatureExtractor, base_pretrained_cfg, model_info
 from ..models import create_model as build
 from .download import fetch_hub, fetch_remote, fetch_url
-from .weights import Weights, get_weights, split_name
+from .weights import Weights, default_tag, get_weights, split_name
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,9 @@ def create_model(
     pretrained: bool | str = False,
     *,
     features_only: bool = False,
-    out_indices: Sequence[int] = (0, 1, 2, 3),
+    out_indices: int | Sequence[int] = (0, 1, 2, 3),
+    feature_cls: str | None = None,
+    output_fmt: str = "NCHW",
     label_map: str | os.PathLike | Sequence[int] | None = None,
     progress: bool = True,
     **overrides,
@@ -108,20 +110,28 @@ def create_model(
         name: a registered name or alias, or ``"model.tag"`` (timm's naming; the tag is what ``pretrained=True``
             loads, and without ``pretrained`` it sets the default class count).
         pretrained: False, True, a tag, ``"model.tag"``, a local file or an http(s) URL.
-        features_only, out_indices: as ``swinkit.models.create_model``: stage maps instead of logits.
+        features_only, out_indices, feature_cls, output_fmt: as ``swinkit.models.create_model`` (timm's): stage maps
+            instead of logits.
         label_map: rows of the checkpoint's classifier to keep (a built-in name, a file or indices).
         progress: show a progress bar while downloading.
         **overrides: constructor arguments, e.g. ``num_classes``, ``img_size``, ``drop_path_rate``.
 
     The model keeps its load report as ``model.load_report``; a tag's preprocessing and provenance are in
-    ``model.model_info`` and ``model.pretrained_cfg``.
+    ``model.model_info`` and ``model.pretrained_cfg``. As in timm, a model built without weights still carries the
+    ``pretrained_cfg`` of its tag (the one named, else the default one), so ``timm.data.resolve_data_config`` gives
+    the preprocessing its published weights expect; a model with no published weights carries its registered one.
     """
     model_name, tag = split_name(name)
-    if tag is not None and not pretrained:
-        classes = get_weights(model_name, tag).num_classes
-        overrides.setdefault("num_classes", classes or model_info(model_name).num_classes)
+    features = dict(features_only=features_only, out_indices=out_indices, feature_cls=feature_cls,
+                    output_fmt=output_fmt)  # fmt: skip
     if not pretrained:
-        return build(model_name, features_only=features_only, out_indices=out_indices, **overrides)
+        weights = get_weights(model_name, tag) if tag is not None or default_tag(model_name) else None
+        if tag is not None:
+            overrides.setdefault("num_classes", weights.num_classes or model_info(model_name).num_classes)
+        model = build(model_name, **overrides)
+        if weights is not None:
+            model.pretrained_cfg = pretrained_cfg(weights)
+        return _features(model, features)
     path, format, weights = locate(name, pretrained, progress=progress)
     info = model_info(model_name)
     prepared = prepare(path, info.cls.family, format=format)
@@ -141,12 +151,19 @@ def create_model(
             std=weights.std, top1=weights.top1, source=weights.source,
         )  # fmt: skip
         model.pretrained_cfg = pretrained_cfg(weights)
-    return FeatureExtractor(model, out_indices) if features_only else model
+    return _features(model, features)
+
+
+def _features(model: nn.Module, features: dict) -> nn.Module:
+    if not features.pop("features_only"):
+        return model
+    return FeatureExtractor(model, features.pop("out_indices"), **features)
 
 
 def pretrained_cfg(weights: Weights) -> dict:
     """A tag's record in timm's ``pretrained_cfg`` keys (plus swinkit's provenance)."""
     return {
+        **base_pretrained_cfg(model_info(weights.model)),
         "tag": weights.tag, "source": weights.source, "origin": weights.origin, "format": weights.format,
         "num_classes": weights.num_classes, "label_set": weights.label_set, "input_size": (3, *weights.img_size),
         "interpolation": weights.interpolation, "crop_pct": weights.crop_pct, "mean": weights.mean,

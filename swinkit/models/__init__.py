@@ -4,7 +4,7 @@ from . import cswin, swin, swin_v2
 from .base import FeatureExtractor, HierarchicalModel
 from .cswin import CSWinTransformer
 from .flops import count_flops
-from .registry import ModelInfo, create_model, list_models, model_info
+from .registry import ModelInfo, base_pretrained_cfg, create_model, list_models, model_info
 from .swin import SwinTransformer
 from .swin_v2 import SwinTransformerV2
 
@@ -15,6 +15,7 @@ __all__ = [
     "ModelInfo",
     "SwinTransformer",
     "SwinTransformerV2",
+    "base_pretrained_cfg",
     "count_flops",
     "create_model",
     "cswin",

@@ -45,7 +45,7 @@ class HierarchicalModel(nn.Module):
             raise ConfigError(f"depths {tuple(depths)} and num_heads {tuple(num_heads)} differ in length")
         self.img_size = to_2tuple(img_size)
         self.embed_dims = [embed_dim * 2**i for i in range(len(depths))]
-        self.num_features = self.embed_dims[-1]
+        self.num_features = self.head_hidden_size = self.embed_dims[-1]  # timm's names; no pre-logits layer
 
     def _finish_init(self, num_classes: int, drop_rate: float, norm_eps: float = 1e-5) -> None:
         """The final norm and the classifier, the official weight init, and ``feature_info``."""
@@ -60,6 +60,11 @@ class HierarchicalModel(nn.Module):
     @property
     def num_classes(self) -> int:
         return self.head.num_classes
+
+    @property
+    def default_cfg(self) -> dict:
+        """timm's older name of ``pretrained_cfg``."""
+        return self.pretrained_cfg
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) image -> (B, H/32, W/32, num_features) normalised channels-last map."""
@@ -162,20 +167,42 @@ class HierarchicalModel(nn.Module):
         return take
 
 
-class FeatureExtractor(nn.Module):
-    """A backbone returning its stage maps (NCHW) instead of logits: ``create_model(..., features_only=True)``.
+FEATURE_CLASSES = (None, "getter", "list")  # timm's names for a module returning a list of maps
 
-    ``feature_info`` lists the channels and stride of each returned map, as timm's does.
+
+class FeatureExtractor(nn.Module):
+    """A backbone returning its stage maps instead of logits: ``create_model(..., features_only=True)``, as timm's
+    feature networks do (its ``getter`` kind, built on ``forward_intermediates``).
+
+    ``out_indices``: stages (0..3 at strides 4..32; negative counts from the end; an int n is the last n stages).
+    ``output_fmt``: 'NCHW' (default) or 'NHWC'. ``feature_info`` is timm's ``FeatureInfo``: ``channels()``,
+    ``reduction()``, ``module_name()``, ``get_dicts()`` over the returned maps, indexing by stage.
     """
 
-    def __init__(self, model: HierarchicalModel, out_indices: Sequence[int] = (0, 1, 2, 3)) -> None:
+    def __init__(self, model: HierarchicalModel, out_indices: int | Sequence[int] = (0, 1, 2, 3), *,
+                 feature_cls: str | None = None, output_fmt: str = "NCHW") -> None:  # fmt: skip
+        from timm.models import FeatureInfo
+
         super().__init__()
+        if feature_cls not in FEATURE_CLASSES:
+            raise ConfigError(f"feature_cls={feature_cls!r}: swinkit's feature extractor is timm's 'getter' (it "
+                              "returns forward_intermediates' maps); leave feature_cls unset or 'getter'")  # fmt: skip
+        if output_fmt not in ("NCHW", "NHWC"):
+            raise ConfigError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
         self.out_indices = model.prune_intermediate_layers(out_indices)
-        self.model = model
-        self.feature_info = [model.feature_info[i] for i in self.out_indices]
+        self.model, self.output_fmt = model, output_fmt
+        kept = [dict(info) for info in model.feature_info[: max(self.out_indices) + 1]]
+        self.feature_info = FeatureInfo(kept, self.out_indices)
+
+    @property
+    def pretrained_cfg(self) -> dict:
+        return self.model.pretrained_cfg
+
+    default_cfg = pretrained_cfg
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.model.forward_intermediates(x, indices=self.out_indices, intermediates_only=True)
+        return self.model.forward_intermediates(x, indices=self.out_indices, output_fmt=self.output_fmt,
+                                                intermediates_only=True)  # fmt: skip
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.model.set_grad_checkpointing(enable)

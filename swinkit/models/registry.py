@@ -110,14 +110,16 @@ def model_info(name: str) -> ModelInfo:
 
 
 def create_model(
-    name: str, *, features_only: bool = False, out_indices: Sequence[int] = (0, 1, 2, 3), **overrides
+    name: str, *, features_only: bool = False, out_indices: int | Sequence[int] = (0, 1, 2, 3),
+    feature_cls: str | None = None, output_fmt: str = "NCHW", **overrides
 ) -> nn.Module:
-    """Build a registered model.
+    """Build a registered model; ``model.pretrained_cfg`` holds its preprocessing in timm's keys.
 
     Args:
         name: a name from ``list_models()`` or one of its aliases (e.g. the seed systems' names).
-        features_only: return a ``FeatureExtractor`` producing NCHW stage maps instead of logits.
-        out_indices: the stages it returns (strides 4, 8, 16, 32 for indices 0..3).
+        features_only: return a ``FeatureExtractor`` producing stage maps instead of logits.
+        out_indices, feature_cls, output_fmt: timm's feature-extraction arguments (see ``FeatureExtractor``); the
+            stages 0..3 are at strides 4, 8, 16, 32.
         **overrides: constructor arguments replacing the registered defaults, e.g. ``num_classes``, ``img_size``,
             ``window_size``, ``pretrained_window_sizes``, ``drop_path_rate``, ``in_chans``, ``depths``.
 
@@ -140,6 +142,18 @@ def create_model(
         )
     model = _BUILDERS[info.name](**{**info.defaults, **overrides})
     model.model_info = replace(info, img_size=model.img_size, num_classes=model.num_classes)
+    model.pretrained_cfg = base_pretrained_cfg(model.model_info, model.patch_embed.proj.in_channels)
     if features_only:
-        return FeatureExtractor(model, out_indices)
+        return FeatureExtractor(model, out_indices, feature_cls=feature_cls, output_fmt=output_fmt)
     return model
+
+
+def base_pretrained_cfg(info: ModelInfo, in_chans: int = 3) -> dict:
+    """timm's ``pretrained_cfg`` of a model built without weights: its registered preprocessing. (Built through
+    ``swinkit.create_model``, the model gets its default tag's record instead, as in timm.)"""
+    return {
+        "architecture": info.name, "tag": None, "source": info.source, "num_classes": info.num_classes,
+        "input_size": (in_chans, *info.img_size), "interpolation": info.interpolation, "crop_pct": info.crop_pct,
+        "crop_mode": "center", "mean": info.mean, "std": info.std, "first_conv": "patch_embed.proj",
+        "classifier": "head.fc", "license": "",
+    }  # fmt: skip
