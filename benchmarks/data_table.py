@@ -21,7 +21,7 @@ from swinkit.core.machine import describe
 from swinkit.data import Digits, imagenet_folders, write_shards
 from swinkit.data.datasets import decode_image
 from swinkit.engine.config import apply_overrides, load_config
-from swinkit.tools.bench_data import measure_loader
+from swinkit.tools.bench_data import measure_loaders
 
 
 def compare_jpeg_decoding(folder: Path, rounds: int = 5) -> dict:
@@ -114,8 +114,7 @@ def main() -> None:
             base = load_config(recipe, overrides)
             for root in (folder, folder.with_name(folder.name + "-shards"), folder.with_name(folder.name + "-hf")):
                 cfg = apply_overrides(base, ["data.dataset=auto", f"data.root={root}"])
-                for workers in sorted({1, cores}):
-                    r = measure_loader(cfg, workers, args.images)
+                for r in measure_loaders(cfg, sorted({1, cores}), args.images):
                     lines.append(f"| {name} | {pipeline} | {r.reader} | {r.workers} | {r.total:.0f} | "
                                  f"{r.per_worker:.0f} |")  # fmt: skip
                     print(lines[-1], flush=True)

@@ -262,7 +262,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_bench_data(args: argparse.Namespace) -> int:
     from .core.machine import describe
     from .engine.config import apply_overrides, load_config
-    from .tools.bench_data import HEADER, format_rate, measure_loader
+    from .tools.bench_data import HEADER, format_rate, measure_loaders
 
     try:
         workers = [int(w) for w in args.workers.split(",") if w]
@@ -277,8 +277,8 @@ def cmd_bench_data(args: argparse.Namespace) -> int:
     print(describe())
     print(HEADER)
     for cfg in configs:
-        for w in workers:
-            print(format_rate(measure_loader(cfg, w, args.images)), flush=True)
+        for rate in measure_loaders(cfg, workers, args.images):
+            print(format_rate(rate), flush=True)
     return 0
 
 

@@ -33,7 +33,7 @@ def local(path: str) -> str:
 
 
 def filesystem(url: str):
-    """``(file system, path on it)`` for a remote ``url``.
+    """``(file system, path on it)`` for ``url`` (a local path gives the local file system).
 
     Raises:
         MissingExtraError: the scheme's fsspec backend is not installed (names the package).
@@ -62,6 +62,11 @@ def join(root: str, *parts: str) -> str:
 def reason(err: BaseException) -> str:
     """A backend's error in one short line (backends raise their own types with multi-line messages)."""
     return f"{type(err).__name__}: {' '.join(str(err).split())[:300]}".rstrip(": ")
+
+
+def cannot_read(url: str, err: BaseException) -> str:
+    """The message for a backend error while reading ``url``: what it said, and where credentials come from."""
+    return f"could not read {url} ({reason(err)}); {CREDENTIALS_HINT}"
 
 
 def exists(url: str) -> bool:

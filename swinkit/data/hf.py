@@ -14,6 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from ..core import remote
 from ..core.errors import DataError, DataLayoutError, MissingExtraError
 from .datasets import decode_image
 
@@ -41,8 +42,7 @@ def _load(root: str, split: str):
     except DataLayoutError:
         raise
     except Exception as err:
-        raise DataError(f"{root}: could not read the dataset's splits ({type(err).__name__}: "
-                        f"{' '.join(str(err).split())[:300]})") from err  # fmt: skip
+        raise DataError(f"{root}: could not read the dataset's splits ({remote.reason(err)})") from err
     for name in (split, *SPLIT_ALIASES.get(split, ())):
         if name in splits:
             return load(split=name), name

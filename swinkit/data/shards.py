@@ -72,29 +72,23 @@ def is_shard_dir(root: str) -> bool:
     except (MissingExtraError, ConfigError):
         raise
     except Exception as err:  # no credentials, no endpoint: say so here rather than "not a dataset"
-        raise DataError(f"could not read {index} ({remote.reason(err)}); {remote.CREDENTIALS_HINT}") from err
+        raise DataError(remote.cannot_read(index, err)) from err
 
 
 def _read_index(root: str) -> dict:
     index = remote.join(root, INDEX_FILE)
     try:
-        if remote.is_remote(root):
-            fs, path = remote.filesystem(index)
-            if fs.size(path) > MAX_INDEX_BYTES:
-                raise DataError(f"{index}: larger than {MAX_INDEX_BYTES >> 20} MiB; not a shard index")
-            text = fs.cat_file(path)
-        else:
-            path = Path(index)
-            if path.stat().st_size > MAX_INDEX_BYTES:
-                raise DataError(f"{index}: larger than {MAX_INDEX_BYTES >> 20} MiB; not a shard index")
-            text = path.read_bytes()
+        fs, path = remote.filesystem(index)  # the local file system for a local directory
+        if fs.size(path) > MAX_INDEX_BYTES:
+            raise DataError(f"{index}: larger than {MAX_INDEX_BYTES >> 20} MiB; not a shard index")
+        text = fs.cat_file(path)
     except FileNotFoundError as err:
         raise DataLayoutError(f"{root}: no {INDEX_FILE}; write shards with `swinkit shard --data DIR --output "
                               f"{root}`") from err  # fmt: skip
     except (DataError, MissingExtraError, ConfigError):
         raise
     except Exception as err:
-        raise DataError(f"could not read {index} ({remote.reason(err)}); {remote.CREDENTIALS_HINT}") from err
+        raise DataError(remote.cannot_read(index, err)) from err
     try:
         info = json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -260,6 +254,9 @@ class ShardStream(IterableDataset):
     def _shards_of(self, epoch: int, slot: int) -> list[int]:
         return self._order(epoch)[slot :: self.world_size * self.streams]
 
+    def _samples_in(self, shards: list[int]) -> int:
+        return sum(self.split.lengths[i] for i in shards)
+
     def batches_per_epoch(self) -> int:
         return len(self.split) // self.world_size // self.batch_size
 
@@ -272,7 +269,7 @@ class ShardStream(IterableDataset):
         """``(dropped, repeated)`` samples of a training epoch over all processes."""
         dropped = repeated = 0
         for slot in range(self.world_size * self.streams):
-            have = sum(self.split.lengths[i] for i in self._shards_of(epoch, slot))
+            have = self._samples_in(self._shards_of(epoch, slot))
             need = self._quota(slot % self.streams) * self.batch_size
             dropped, repeated = dropped + max(have - need, 0), repeated + max(need - have, 0)
         return dropped, repeated
@@ -281,8 +278,7 @@ class ShardStream(IterableDataset):
         if self.train:
             return self.batches_per_epoch() - self.done
         slots = (self.rank * self.streams + w for w in range(self.streams))
-        sizes = (sum(self.split.lengths[i] for i in self._shards_of(0, s)) for s in slots)
-        return sum(math.ceil(n / self.batch_size) for n in sizes)
+        return sum(math.ceil(self._samples_in(self._shards_of(0, s)) / self.batch_size) for s in slots)
 
     # -- one worker's stream
     def __iter__(self):
@@ -307,8 +303,7 @@ class ShardStream(IterableDataset):
         that every sample is taken once before any is taken twice."""
         import webdataset as wds
 
-        have = sum(self.split.lengths[i] for i in shards)
-        size = max(1, min(self.buffer, have))
+        size = max(1, min(self.buffer, self._samples_in(shards)))
         for again in itertools.count():
             samples = self._read(shards)
             if self.shuffle:
@@ -403,7 +398,7 @@ def _open(url: str):
     except FileNotFoundError as err:
         raise DataError(f"{url}: listed in {INDEX_FILE} but missing; copy the whole shard directory") from err
     except Exception as err:
-        raise DataError(f"could not read {url} ({remote.reason(err)}); {remote.CREDENTIALS_HINT}") from err
+        raise DataError(remote.cannot_read(url, err)) from err
 
 
 def stream_workers(split: ShardSplit, workers: int, world_size: int, train: bool) -> int:

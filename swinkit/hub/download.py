@@ -193,8 +193,7 @@ def fetch_remote(url: str, *, progress: bool = True, exclude: tuple[str, ...] = 
     except FileNotFoundError as err:
         raise DownloadError(f"{url}: no such file on {type(fs).__name__}; check the bucket and the key") from err
     except Exception as err:  # each backend has its own errors: no credentials, access denied, no endpoint
-        raise DownloadError(f"could not read {url} ({remote.reason(err)}); {remote.CREDENTIALS_HINT}. Or copy it to "
-                            f"{path}, or pass a local path") from err  # fmt: skip
+        raise DownloadError(f"{remote.cannot_read(url, err)}. Or copy it to {path}, or pass a local path") from err
     if info.get("type") != "directory":
         return _fetch_remote_file(fs, key, url, path, info, progress)
     if not listing:
@@ -228,7 +227,7 @@ def _fetch_remote_file(fs, key: str, url: str, path: Path, info: dict, progress:
         except DownloadError:
             raise
         except Exception as err:
-            raise DownloadError(f"could not read {url} ({remote.reason(err)}); {remote.CREDENTIALS_HINT}") from err
+            raise DownloadError(remote.cannot_read(url, err)) from err
 
     _copy_into_cache(path, url, opened, "", progress)
     write_atomic(record, lambda tmp: Path(tmp).write_text(version))

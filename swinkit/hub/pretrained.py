@@ -125,7 +125,8 @@ def create_model(
     features = dict(features_only=features_only, out_indices=out_indices, feature_cls=feature_cls,
                     output_fmt=output_fmt)  # fmt: skip
     if not pretrained:
-        weights = get_weights(model_name, tag) if tag is not None or default_tag(model_name) else None
+        recorded = tag or default_tag(model_name)  # the tag whose record the model carries, as in timm
+        weights = get_weights(model_name, recorded) if recorded else None
         if tag is not None:
             overrides.setdefault("num_classes", weights.num_classes or model_info(model_name).num_classes)
         model = build(model_name, **overrides)

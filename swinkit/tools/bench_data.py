@@ -34,31 +34,33 @@ class Rate:
         return self.total / max(self.workers, 1)
 
 
-def measure_loader(cfg, workers: int, images: int) -> Rate:
-    """Images/s of ``cfg``'s training loader with ``workers`` workers over at least ``images`` images."""
-    data = replace(cfg.data, workers=workers)
+def measure_loaders(cfg, workers: list[int], images: int):
+    """Yields the ``Rate`` of ``cfg``'s training loader with each count of ``workers``, timed over at least
+    ``images`` images; the dataset and the transform are built once."""
+    data = cfg.data
     train_set, _ = build_datasets(data)
+    kind = dataset_kind(data.dataset, data.root)
     info = model_info(cfg.model.name)
-    img_size = cfg.model.img_size or info.img_size[0]
-    transform = build_transform(data, img_size, True, info)
-    loader = build_loader(train_set, transform, data=data, batch_size=data.batch_size, train=True, seed=cfg.train.seed)
-    workers = loader.num_workers  # a shard directory may feed fewer
-    epoch, counted, started, t0 = 0, 0, False, 0.0
-    while counted < images:
-        loader.set_epoch(epoch)
+    transform = build_transform(data, cfg.model.img_size or info.img_size[0], True, info)
+    for count in workers:
+        loader = build_loader(train_set, transform, data=replace(data, workers=count), batch_size=data.batch_size,
+                              train=True, seed=cfg.train.seed)  # fmt: skip
         if len(loader) == 0:
             raise ConfigError(f"{data.root or data.dataset}: {len(train_set)} training images make no batch of "
                               f"{data.batch_size}; lower data.batch_size")  # fmt: skip
-        for batch, _, _ in loader:
-            if not started:  # the first batch pays for starting the workers
-                started, t0 = True, time.perf_counter()
-                continue
-            counted += len(batch)
-            if counted >= images:
-                break
-        epoch += 1
-    return Rate(dataset_kind(data.dataset, data.root), str(data.root or data.dataset), workers, counted,
-                time.perf_counter() - t0)  # fmt: skip
+        epoch, counted, started, t0 = 0, 0, False, 0.0
+        while counted < images:
+            loader.set_epoch(epoch)
+            for batch, _, _ in loader:
+                if not started:  # the first batch pays for starting the workers
+                    started, t0 = True, time.perf_counter()
+                    continue
+                counted += len(batch)
+                if counted >= images:
+                    break
+            epoch += 1
+        # a shard directory may feed fewer workers than asked for
+        yield Rate(kind, str(data.root or data.dataset), loader.num_workers, counted, time.perf_counter() - t0)
 
 
 HEADER = f"{'reader':<8} {'workers':>7} {'img/s':>9} {'img/s per worker':>17}  data"
