@@ -35,8 +35,8 @@ from safetensors.torch import load_file  # noqa: E402
 import swinkit  # noqa: E402
 from swinkit.core import device as devices  # noqa: E402
 from swinkit.core.machine import describe  # noqa: E402
+from swinkit.deploy.eval_checkpoint import run_eval  # noqa: E402
 from swinkit.engine.config import load_config  # noqa: E402
-from swinkit.engine.evaluate import run_eval  # noqa: E402
 from swinkit.engine.train import train  # noqa: E402
 from swinkit.tools.benchmark import run_benchmark  # noqa: E402
 from swinkit.tools.peers import perturb_parameters  # noqa: E402

@@ -8,7 +8,6 @@ import os
 import sys
 from pathlib import Path
 
-from . import models
 from .core import remote
 from .core.errors import ConfigError, RunNotFoundError
 
@@ -42,6 +41,7 @@ def _print_weights(names: list[str], markdown: bool) -> None:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    from . import models
     from .models import zoo_stats
 
     names = models.list_models(args.pattern)
@@ -150,15 +150,15 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from .deploy.eval_checkpoint import run_eval
     from .engine.checkpoint import STATE_FILE, stored_config
-    from .engine.evaluate import run_eval
     from .hub import local_file
 
     args.checkpoint = str(local_file(args.checkpoint, exclude=(STATE_FILE,)))  # s3://... is copied into the cache once
     # The run's own config (stored beside or inside the checkpoint) unless --config names another.
     base = stored_config(args.checkpoint) if args.config is None else None
     output, args.output = args.output, None
-    run_eval(_config(args, base), args.checkpoint, output=output)
+    run_eval(_config(args, base), args.checkpoint, output=output, precision=args.precision, compile=args.compile)
     return 0
 
 
@@ -237,7 +237,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     size = None if args.img_size is None else tuple(args.img_size) * (2 // len(args.img_size))
     print(export(args.model, args.output, format=args.format, checkpoint=args.checkpoint, img_size=size,
-                 dynamic_batch=args.dynamic_batch, dynamic_size=args.dynamic_size, weights=_weights(args)))  # fmt: skip
+                 dynamic_batch=args.dynamic_batch, dynamic_size=args.dynamic_size, weights=_weights(args),
+                 quantize=args.quantize))  # fmt: skip
     return 0
 
 
@@ -246,7 +247,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from .deploy import predict
 
-    results = predict(args.model, args.checkpoint, args.images, topk=args.topk, weights=_weights(args))
+    results = predict(args.model, args.checkpoint, args.images, topk=args.topk, weights=_weights(args),
+                      precision=args.precision or "fp32", compile=args.compile)  # fmt: skip
     for result in results:
         if "error" in result:
             print(f"swinkit predict: error: {result['image']}: {result['error']}", file=sys.stderr)
@@ -298,6 +300,14 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_inference_flags(p: argparse.ArgumentParser, default_help: str) -> None:
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16", "int8"),
+                   help=f"inference precision; auto: bf16 where the hardware has it natively, else fp32; int8: "
+                        f"ONNX Runtime ({default_help})")  # fmt: skip
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile with freezing: faster after a first call that compiles (about a minute)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="swinkit", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -335,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="a checkpoint directory (RUN_DIR/checkpoints/best) or file")
     p.add_argument("--data", help="dataset directory in ImageNet layout")
     p.add_argument("--output", help="directory for eval.json (default: the checkpoint directory)")
+    _add_inference_flags(p, "default: the run's train.precision under autocast, as it validated during training")
     p.add_argument("overrides", nargs="*", metavar="key=value", help=overrides_help)
     p.set_defaults(func=cmd_eval)
 
@@ -363,8 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_plot)
 
     model_help = "registered model name; not needed for a checkpoint a swinkit run wrote (its config names it)"
-    from .checkpoints import FORMATS as READ_FORMATS
-    from .checkpoints import WRITE_FORMATS
+    from .core.layout_names import FORMATS as READ_FORMATS
+    from .core.layout_names import WRITE_FORMATS
 
     p = sub.add_parser("convert", help="convert a checkpoint between layouts (timm, official, HF, MindSpore, ...)")
     p.add_argument("src", help="checkpoint to read (.pth/.pt/.bin, .safetensors, .ckpt, .pdparams), or MODEL.TAG")
@@ -387,6 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dynamic-size", action="store_true",
                    help="let the image size vary (onnx, exported-program; Swin V1/V2): from --img-size up, multiples "
                         "of 32")  # fmt: skip
+    p.add_argument("--quantize", choices=["int8"],
+                   help="an int8 ONNX graph: ONNX Runtime's dynamic quantization (no calibration set)")  # fmt: skip
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("predict", help="top-k classes of images with the model's own preprocessing")
@@ -396,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_weights_flags(p)
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    _add_inference_flags(p, "default: fp32")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("bench-data", help="images/s of a config's training data pipeline, per loader worker and in all")
@@ -411,11 +425,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--img-size", type=int, help="default: the model's")
-    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="bf16/fp16 run under autocast")
+    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16", "int8"), default="fp32",
+                   help="inference: the weights in this dtype (int8: ONNX Runtime); training: autocast")  # fmt: skip
     p.add_argument("--mode", choices=("infer", "train"), default="infer", help="train: forward, loss, backward, AdamW")
-    p.add_argument("--compile", action="store_true", help="torch.compile every model")
+    p.add_argument("--compile", action="store_true", help="torch.compile every model (inference: with freezing)")
     p.add_argument(
-        "--against", default="timm,torchvision,hf", help="comma-separated: timm, torchvision, hf, swinkit:<model>"
+        "--against", default="timm,torchvision,hf",
+        help="comma-separated: timm, torchvision, hf, swinkit:<model>, swinkit-fp32-eager (swinkit's own fp32 eager)",
     )
     p.add_argument("--rounds", type=int, default=7, help="alternating timed rounds")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory probe")

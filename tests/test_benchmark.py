@@ -33,3 +33,18 @@ def test_benchmark_cli_json_train_mode(capsys):
 def test_benchmark_rejects_unknown_peer():
     with pytest.raises(ValueError, match="unknown peers"):
         run_benchmark("swin_tiny_patch4_window7_224", against=("keras",))
+
+
+def test_bf16_inference_against_swinkit_fp32_eager_in_the_same_run():
+    report = run_benchmark("swin_tiny_patch4_window7_224", batch_size=1, dtype="bf16", against=("swinkit-fp32-eager",),
+                           rounds=1, iters=1, warmup=1, measure_memory=False, log=lambda _: None)  # fmt: skip
+    assert [r.name for r in report.results] == ["swinkit", "swinkit-fp32-eager"]
+    assert all(0 < r.mfu <= 1 for r in report.results) and "cores available" in report.host
+    assert set(report.ratios()) == {"swinkit-fp32-eager"}
+
+
+def test_int8_is_benchmarked_against_swinkit_alone():
+    with pytest.raises(ValueError, match="int8 is swinkit's ONNX Runtime inference path"):
+        run_benchmark("swin_tiny_patch4_window7_224", dtype="int8", against=("timm",))
+    with pytest.raises(ValueError, match="int8 is swinkit's ONNX Runtime inference path"):
+        run_benchmark("swin_tiny_patch4_window7_224", dtype="int8", mode="train", against=())

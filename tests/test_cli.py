@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import swinkit
 from swinkit.cli import main
 
@@ -42,3 +44,23 @@ def test_python_dash_m():
         text=True,
     ).stdout
     assert "swinv2_base_patch4_window12to16_192to256_22kto1k_ft" in out
+
+
+def test_help_and_import_do_not_load_torch():
+    script = (
+        "import sys\n"
+        "import swinkit\n"
+        "from swinkit.cli import main\n"
+        "for argv in (['--help'], ['convert', '--help'], ['eval', '--help']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit as exit:\n"
+        "        assert exit.code == 0\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "assert swinkit.create_model is swinkit.hub.create_model and 'torch' in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "--from {auto,swinkit,timm,microsoft,hf,torchvision,mindspore,paddle}" in done.stdout
+    with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
+        swinkit.nonexistent  # noqa: B018

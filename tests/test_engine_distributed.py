@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from swinkit.checkpoints.io import read_file
-from swinkit.engine.evaluate import run_eval
+from swinkit.deploy.eval_checkpoint import run_eval
 from swinkit.engine.train import train
 from tests.engine_utils import NO_AUG, TINY, tiny_config, torchrun
 

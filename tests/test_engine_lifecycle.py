@@ -21,7 +21,7 @@ from swinkit.checkpoints.io import read_file
 from swinkit.cli import main
 from swinkit.core.errors import CheckpointError, RunFinishedError, RunLockedError
 from swinkit.deploy import load_model
-from swinkit.engine.evaluate import run_eval
+from swinkit.deploy.eval_checkpoint import run_eval
 from swinkit.engine.plot import plot_metrics
 from swinkit.engine.train import train
 from tests.engine_utils import TINY, tiny_config

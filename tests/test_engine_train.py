@@ -12,8 +12,8 @@ import swinkit.core.atomic as atomic
 import swinkit.engine.checkpoint as ckpt
 import swinkit.engine.train as train_mod
 from swinkit.checkpoints.io import read_file
+from swinkit.deploy.eval_checkpoint import run_eval
 from swinkit.engine.config import load_config
-from swinkit.engine.evaluate import run_eval
 from swinkit.engine.train import NonFiniteLossError, RunExistsError, train
 from tests.engine_utils import state_dicts_equal, tiny_config
 

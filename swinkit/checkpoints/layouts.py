@@ -20,20 +20,12 @@ import torch
 from torch import nn
 
 from ..core.errors import CheckpointError, ConfigError
+from ..core.layout_names import FORMATS, LAYOUT_NAMES, NATIVE, WRITE_FORMATS
 from . import hf, microsoft, mindspore, paddle, timm, torchvision
 
-LAYOUTS: dict[str, ModuleType] = {
-    "timm": timm,
-    "microsoft": microsoft,
-    "hf": hf,
-    "torchvision": torchvision,
-    "mindspore": mindspore,
-    "paddle": paddle,
-}
-NATIVE = "swinkit"
+LAYOUTS: dict[str, ModuleType] = dict(zip(LAYOUT_NAMES, (timm, microsoft, hf, torchvision, mindspore, paddle),
+                                           strict=True))  # fmt: skip
 FAMILY_NAMES = {"swin": "Swin V1", "swinv2": "Swin V2", "cswin": "CSWin"}
-FORMATS = ("auto", NATIVE, *LAYOUTS)  # what load_checkpoint reads
-WRITE_FORMATS = (NATIVE, *LAYOUTS)  # what save_checkpoint writes
 
 
 def suffixes(format: str) -> tuple[str, ...]:

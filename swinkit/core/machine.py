@@ -7,7 +7,11 @@ import platform
 from pathlib import Path
 
 # /proc/cpuinfo flag -> the name the ISA goes by, fastest last.
-ISA_FLAGS = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_bf16": "AVX512-BF16", "amx_bf16": "AMX-BF16"}
+ISA_FLAGS = {
+    "avx2": "AVX2", "avx512f": "AVX-512", "avx512_vnni": "AVX512-VNNI", "avx512_bf16": "AVX512-BF16",
+    "amx_int8": "AMX-INT8", "amx_bf16": "AMX-BF16",
+}  # fmt: skip
+NATIVE_BF16 = ("AVX512-BF16", "AMX-BF16")
 
 
 def _cpuinfo() -> list[str]:
@@ -26,6 +30,11 @@ def isa() -> list[str]:
     """The instruction sets of ``ISA_FLAGS`` the CPU has (Linux; empty elsewhere)."""
     flags = next((set(line.split(":", 1)[1].split()) for line in _cpuinfo() if line.startswith("flags")), set())
     return [name for flag, name in ISA_FLAGS.items() if flag in flags]
+
+
+def native_bf16() -> list[str]:
+    """The instruction sets of this CPU that compute in bf16 natively (empty: bf16 is emulated, slower than fp32)."""
+    return [name for name in isa() if name in NATIVE_BF16]
 
 
 def describe() -> str:

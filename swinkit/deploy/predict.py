@@ -23,6 +23,7 @@ from ..engine.checkpoint import STATE_FILE, stored_config
 from ..hub import local_file
 from ..hub.weights import IMAGENET_LABEL_SETS
 from .convert import load_model
+from .inference import InferenceModel, inference_precision
 
 
 def class_names(num_classes: int, stored: list[str] | None) -> list[str]:
@@ -42,11 +43,14 @@ def predict(
     topk: int = 5,
     overrides: dict | None = None,
     weights: bool | str | None = None,
+    precision: str = "fp32",
+    compile: bool = False,
 ) -> list[dict]:
     """Classify image files.
 
     ``overrides`` are constructor arguments for ``create_model``; ``weights`` loads published weights instead of a
-    checkpoint (see ``load_model``).
+    checkpoint (see ``load_model``). ``precision`` ('fp32', 'bf16' or 'auto') and ``compile`` are
+    ``swinkit.engine.inference``'s.
 
     Returns:
         One dict per image, in order: ``{"image", "top": [{"index", "label", "probability"}, ...]}``, or
@@ -57,6 +61,7 @@ def predict(
     if checkpoint is not None:
         checkpoint = local_file(checkpoint, exclude=(STATE_FILE,))  # fetched once: weights and transform
     model, _, stored = load_model(name, checkpoint, overrides=overrides, weights=weights)
+    runner = InferenceModel(model, inference_precision(precision, torch.device("cpu")), compile=compile)
     info = model.model_info
     run = stored_config(checkpoint) if checkpoint is not None else None
     if run is not None:  # the run's own evaluation transform: what `swinkit eval` measured
@@ -80,8 +85,7 @@ def predict(
                 Image.DecompressionBombWarning) as err:  # fmt: skip
             results.append({"image": str(path), "error": f"not a readable image ({type(err).__name__}: {err})"})
             continue
-        with torch.no_grad():
-            probs = model(x).softmax(-1)[0]
+        probs = runner(x).softmax(-1)[0]
         top = probs.topk(min(topk, probs.numel()))
         results.append({
             "image": str(path),

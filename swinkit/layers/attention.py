@@ -253,7 +253,8 @@ class WindowAttentionV2(WindowAttention):
 
     def position_bias(self, window: tuple[int, int]) -> torch.Tensor:
         pretrained = self.pretrained_window_size
-        coords = log_spaced_coords(window, pretrained).to(self.cpb_mlp[0].weight.device)
+        weight = self.cpb_mlp[0].weight
+        coords = log_spaced_coords(window, pretrained).to(weight.device, weight.dtype)
         table = self.cpb_mlp(coords).view(-1, self.num_heads)
         index = relative_position_index(window).to(table.device)
         n = window[0] * window[1]

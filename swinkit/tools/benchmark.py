@@ -8,13 +8,21 @@ each peer, the peak memory of one step and the model FLOP utilisation against a 
 ``swinkit:<name>`` is another swinkit architecture on the same input (no weights to compare), e.g. CSWin-T against
 Swin-T.
 
+Inference runs every model the way ``swinkit eval``/``predict`` run swinkit's: ``InferenceModel`` (bf16: the weights
+cast to bf16, not autocast; ``compile``: Inductor with freezing), peers included, so that each model gets the same
+treatment. Training runs under autocast (bf16/fp16) and plain ``torch.compile``. The peer ``swinkit-fp32-eager`` is
+swinkit's model itself, in fp32 and not compiled: the baseline a compiled or reduced-precision row is measured
+against, in the same run.
+
 Peak memory (``peak_memory_mb``) is measured once per model after the timing: the CUDA allocator's peak, or on CPU
-the live tensor storage counted by torch's ``MemTracker``.
+the live tensor storage counted by torch's ``MemTracker``. The matmul peak that MFU is measured against is
+``matmul_peak.matmul_peak_gflops`` of the run's dtype.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import statistics
 import time
@@ -28,11 +36,16 @@ from torch import nn
 from .. import models
 from ..checkpoints import load_checkpoint
 from ..core import device as devices
+from ..core import machine
 from ..core.errors import ConfigError
+from ..deploy.inference import DTYPES, InferenceModel
 from ..layers import to_2tuple
+from .matmul_peak import matmul_peak_gflops
 from .peers import PEERS, HFLogits, perturb_parameters
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+BASELINE = "swinkit-fp32-eager"
+PRECISIONS = (*DTYPES, "int8")
+PEAK_DTYPES = {**DTYPES, "int8": torch.int8}
 
 
 @dataclass
@@ -58,6 +71,7 @@ class Report:
     matmul_peak_gflops: float
     gflop_per_img: float
     torch_version: str = field(default_factory=lambda: torch.__version__)
+    host: str = field(default_factory=machine.describe)
     results: list[Result] = field(default_factory=list)
 
     def ratios(self) -> dict[str, float]:
@@ -68,26 +82,6 @@ class Report:
 # --- timing ------------------------------------------------------------------------------------------------------
 
 
-def matmul_peak_gflops(dtype: torch.dtype, device: torch.device, size: int = 2048, iters: int = 5) -> float:
-    """Achieved GFLOP/s of a square matmul: the best of ``torch.mm``, ``F.linear`` (the path models take, which for
-    bf16/fp16 on CPU is oneDNN's) and, for fp32 on CPU, oneDNN's fp32 linear."""
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    candidates = [lambda: torch.mm(a, b), lambda: F.linear(a, b)]
-    if device.type == "cpu" and dtype == torch.float32 and torch.backends.mkldnn.is_available():
-        candidates.append(lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], ""))
-    best = 0.0
-    for fn in candidates:
-        fn()
-        devices.synchronize(device)
-        start = time.perf_counter()
-        for _ in range(iters):
-            fn()
-        devices.synchronize(device)
-        best = max(best, 2 * size**3 * iters / (time.perf_counter() - start) / 1e9)
-    return best
-
-
 def _autocast(device: torch.device, dtype: str):
     if dtype == "fp32":
         return contextlib.nullcontext()
@@ -95,15 +89,15 @@ def _autocast(device: torch.device, dtype: str):
 
 
 def make_step(model: nn.Module, x: torch.Tensor, mode: str, dtype: str) -> tuple[Callable[[], None], list]:
-    """One inference forward, or one training step (forward, cross-entropy, backward, AdamW step).
+    """One inference forward (of an ``InferenceModel``), or one training step (forward, cross-entropy, backward,
+    AdamW step).
 
     Returns the step and the optimizers it owns (none for inference).
     """
     if mode == "infer":
-        model.eval()
 
         def infer() -> None:
-            with torch.inference_mode(), _autocast(x.device, dtype):
+            with torch.inference_mode():
                 model(x)
 
         return infer, []
@@ -160,18 +154,29 @@ def run_benchmark(
     log: Callable[[str], None] = print,
 ) -> Report:
     """Benchmark swinkit's ``name`` against the peers that have it; see the module docstring."""
-    if dtype not in DTYPES or mode not in ("infer", "train"):
-        raise ConfigError(f"dtype must be one of {list(DTYPES)} and mode 'infer' or 'train'")
-    unknown = {a for a in against if not a.startswith("swinkit:")} - set(PEERS)
+    if dtype not in PRECISIONS or mode not in ("infer", "train"):
+        raise ConfigError(f"dtype must be one of {list(PRECISIONS)} and mode 'infer' or 'train'")
+    if dtype == "int8" and (mode == "train" or compile or set(against) - {BASELINE}):
+        raise ConfigError(
+            f"int8 is swinkit's ONNX Runtime inference path: benchmark it with --mode infer, without --compile, "
+            f"against {BASELINE} (its fp32 eager self)"
+        )
+    unknown = {a for a in against if not a.startswith("swinkit:")} - set(PEERS) - {BASELINE}
     if unknown:
-        raise ConfigError(f"unknown peers {sorted(unknown)}; choose from {', '.join(PEERS)} or swinkit:<model>")
+        raise ConfigError(
+            f"unknown peers {sorted(unknown)}; choose from {', '.join(PEERS)}, {BASELINE} or swinkit:<model>"
+        )
     dev = devices.resolve(device or "auto")
     ours = models.create_model(name, drop_path_rate=0.0)
     size = to_2tuple(img_size or ours.img_size)
     x = torch.randn(batch_size, 3, *size, generator=torch.Generator().manual_seed(0)).to(dev)
 
     entries: list[tuple[str, nn.Module, float | None]] = []
+    baseline = None
     for seed, impl in enumerate(against):
+        if impl == BASELINE:
+            baseline = impl
+            continue
         if impl.startswith("swinkit:"):
             # Another swinkit architecture on the same input (e.g. CSWin-T against Swin-T): no weights to share.
             entries.append((impl, models.create_model(impl.split(":", 1)[1], drop_path_rate=0.0).to(dev), None))
@@ -192,14 +197,23 @@ def run_benchmark(
         if diff > 1e-4:
             raise RuntimeError(f"swinkit and {impl} disagree on {name}: max relative difference {diff:.2e}")
         entries.append((impl, peer, diff))
-    entries.insert(0, ("swinkit", ours.to(dev), None))
+    ours.to(dev)
+    if baseline is not None:
+        entries.insert(0, (baseline, copy.deepcopy(ours), None))
+    entries.insert(0, ("swinkit", ours, None))
 
     flops_per_img = 2 * models.count_flops(ours, size) * (3 if mode == "train" else 1)
-    peak = matmul_peak_gflops(DTYPES[dtype], dev)
+    precisions = {impl: "fp32" if impl == BASELINE else dtype for impl, _, _ in entries}
+    peaks = {p: matmul_peak_gflops(PEAK_DTYPES[p], dev) for p in dict.fromkeys(precisions.values())}
     steps = {}
-    for impl, model, _ in entries:
-        runnable = torch.compile(model) if compile else model
-        steps[impl] = make_step(runnable, x, mode, dtype)[0]
+    for index, (impl, model, diff) in enumerate(entries):
+        fast = impl != BASELINE
+        if mode == "infer":
+            model = InferenceModel(model, precisions[impl], compile=compile and fast)
+        elif compile and fast:
+            model = torch.compile(model)
+        entries[index] = (impl, model, diff)
+        steps[impl] = make_step(model, x, mode, precisions[impl])[0]
         for _ in range(warmup):
             steps[impl]()
     times: dict[str, list[float]] = {impl: [] for impl in steps}
@@ -213,13 +227,15 @@ def run_benchmark(
             devices.synchronize(dev)
             times[impl].append((time.perf_counter() - start) / iters)
 
-    report = Report(name, mode, dtype, batch_size, size, compile, str(dev), torch.get_num_threads(), peak,
+    report = Report(name, mode, dtype, batch_size, size, compile, str(dev), torch.get_num_threads(), peaks[dtype],
                     flops_per_img / 1e9)  # fmt: skip
     for impl, model, diff in entries:
         rates = [batch_size / t for t in times[impl]]
         median = statistics.median(rates)
-        memory = peak_memory_mb(model, x, mode, dtype) if measure_memory else None
-        mfu = median * flops_per_img / (peak * 1e9)
+        # ONNX Runtime's memory (int8) is outside torch's view.
+        measurable = measure_memory and precisions[impl] != "int8"
+        memory = peak_memory_mb(model, x, mode, precisions[impl]) if measurable else None
+        mfu = median * flops_per_img / (peaks[precisions[impl]] * 1e9)
         report.results.append(Result(impl, median, (min(rates), max(rates)), memory, mfu, diff))
     return report
 
@@ -229,8 +245,9 @@ def format_report(report: Report) -> str:
     lines = [
         f"{report.model} | {report.mode} | {report.dtype}{' compiled' if report.compile else ''} | batch "
         f"{report.batch_size} | {size} px | {report.device}, {report.threads} threads | torch {report.torch_version}",
+        report.host,
         f"matmul peak {report.matmul_peak_gflops:.0f} GFLOP/s; {report.gflop_per_img:.1f} GFLOP per image",
-        f"{'impl':<12} {'img/s':>8} {'spread':>15} {'swinkit x':>9} {'peak MB':>8} {'MFU':>6} {'max rel diff':>12}",
+        f"{'impl':<18} {'img/s':>8} {'spread':>15} {'swinkit x':>9} {'peak MB':>8} {'MFU':>6} {'max rel diff':>12}",
     ]
     ratios = report.ratios()
     for r in report.results:
@@ -238,7 +255,7 @@ def format_report(report: Report) -> str:
         memory = f"{r.peak_mem_mb:.0f}" if r.peak_mem_mb is not None else "-"
         diff = f"{r.max_rel_diff:.1e}" if r.max_rel_diff is not None else "-"
         spread = f"{r.spread[0]:.1f}-{r.spread[1]:.1f}"
-        lines.append(f"{r.name:<12} {r.img_per_s:>8.2f} {spread:>15} {ratio:>9} {memory:>8} {r.mfu:>6.1%} {diff:>12}")
+        lines.append(f"{r.name:<18} {r.img_per_s:>8.2f} {spread:>15} {ratio:>9} {memory:>8} {r.mfu:>6.1%} {diff:>12}")
     return "\n".join(lines)
 
 

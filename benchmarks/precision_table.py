@@ -1,0 +1,76 @@
+"""What each inference precision does to a trained checkpoint: accuracy, top-1 agreement with fp32, and speed.
+
+    python benchmarks/precision_table.py --checkpoint RUN_DIR/checkpoints/best [--compile] [key=value ...]
+
+The validation set of the run's own config (or ``-c CONFIG``) is read once into memory; then fp32, bf16 and int8
+(and with ``--compile`` compiled fp32 and bf16) ``InferenceModel``s of the checkpoint classify every image. Each row
+gives top-1, the share of images whose top-1 class equals fp32's, and img/s over the set after a warm-up batch (so a
+compiled model's first-call compilation is left out), with its ratio to fp32 eager measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+
+import torch
+
+from swinkit.core.distributed import DistEnv
+from swinkit.core.machine import describe
+from swinkit.deploy.eval_checkpoint import checkpoint_and_loader
+from swinkit.deploy.inference import InferenceModel
+from swinkit.engine.checkpoint import stored_config
+from swinkit.engine.config import apply_overrides, load_config
+from swinkit.runtime import reuse_freed_memory
+
+VARIANTS = [("fp32", False), ("bf16", False), ("int8", False)]
+COMPILED = [("fp32", True), ("bf16", True)]
+
+
+def classify(runner: InferenceModel, batches: list[torch.Tensor]) -> tuple[torch.Tensor, float]:
+    """Top-1 classes of every batch and img/s after the first batch (the warm-up)."""
+    predictions = [runner(batches[0]).argmax(1)]
+    start = time.perf_counter()
+    predictions += [runner(images).argmax(1) for images in batches[1:]]
+    seconds = time.perf_counter() - start
+    return torch.cat(predictions), sum(len(b) for b in batches[1:]) / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("-c", "--config", help="default: the checkpoint's stored config")
+    parser.add_argument("--compile", action="store_true", help="add compiled fp32 and bf16 rows")
+    parser.add_argument("overrides", nargs="*", metavar="key=value")
+    args = parser.parse_args()
+    reuse_freed_memory()
+    if args.config:
+        cfg = load_config(args.config, args.overrides)
+    elif (stored := stored_config(args.checkpoint)) is not None:
+        cfg = apply_overrides(stored, args.overrides)
+    else:
+        parser.error(f"{args.checkpoint} stores no config: name the run's recipe with -c CONFIG")
+    cpu = torch.device("cpu")
+    model, loader, _, _ = checkpoint_and_loader(cfg, DistEnv(), cpu, args.checkpoint)
+    batches, targets = [], []
+    for images, labels, _ in loader:
+        batches.append(images)
+        targets.append(labels)
+    targets = torch.cat(targets)
+    print(f"{describe()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"{args.checkpoint}: {len(targets)} validation images in batches of {len(batches[0])}")
+    print("| precision | top-1 % | top-1 agreement with fp32 | img/s | x fp32 eager |\n|---|---|---|---|---|")
+    reference = fp32_rate = None
+    for precision, compiled in VARIANTS + (COMPILED if args.compile else []):
+        predictions, rate = classify(InferenceModel(copy.deepcopy(model), precision, compile=compiled), batches)
+        if reference is None:
+            reference, fp32_rate = predictions, rate
+        top1 = 100.0 * (predictions == targets).float().mean().item()
+        agreement = 100.0 * (predictions == reference).float().mean().item()
+        label = precision + (", compiled" if compiled else "")
+        print(f"| {label} | {top1:.2f} | {agreement:.2f}% | {rate:.0f} | {rate / fp32_rate:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,7 @@
+"""The names of the checkpoint layouts swinkit reads and writes, without importing their converters (or torch), so
+that the command line can offer them in ``--help`` at once."""
+
+NATIVE = "swinkit"
+LAYOUT_NAMES = ("timm", "microsoft", "hf", "torchvision", "mindspore", "paddle")
+FORMATS = ("auto", NATIVE, *LAYOUT_NAMES)  # what load_checkpoint reads
+WRITE_FORMATS = (NATIVE, *LAYOUT_NAMES)  # what save_checkpoint writes

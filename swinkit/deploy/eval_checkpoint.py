@@ -1,0 +1,100 @@
+"""``swinkit eval``: top-1/top-5 of a checkpoint on a validation set, at the run's precision or an inference one."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from ..checkpoints import load_checkpoint
+from ..core.errors import CheckpointError
+from ..data import build_loader, build_transform, build_val_dataset
+from ..engine import checkpoint as ckpt
+from ..engine.config import Config
+from ..engine.evaluate import evaluate
+from ..engine.setup import build_model, session
+from ..hub import local_file
+from .inference import InferenceModel, inference_precision
+
+log = logging.getLogger(__name__)
+
+
+def run_eval(
+    cfg: Config, checkpoint: str, output: str | None = None, precision: str | None = None, compile: bool = False
+) -> dict:
+    """Evaluate a checkpoint on the validation set of ``cfg``; write ``eval.json`` and return the metrics.
+
+    Args:
+        checkpoint: a swinkit checkpoint directory (``RUN_DIR/checkpoints/best``; its EMA weights are evaluated
+            too when present) or a weights file in any layout ``swinkit.checkpoints.load_checkpoint`` reads; local,
+            or a URL (``s3://...``: copied into the weights cache first).
+        output: directory for ``eval.json``; the checkpoint directory (or the file's directory) by default, which
+            for a remote checkpoint is its copy in the cache (the log names it).
+        precision: None evaluates as the run validated during training (``train.precision``, autocast), so the
+            numbers equal its log; 'fp32', 'bf16' or 'auto' run ``swinkit.deploy.inference.InferenceModel`` (bf16
+            weights, not autocast; auto: bf16 where the hardware has it natively; int8: ONNX Runtime), as does
+            ``compile``.
+    """
+    with session(cfg) as s:
+        return _run_eval(cfg, s.env, s.device, s.precision, checkpoint, output, precision, compile)
+
+
+def checkpoint_and_loader(cfg: Config, env, device: torch.device, checkpoint: str):
+    """The model of ``cfg`` with ``checkpoint``'s weights on ``device``, and this process's validation loader.
+
+    Returns ``(model, loader, ckpt_dir, path)``: ``ckpt_dir`` is the swinkit checkpoint directory (None for a
+    weights file) and ``path`` the local checkpoint path.
+    """
+    val_base = build_val_dataset(cfg.data)
+    model = build_model(cfg, num_classes=len(val_base.classes))
+    path = local_file(checkpoint, exclude=(ckpt.STATE_FILE,))  # on s3:// (...): copied into the cache
+    ckpt_dir = None if path.is_file() else ckpt.find_checkpoint(path)  # last/, or the .last.old of a cut swap
+    if ckpt_dir is not None:
+        ckpt.load_weights(model, ckpt_dir)
+    elif path.is_file():
+        load_checkpoint(model, str(path), label_map=cfg.model.label_map)
+    else:
+        raise CheckpointError(f"{path}: not a swinkit checkpoint directory (no {ckpt.MODEL_FILE}) nor a file")
+    model.to(device)
+    loader = build_loader(
+        val_base,
+        build_transform(cfg.data, model.img_size[0], False, model.model_info),
+        data=cfg.data,
+        batch_size=cfg.data.eval_batch_size or cfg.data.batch_size,
+        train=False,
+        rank=env.rank,
+        world_size=env.world_size,
+    )
+    return model, loader, ckpt_dir, path
+
+
+def _run_eval(
+    cfg: Config, env, device: torch.device, train_precision: str, checkpoint: str, output: str | None,
+    precision: str | None, compile: bool,
+) -> dict:  # fmt: skip
+    model, loader, ckpt_dir, path = checkpoint_and_loader(cfg, env, device, checkpoint)
+    if precision is None and not compile:
+        runner, autocast_precision = model, train_precision  # as the run validated during training
+    else:
+        precision = inference_precision(precision or train_precision, device)
+        runner, autocast_precision = InferenceModel(model, precision, compile=compile), "fp32"
+    result = evaluate(runner, loader, device, autocast_precision)
+    if precision is not None:
+        result["precision"] = precision
+    if ckpt_dir is not None and ckpt.has_ema(ckpt_dir):
+        ckpt.load_weights(model, ckpt_dir, ema=True)  # into the model the runner wraps, in its dtype
+        if precision == "int8":  # the ONNX graph holds the weights it was exported with
+            runner = InferenceModel(model, precision)
+        ema = evaluate(runner, loader, device, autocast_precision)
+        result.update({f"ema_{k}": v for k, v in ema.items() if k != "n"})
+    if env.is_main:
+        out_dir = Path(output) if output else (ckpt_dir or path.parent)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+        line = f"eval {checkpoint}: top-1 {result['top1']:.2f}  top-5 {result['top5']:.2f}  loss {result['loss']:.4f}"
+        if "ema_top1" in result:
+            line += f"  |  EMA top-1 {result['ema_top1']:.2f}  top-5 {result['ema_top5']:.2f}"
+        log.info("%s  (n=%d) -> %s", line, result["n"], out_dir / "eval.json")
+    return result

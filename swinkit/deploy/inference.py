@@ -1,0 +1,109 @@
+"""A model made ready for inference at a precision, eager or compiled: what ``eval``, ``predict`` and ``benchmark``
+share.
+
+- **Precision.** ``fp32``; ``bf16``: the weights themselves are cast to bf16 and the images with them (not autocast,
+  which casts every weight again on every call and runs LayerNorm in fp32 between bf16 GEMMs), and the logits come
+  back in fp32; ``auto``: bf16 where the hardware computes in it natively (a CPU with AVX512-BF16 or AMX, an
+  accelerator that reports bf16 support), fp32 elsewhere (an AVX2 CPU emulates bf16, slower than fp32). The choice is
+  logged. fp16 is for accelerators.
+- **Compiled** (``compile=True``): ``torch.compile`` with Inductor's *freezing*: the weights are folded into the graph
+  as constants, so Inductor prepacks them for oneDNN and fuses the norms, GELU and residual adds into the GEMMs'
+  neighbours. A graph is compiled per input geometry (batch size and image size); a batch smaller than the first one
+  (the last batch of an evaluation) is padded to it, so that it reuses the graph instead of compiling another. The
+  first call pays the compilation (about a minute on 2 CPU cores). Compiling is opt-in: on the project's 2-core AMX
+  CPU it does not pay against swinkit's eager path (``swinv2_tiny_window8_256`` at batch 8: fp32 0.95x, bf16 0.82x
+  of bf16 eager; the README's performance table), whose GEMMs already run through oneDNN with the GELU fused.
+- **int8** (CPU): the model is exported to ONNX, quantized by ONNX Runtime's dynamic quantization (int8 weights,
+  activations quantized per batch; ``swinkit.deploy.export``) in a temporary directory and run by ONNX Runtime: the
+  graph ``swinkit export --format onnx --quantize int8`` writes, so ``swinkit eval --precision int8`` measures the
+  accuracy of exactly what would be deployed. Export and quantization take about a minute for Swin-T.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..core import device as devices
+from ..core import machine
+from ..core.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+INFERENCE_PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def inference_precision(precision: str, device: torch.device) -> str:
+    """The precision ``precision`` means on ``device`` for inference (module docstring); logs what 'auto' chose."""
+    if precision not in INFERENCE_PRECISIONS:
+        raise ConfigError(f"precision {precision!r}: choose one of {', '.join(INFERENCE_PRECISIONS)}")
+    if precision == "fp16" and not devices.has_fp16_kernels(device):
+        raise ConfigError(f"fp16 inference is for accelerators; on {device.type} use --precision bf16 or auto")
+    if precision == "int8" and device.type != "cpu":
+        raise ConfigError(f"int8 inference runs on the CPU through ONNX Runtime; on {device.type} use bf16 or auto")
+    if precision != "auto":
+        return precision
+    if device.type == "cpu":
+        native = machine.native_bf16()
+        chosen = "bf16" if native else "fp32"
+        why = f"the CPU computes bf16 natively ({', '.join(native)})" if native else "the CPU has no native bf16"
+    else:
+        chosen = devices.default_precision(device)
+        why = f"{device.type} {'supports' if chosen == 'bf16' else 'does not support'} bf16"
+    log.info("precision auto: %s (%s)", chosen, why)
+    return chosen
+
+
+class InferenceModel(nn.Module):
+    """``model`` in eval mode, cast to ``precision`` (in place) and, with ``compile``, compiled; see the module
+    docstring. Takes fp32 images and returns fp32 logits whatever the precision."""
+
+    def __init__(self, model: nn.Module, precision: str = "fp32", compile: bool = False) -> None:
+        super().__init__()
+        if precision not in (*DTYPES, "int8"):
+            raise ConfigError(f"precision {precision!r}: resolve 'auto' with inference_precision first")
+        if precision == "int8" and compile:
+            raise ConfigError("int8 runs in ONNX Runtime, which compiles its own graph: drop --compile")
+        self.precision = precision
+        self.dtype = DTYPES.get(precision, torch.float32)
+        self.model = model.eval().to(self.dtype)
+        self.compiled = torch.compile(self.model, options={"freezing": True}) if compile else None
+        self._int8 = _int8_runner(self.model) if precision == "int8" else None
+        self._padded_batch: int | None = None
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self._int8 is not None:
+            return self._int8(images.cpu()).to(images.device)
+        with torch.no_grad():
+            images = images.to(self.dtype)
+            if self.compiled is None:
+                return self.model(images).float()
+            n = images.shape[0]
+            if self._padded_batch is None or n > self._padded_batch:
+                self._padded_batch = n
+            pad = self._padded_batch - n
+            if pad:  # the graph of the first batch size serves smaller batches (see the module docstring)
+                images = F.pad(images, (0, 0, 0, 0, 0, 0, 0, pad))
+            return self.compiled(images)[:n].float()
+
+    @property
+    def model_info(self):
+        return self.model.model_info
+
+
+def _int8_runner(model: nn.Module):
+    """The ONNX Runtime function of ``model``'s int8 graph (module docstring), loaded from a temporary export."""
+    from .export import export, onnx_runner, require_onnx
+
+    require_onnx()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model-int8.onnx"
+        log.info("int8: exporting and quantizing the model for ONNX Runtime")
+        export(None, path, model=model, dynamic_batch=True, quantize="int8")
+        return onnx_runner(path)  # the session has read the file; the directory can go

@@ -1,0 +1,138 @@
+"""Inference at a precision (fp32, bf16 weights, int8 through ONNX Runtime), eager or compiled with freezing."""
+
+from __future__ import annotations
+
+import json
+
+import onnx
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from swinkit.cli import main
+from swinkit.core import machine
+from swinkit.core.errors import ConfigError
+from swinkit.deploy import export
+from swinkit.deploy.export import onnx_runner
+from swinkit.deploy.inference import InferenceModel, inference_precision
+from swinkit.engine.train import train
+from swinkit.layers import linear as linear_module
+from swinkit.layers.linear import linear_gelu
+from swinkit.tools.matmul_peak import matmul_peak_gflops
+from tests.engine_utils import tiny_config
+
+FAMILIES = ("swin_tiny_patch4_window7_224", "swinv2_tiny_window8_256", "cswin_tiny_224")
+
+
+def _relative(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    return ((actual - expected).abs().max() / expected.abs().max()).item()
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_linear_gelu_is_gelu_of_linear(approximate, dtype):
+    x, weight, bias = (torch.randn(shape).to(dtype) for shape in ((2, 7, 96), (192, 96), (192,)))
+    expected = F.gelu(F.linear(x.float(), weight.float(), bias.float()), approximate=approximate)
+    with torch.no_grad():
+        assert linear_module._onednn_applies(x, weight) == linear_module.USE_ONEDNN
+        out = linear_gelu(x, weight, bias, approximate)
+    assert out.dtype == dtype
+    tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(out.float(), expected, rtol=tolerance, atol=tolerance)
+    # With gradients it is the autograd path, and the same function.
+    weight.requires_grad_(True)
+    linear_gelu(x, weight, bias, approximate).float().sum().backward()
+    assert weight.grad is not None
+
+
+def test_auto_precision_follows_native_bf16(monkeypatch, caplog):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(machine, "isa", lambda: ["AVX2", "AVX-512"])
+    assert machine.native_bf16() == [] and inference_precision("auto", cpu) == "fp32"
+    monkeypatch.setattr(machine, "isa", lambda: ["AVX2", "AVX-512", "AVX512-BF16", "AMX-BF16"])
+    with caplog.at_level("INFO"):
+        assert inference_precision("auto", cpu) == "bf16"
+    assert "AVX512-BF16, AMX-BF16" in caplog.text
+    assert inference_precision("fp32", cpu) == "fp32"
+    with pytest.raises(ConfigError, match="fp16 inference is for accelerators"):
+        inference_precision("fp16", cpu)
+    with pytest.raises(ConfigError, match="int8 inference runs on the CPU"):
+        inference_precision("int8", torch.device("cuda"))
+    with pytest.raises(ConfigError, match="choose one of"):
+        inference_precision("fp8", cpu)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_bf16_inference_casts_the_weights_and_returns_fp32_logits(tiny_model, name):
+    model = tiny_model(name).eval()
+    x = torch.randn(3, 3, *model.img_size)
+    with torch.no_grad():
+        expected = model(x)
+    runner = InferenceModel(model, "bf16")
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    out = runner(x)
+    assert out.dtype == torch.float32 and _relative(out, expected) < 3e-2
+
+
+def test_compiled_inference_pads_small_batches_and_sees_new_weights(tiny_model):
+    model = tiny_model("swinv2_tiny_window8_256").eval()
+    other = tiny_model("swinv2_tiny_window8_256", seed=1).state_dict()
+    x = torch.randn(4, 3, *model.img_size)
+    runner = InferenceModel(model, "fp32", compile=True)
+    torch._dynamo.reset()
+    with torch.no_grad():
+        assert _relative(runner(x), model(x)) < 1e-5
+        frames = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+        assert _relative(runner(x[:3]), model(x[:3])) < 1e-5  # padded to the compiled batch of 4
+        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == frames  # no second graph
+        model.load_state_dict(other)  # frozen weights are still the module's: the graph follows them
+        assert _relative(runner(x), model(x)) < 1e-5
+
+
+def test_int8_inference_and_export_through_onnx_runtime(tiny_model, tmp_path):
+    model = tiny_model("swin_tiny_patch4_window7_224").eval()
+    x = torch.randn(5, 3, *model.img_size)
+    with torch.no_grad():
+        expected = model(x)
+    assert _relative(InferenceModel(model, "int8")(x), expected) < 0.1
+    result = export(None, tmp_path / "int8.onnx", model=model, dynamic_batch=True, quantize="int8")
+    assert result.quantize == "int8" and result.max_difference < 0.1 and "onnx, int8" in str(result)
+    fp32 = export(None, tmp_path / "fp32.onnx", model=model, dynamic_batch=True)
+    ops = {node.op_type for node in onnx.load(str(result.path)).graph.node}
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops and "MatMulInteger" not in {
+        node.op_type for node in onnx.load(str(fp32.path)).graph.node
+    }
+    assert _relative(onnx_runner(result.path)(x), expected) < 0.1 and fp32.max_difference < 1e-4
+    with pytest.raises(ConfigError, match="use --format onnx"):
+        export(None, tmp_path / "m.pt", model=model, format="torchscript", quantize="int8")
+    with pytest.raises(ConfigError, match="drop --compile"):
+        InferenceModel(model, "int8", compile=True)
+
+
+def test_predict_and_eval_cli_take_a_precision(tmp_path, capsys):
+    out = tmp_path / "run"
+    train(tiny_config(out))
+    best = out / "checkpoints" / "best"
+    assert main(["eval", "--checkpoint", str(best), "--output", str(tmp_path / "fp32")]) == 0
+    assert main(["eval", "--checkpoint", str(best), "--precision", "bf16", "--output", str(tmp_path / "bf16")]) == 0
+    fp32 = json.loads((tmp_path / "fp32" / "eval.json").read_text())
+    bf16 = json.loads((tmp_path / "bf16" / "eval.json").read_text())
+    assert "precision" not in fp32 and bf16["precision"] == "bf16" and bf16["n"] == fp32["n"]
+    assert abs(bf16["loss"] - fp32["loss"]) < 0.05 * fp32["loss"]
+    image = str(tmp_path / "digit.png")
+    Image.new("RGB", (40, 40), (200, 30, 30)).save(image)
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", str(best), "--precision", "bf16", "--json", image]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["top"]
+    assert main(["predict", "--checkpoint", str(best), "--precision", "fp16", image]) == 2
+    assert "fp16 inference is for accelerators" in capsys.readouterr().err
+
+
+def test_matmul_peak_is_the_best_over_shapes_and_routes():
+    cpu = torch.device("cpu")
+    small = ((64, 64, 64),)
+    large = ((256, 256, 256), (64, 64, 64))
+    assert matmul_peak_gflops(torch.float32, cpu, shapes=large, trials=1) > 0
+    assert matmul_peak_gflops(torch.int8, cpu, shapes=small, trials=1) > 0
+    assert matmul_peak_gflops(torch.bfloat16, cpu, shapes=small, trials=1) > 0
