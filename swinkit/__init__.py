@@ -21,6 +21,7 @@ _LAZY = {
     "get_weights": "hub",
     "list_weights": "hub",
     "model_info": "hub",
+    "register_in_timm": "hub",
     "register_weights": "hub",
     "count_flops": "models",
     "list_models": "models",
@@ -55,6 +56,7 @@ __all__ = [
     "list_weights",
     "load_checkpoint",
     "model_info",
+    "register_in_timm",
     "register_weights",
     "save_checkpoint",
 ]

@@ -92,3 +92,28 @@ def test_features_only_maps_match_their_feature_info_in_both_formats(name):
         create_model(name, features_only=True, feature_cls="hook", **TINY[name])
     with pytest.raises(ConfigError, match="output_fmt"):
         create_model(name, features_only=True, output_fmt="NCWH", **TINY[name])
+
+
+def test_swinkit_models_register_in_timms_registry(monkeypatch):
+    names = swinkit.register_in_timm()
+    assert len(names) == len(swinkit.list_models()) and "swinkit_cswin_tiny_224" in timm.list_models("swinkit_*")
+    tiny = TINY["cswin_tiny_224"]
+    backbone = timm.create_model("swinkit_cswin_tiny_224", features_only=True, out_indices=(1, 3), **tiny)
+    assert backbone.feature_info.channels() == [32, 128]
+    tagged = timm.create_model("swinkit_swinv2_tiny_window8_256.timm_ms_in1k", **TINY["swinv2_tiny_window8_256"])
+    assert tagged.pretrained_cfg["tag"] == "timm_ms_in1k"
+    calls = []
+
+    def record(name, **kwargs):
+        calls.append((name, kwargs))
+        return torch.nn.Identity()
+
+    monkeypatch.setattr("swinkit.hub.timm_registry.create_model", record)
+    timm.create_model("swinkit_swin_tiny_patch4_window7_224.in1k", pretrained=True, num_classes=10)
+    timm.create_model("swinkit_swin_tiny_patch4_window7_224", pretrained=True)
+    assert calls == [("swin_tiny_patch4_window7_224", {"pretrained": "in1k", "num_classes": 10}),
+                     ("swin_tiny_patch4_window7_224", {"pretrained": True})]  # fmt: skip
+    with pytest.raises(ConfigError, match="pretrained_cfg_overlay"):
+        timm.create_model("swinkit_cswin_tiny_224", pretrained_cfg_overlay={"crop_pct": 1.0})
+    with pytest.raises(ConfigError, match="prefix"):
+        swinkit.register_in_timm("swinkit/")

@@ -6,6 +6,7 @@ from ..models import ModelInfo
 from ..models import model_info as registered_info
 from .download import cache_dir, fetch_hub, fetch_remote, fetch_url
 from .pretrained import create_model, fetch, local_file, locate, pretrained_cfg, resolve
+from .timm_registry import register_in_timm
 from .weights import Weights, default_tag, get_weights, list_weights, register_weights, split_name
 
 
@@ -30,6 +31,7 @@ __all__ = [
     "locate",
     "model_info",
     "pretrained_cfg",
+    "register_in_timm",
     "register_weights",
     "resolve",
     "split_name",

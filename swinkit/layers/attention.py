@@ -24,13 +24,15 @@ from torch.utils.checkpoint import checkpoint
 from ..core.errors import ConfigError
 from .linear import Linear, linear
 from .relative_position import log_spaced_coords, relative_position_index
+from .tracing import is_fx_symbolic_tracing, placement
 from .window import WindowGeometry, attention_mask
 
 _MAX_CACHED_GEOMETRIES = 16
 
 
 def _tracing() -> bool:
-    return torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting()
+    tracers = (torch.compiler.is_compiling, torch.jit.is_tracing, torch.jit.is_scripting, is_fx_symbolic_tracing)
+    return any(tracing() for tracing in tracers)
 
 
 class WindowAttention(nn.Module):
@@ -119,10 +121,13 @@ class WindowAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, geometry: WindowGeometry) -> torch.Tensor:
         """x: (B * num_windows, N, C) windows of one geometry -> same shape."""
-        bw, n, c = x.shape
+        bw, n, c = x.shape[0], geometry.window[0] * geometry.window[1], self.dim
         qkv = linear(x, self.qkv.weight, self.qkv_bias_vector())
-        bias = self.attention_bias(geometry, qkv.dtype, x.device)
+        device, dtype = placement(qkv, self)
+        bias = self.attention_bias(geometry, dtype, device)
         masks = bias.shape[0]  # 1, or num_windows when windows differ in their shift/padding mask
+        if is_fx_symbolic_tracing():  # the same count as an int: a proxy's size cannot shape the views below
+            masks = geometry.num_windows if geometry.needs_mask else 1
         heads = masks * self.num_heads
         # Windows that differ in mask are folded into the head dimension: SDPA then sees 4-D inputs and a
         # (1, nW * nH, N, N) mask broadcast over the images, which the fused kernels take (a 5-D input or a mask
@@ -202,7 +207,7 @@ class WindowAttentionV1(WindowAttention):
         return q, k, None
 
     def position_bias(self, window: tuple[int, int]) -> torch.Tensor:
-        index = relative_position_index(window, self.window_size).to(self.relative_position_bias_table.device)
+        index = relative_position_index(window, self.window_size).to(next(self.parameters()).device)
         n = window[0] * window[1]
         return self.relative_position_bias_table[index.view(-1)].view(n, n, -1).permute(2, 0, 1)
 
@@ -253,10 +258,10 @@ class WindowAttentionV2(WindowAttention):
 
     def position_bias(self, window: tuple[int, int]) -> torch.Tensor:
         pretrained = self.pretrained_window_size
-        weight = self.cpb_mlp[0].weight
-        coords = log_spaced_coords(window, pretrained).to(weight.device, weight.dtype)
+        device, dtype = placement(self.cpb_mlp[0].weight, self.cpb_mlp)
+        coords = log_spaced_coords(window, pretrained).to(device, dtype)
         table = self.cpb_mlp(coords).view(-1, self.num_heads)
-        index = relative_position_index(window).to(table.device)
+        index = relative_position_index(window).to(device)
         n = window[0] * window[1]
         return 16 * torch.sigmoid(table[index.view(-1)].view(n, n, -1).permute(2, 0, 1))
 

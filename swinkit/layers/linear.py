@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .tracing import is_fx_symbolic_tracing
+
 USE_ONEDNN = torch.backends.mkldnn.is_available()
 _ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
 
@@ -24,6 +26,7 @@ def _onednn_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return (
         USE_ONEDNN
         and not torch.is_grad_enabled()
+        and not is_fx_symbolic_tracing()
         and x.device.type == "cpu"
         and x.dtype in _ONEDNN_DTYPES
         and weight.dtype == x.dtype

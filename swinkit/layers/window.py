@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch._guards import active_fake_mode
 
 from ..core.errors import ConfigError
+from .tracing import placement
 
 # The official Swin code separates shifted-window regions with -100, not -inf; keep it for parity.
 SHIFT_MASK_VALUE = -100.0
@@ -206,15 +207,16 @@ def shifted_window_attention(x: torch.Tensor, geometry: WindowGeometry, attend) 
     Returns:
         (B, H, W, C) attention output for the real tokens.
     """
-    b, h, w, c = x.shape
-    hp, wp = geometry.padded_size
-    n = geometry.window[0] * geometry.window[1]
     if geometry.symbolic:
         return _symbolic_window_attention(x, geometry, attend)
+    b, c = x.shape[0], x.shape[3]
+    h, w = geometry.height, geometry.width
+    hp, wp = geometry.padded_size
+    n = geometry.window[0] * geometry.window[1]
     if geometry.needs_padding:
         x = F.pad(x, (0, 0, 0, wp - w, 0, hp - h))
     if any(geometry.shift):
-        order, inverse = _shifted_window_order(geometry, x.device)
+        order, inverse = _shifted_window_order(geometry, placement(x, attend)[0])
         windows = attend(torch.index_select(x.reshape(b, hp * wp, c), 1, order).view(-1, n, c), geometry)
         x = torch.index_select(windows.reshape(b, hp * wp, c), 1, inverse).view(b, hp, wp, c)
     else:

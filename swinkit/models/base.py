@@ -55,7 +55,20 @@ class HierarchicalModel(nn.Module):
         self.feature_info = [
             {"num_chs": dim, "reduction": 4 * 2**i, "module": f"layers.{i}"} for i, dim in enumerate(self.embed_dims)
         ]
+        self._set_traced_sizes()
         self.pruned_prefixes: tuple[str, ...] = ()
+
+    def _set_traced_sizes(self) -> None:
+        """The map size every geometry-deciding module sees at ``img_size``: what it reads while torch.fx traces
+        (``swinkit.layers.tracing``)."""
+        self.patch_embed.traced_size = self.img_size
+        size = self.patch_embed.output_size(self.img_size)
+        for i, stage in enumerate(self.layers):
+            if i > 0:  # every merge halves each side, rounding up (odd sides are padded)
+                stage.downsample.traced_size = size
+                size = (-(-size[0] // 2), -(-size[1] // 2))
+            for block in stage.blocks:
+                block.traced_size = size
 
     @property
     def num_classes(self) -> int:
@@ -80,9 +93,10 @@ class HierarchicalModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classifier with a freshly initialised one (``num_classes=0`` removes it)."""
-        self.head.reset(num_classes)
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace the classifier with a freshly initialised one (``num_classes=0`` removes it); ``global_pool``
+        'avg' or '' (no pooling), as in timm (None keeps it)."""
+        self.head.reset(num_classes, global_pool)
 
     def no_weight_decay(self) -> set[str]:
         """Names of the parameters to train without weight decay: norms, biases, logit scales and position biases."""
@@ -108,15 +122,21 @@ class HierarchicalModel(nn.Module):
         for module in attentions:
             module.attention_chunks = chunks
 
-    def _stage_indices(self, indices: int | Sequence[int] | None) -> list[int]:
+    def _take_indices(self, indices: int | Sequence[int] | None) -> tuple[list[int], int]:
+        """timm's ``feature_take_indices``: None takes every stage, an int n the last n, a sequence its stages as given
+        (negative ones counted from the end). Returns the stage indices and the largest."""
         n = len(self.layers)
         if indices is None:
-            return list(range(n))
+            indices = n
         if isinstance(indices, int):
-            return list(range(n - indices, n))
-        if not indices or any(not -n <= i < n for i in indices):
-            raise ConfigError(f"stage indices {list(indices)} out of range for {n} stages")
-        return sorted({i % n for i in indices})
+            if not 0 < indices <= n:
+                raise ConfigError(f"last-n indices={indices} is out of range (1 to {n} stages)")
+            take = list(range(n - indices, n))
+        else:
+            take = [n + i if i < 0 else i for i in indices]
+            if not take or any(not 0 <= i < n for i in take):
+                raise ConfigError(f"stage indices {list(indices)} out of range for {n} stages")
+        return take, max(take)
 
     def forward_intermediates(
         self,
@@ -127,43 +147,56 @@ class HierarchicalModel(nn.Module):
         output_fmt: str = "NCHW",
         intermediates_only: bool = False,
     ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Stage outputs at strides 4, 8, 16, 32.
+        """Stage outputs at strides 4, 8, 16, 32, as timm's ``forward_intermediates``.
 
         Args:
-            indices: stages to return (all by default; an int n means the last n).
+            indices: stages to return (``_take_indices``: all by default; an int n means the last n).
             norm: apply the final norm to the last stage's map when it is returned.
-            stop_early: stop after the last requested stage (implied by ``intermediates_only``).
-            output_fmt: 'NCHW' or 'NHWC'.
+            stop_early: stop after the last requested stage (``intermediates_only`` stops there too: same maps).
+            output_fmt: 'NCHW' or 'NHWC' (timm's Swin offers NCHW only).
             intermediates_only: return only the list of maps.
 
         Returns:
-            The list of maps, or (final normalised channels-last features, list of maps).
+            The list of maps in stage order, or (the last stage run's channels-last map, normalised when that is the
+            last stage, as in timm; the list of maps).
         """
         if output_fmt not in ("NCHW", "NHWC"):
             raise ConfigError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
-        take = self._stage_indices(indices)
+        take, max_index = self._take_indices(indices)
         last = len(self.layers) - 1
-        stop = max(take) if (stop_early or intermediates_only) else last
+        stages = self.layers[: max_index + 1] if (stop_early or intermediates_only) else self.layers
         intermediates = []
         x = self.patch_embed(x)
-        for i, layer in enumerate(self.layers[: stop + 1]):
+        i = 0
+        for i, layer in enumerate(stages):
             x = layer(x)
             if i in take:
                 y = self.norm(x) if norm and i == last else x
                 intermediates.append(y.permute(0, 3, 1, 2).contiguous() if output_fmt == "NCHW" else y)
         if intermediates_only:
             return intermediates
-        return self.norm(x), intermediates
+        return (self.norm(x) if i == last else x), intermediates
 
-    def prune_intermediate_layers(self, indices: int | Sequence[int] | None = None) -> list[int]:
-        """Drop the stages after the last of ``indices``, the final norm and the head (for feature extraction)."""
-        take = self._stage_indices(indices)
-        keep = max(take) + 1
-        pruned = [f"layers.{i}." for i in range(keep, len(self.layers))] + ["norm.", "head.fc."]
-        self.layers = self.layers[:keep]
-        self.norm = nn.Identity()
-        self.reset_classifier(0)
-        self.pruned_prefixes = tuple(pruned)
+    def prune_intermediate_layers(
+        self, indices: int | Sequence[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """Drop what ``forward_intermediates(indices=indices)`` does not need, as timm does: the stages after the last
+        index, then the final norm (sized for the last stage) and the classifier, which also go with ``prune_norm`` and
+        ``prune_head``. ``num_features`` becomes the last kept stage's width. Returns the stage indices."""
+        take, max_index = self._take_indices(indices)
+        prune_end = max_index < len(self.layers) - 1
+        pruned = [f"layers.{i}." for i in range(max_index + 1, len(self.layers))]
+        if prune_norm or prune_end:
+            self.norm = nn.Identity()
+            pruned.append("norm.")
+        self.layers = self.layers[: max_index + 1]
+        if prune_end:
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
+            self.head.in_features = self.num_features
+        if prune_head or prune_end:
+            self.reset_classifier(0, "")
+            pruned.append("head.fc.")
+        self.pruned_prefixes = (*self.pruned_prefixes, *pruned)
         return take
 
 
@@ -189,7 +222,7 @@ class FeatureExtractor(nn.Module):
                               "returns forward_intermediates' maps); leave feature_cls unset or 'getter'")  # fmt: skip
         if output_fmt not in ("NCHW", "NHWC"):
             raise ConfigError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
-        self.out_indices = model.prune_intermediate_layers(out_indices)
+        self.out_indices = model.prune_intermediate_layers(out_indices, prune_norm=True)  # timm's getter, norm=False
         self.model, self.output_fmt = model, output_fmt
         kept = [dict(info) for info in model.feature_info[: max(self.out_indices) + 1]]
         self.feature_info = FeatureInfo(kept, self.out_indices)

@@ -49,6 +49,7 @@ from torch import nn
 from ..core.errors import ConfigError
 from ..layers import DropPath, Mlp, build_stages, chunked_attention
 from ..layers.linear import Linear
+from ..layers.tracing import is_fx_symbolic_tracing, map_size, placement
 from .base import HierarchicalModel
 from .registry import register_model
 
@@ -166,7 +167,8 @@ class CSWinBlock(nn.Module):
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H, W, C) normalised map -> (B, H, W, C) concatenated branch outputs, before ``proj``."""
-        b, h, w, c = x.shape
+        b, c = x.shape[0], x.shape[3]
+        h, w = map_size(x, self)
         qkv = self.qkv(x)  # (B, H, W, 3C)
         if self.full_attention:  # the whole map is one window: no padding, no mask
             return self.attns[0](qkv.view(b, h, w, 3, c), (h, w), None).view(b, h, w, c)
@@ -175,17 +177,25 @@ class CSWinBlock(nn.Module):
             # Padding after the projection leaves q, k and v of padded tokens at zero (no bias), which LePE needs.
             qkv = F.pad(qkv, (0, 0, 0, wp - w, 0, hp - h))
         qkv = qkv.view(b, hp, wp, 3, c)
-        out = qkv.new_empty(b, hp, wp, c)
-        start = 0
+        # Each branch writes its channels of the output map: the stripe reverse and the concatenation in one copy. A
+        # graph traced by torch.fx concatenates instead: an in-place write has no users, so fx's dead-code
+        # elimination (torchvision's create_feature_extractor runs it) would drop it.
+        tracing = is_fx_symbolic_tracing()
+        out = None if tracing else qkv.new_empty(b, hp, wp, c)
+        branches, start = [], 0
         for attn in self.attns:
             sh, sw = attn.stripe(h, w, (hp, wp))
-            mask = _padded_key_mask(h, w, (hp, wp), (sh, sw), x.device) if (hp, wp) != (h, w) else None
+            device = placement(x, self)[0]
+            mask = _padded_key_mask(h, w, (hp, wp), (sh, sw), device) if (hp, wp) != (h, w) else None
             channels = slice(start, start + attn.dim)
             y = attn(qkv[..., channels], (sh, sw), mask)  # (B * nS, sh * sw, C_branch)
-            # Each branch writes its channels of the output map: the stripe reverse and the concatenation in one copy.
-            target = out[..., channels].view(b, hp // sh, sh, wp // sw, sw, attn.dim)
-            target.copy_(y.view(b, hp // sh, wp // sw, sh, sw, attn.dim).transpose(2, 3))
+            y = y.view(b, hp // sh, wp // sw, sh, sw, attn.dim).transpose(2, 3)
+            if tracing:
+                branches.append(y.reshape(b, hp, wp, attn.dim))
+            else:
+                out[..., channels].view(b, hp // sh, sh, wp // sw, sw, attn.dim).copy_(y)
             start += attn.dim
+        out = torch.cat(branches, dim=-1) if tracing else out
         return out[:, :h, :w] if (hp, wp) != (h, w) else out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -204,6 +214,11 @@ class ConvPatchEmbed(nn.Module):
         super().__init__()
         self.proj = nn.Conv2d(in_chans, dim, kernel_size=2 * patch_size - 1, stride=patch_size, padding=patch_size // 2)
         self.norm = nn.LayerNorm(dim)
+
+    def output_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        """The token grid of an image of ``size``."""
+        (k,), (s,), (p,) = self.proj.kernel_size[:1], self.proj.stride[:1], self.proj.padding[:1]
+        return tuple((side + 2 * p - k) // s + 1 for side in size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.proj(x).permute(0, 2, 3, 1))

@@ -21,6 +21,7 @@ from ..layers import (
     to_2tuple,
     window_geometry,
 )
+from ..layers.tracing import map_size
 from .base import HierarchicalModel
 from .registry import register_model
 
@@ -54,7 +55,7 @@ class SwinTransformerBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, H, W, C)."""
-        geometry = window_geometry(x.shape[1], x.shape[2], self.window_size, self.shifted)
+        geometry = window_geometry(*map_size(x, self), self.window_size, self.shifted)
         x = x + self.drop_path1(shifted_window_attention(self.norm1(x), geometry, self.attn))
         return x + self.drop_path2(self.mlp(self.norm2(x)))
 

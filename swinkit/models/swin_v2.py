@@ -23,6 +23,7 @@ from ..layers import (
     to_2tuple,
     window_geometry,
 )
+from ..layers.tracing import map_size
 from .base import HierarchicalModel
 from .registry import register_model
 
@@ -71,7 +72,7 @@ class SwinTransformerV2Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, H, W, C)."""
-        geometry = window_geometry(x.shape[1], x.shape[2], self.window_size, self.shifted)
+        geometry = window_geometry(*map_size(x, self), self.window_size, self.shifted)
         x = x + self.drop_path1(self.norm1(shifted_window_attention(x, geometry, self.attn)))
         x = x + self.drop_path2(self.norm2(self.mlp(x)))
         if self.norm3 is not None:
