@@ -129,3 +129,22 @@ def test_pruned_models_agree_with_timms_pruned_models(name, indices):
         assert _relative(final, timm_final) < 1e-5
         assert all(_relative(a, b) < 1e-5 for a, b in zip(maps, timm_maps, strict=True)) and len(maps) == len(timm_maps)
         assert ours(x).shape == theirs(x).shape  # the classifier went: pooled features
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_every_index_form_takes_its_stages_of_the_full_list(name):
+    model = _model(name, 64).eval()
+    x = torch.randn(2, 3, 64, 64)
+    forms = [(None, [0, 1, 2, 3]), (1, [3]), (3, [1, 2, 3]), ((-1,), [3]), ([0, 2], [0, 2]), ([-3, -1], [1, 3]),
+             ([2, 0], [0, 2])]  # fmt: skip
+    with torch.no_grad():
+        every = model.forward_intermediates(x, intermediates_only=True)
+        for indices, stages in forms:
+            for fmt in ("NCHW", "NHWC"):
+                maps = model.forward_intermediates(x, indices=indices, output_fmt=fmt, stop_early=True,
+                                                   intermediates_only=True)  # fmt: skip
+                expected = [every[i] if fmt == "NCHW" else every[i].permute(0, 2, 3, 1) for i in stages]
+                assert len(maps) == len(expected)
+                assert all(torch.equal(a, b) for a, b in zip(maps, expected, strict=True))
+        final, _ = model.forward_intermediates(x, indices=[1], stop_early=True)
+        assert torch.equal(final.permute(0, 3, 1, 2), every[1])  # stopped at stage 1: not normalised, as timm
