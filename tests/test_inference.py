@@ -86,7 +86,7 @@ def test_compiled_inference_pads_small_batches_and_sees_new_weights(tiny_model):
         frames = torch._dynamo.utils.counters["stats"]["unique_graphs"]
         assert _relative(runner(x[:3]), model(x[:3])) < 1e-5  # padded to the compiled batch of 4
         assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == frames  # no second graph
-        model.load_state_dict(other)  # frozen weights are still the module's: the graph follows them
+        model.load_state_dict(other)  # frozen into the graph: the next call compiles it again
         assert _relative(runner(x), model(x)) < 1e-5
 
 

@@ -10,9 +10,10 @@ share.
   as constants, so Inductor prepacks them for oneDNN and fuses the norms, GELU and residual adds into the GEMMs'
   neighbours. A graph is compiled per input geometry (batch size and image size); a batch smaller than the first one
   (the last batch of an evaluation) is padded to it, so that it reuses the graph instead of compiling another. The
-  first call pays the compilation (about a minute on 2 CPU cores). Compiling is opt-in: on the project's 2-core AMX
-  CPU it does not pay against swinkit's eager path (``swinv2_tiny_window8_256`` at batch 8: fp32 0.95x, bf16 0.82x
-  of bf16 eager; the README's performance table), whose GEMMs already run through oneDNN with the GELU fused.
+  first call pays the compilation (about a minute on 2 CPU cores). Frozen weights are constants of the graph, so a
+  weight changed in place (``load_state_dict``) makes the next call compile again. Compiling is opt-in: on the
+  project's 2-core AMX CPU (``swinv2_tiny_window8_256``, batch 8) it pays in bf16 (1.08x bf16 eager, 2.92x fp32
+  eager), not in fp32 (1.00x: Inductor packs fp32 linears for MKL, no faster than swinkit's eager oneDNN route).
 - **int8** (CPU): the model is exported to ONNX, quantized by ONNX Runtime's dynamic quantization (int8 weights,
   activations quantized per batch; ``swinkit.deploy.export``) in a temporary directory and run by ONNX Runtime: the
   graph ``swinkit export --format onnx --quantize int8`` writes, so ``swinkit eval --precision int8`` measures the
@@ -26,6 +27,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+import torch._inductor.config as inductor_config
 import torch.nn.functional as F
 from torch import nn
 
@@ -73,9 +75,10 @@ class InferenceModel(nn.Module):
         self.precision = precision
         self.dtype = DTYPES.get(precision, torch.float32)
         self.model = model.eval().to(self.dtype)
-        self.compiled = torch.compile(self.model, options={"freezing": True}) if compile else None
+        self.compiled = torch.compile(self.model) if compile else None
         self._int8 = _int8_runner(self.model) if precision == "int8" else None
         self._padded_batch: int | None = None
+        self._frozen_versions: tuple[int, ...] | None = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self._int8 is not None:
@@ -84,13 +87,20 @@ class InferenceModel(nn.Module):
             images = images.to(self.dtype)
             if self.compiled is None:
                 return self.model(images).float()
+            versions = tuple(t._version for t in (*self.model.parameters(), *self.model.buffers()))
+            if self._frozen_versions not in (None, versions):
+                torch._dynamo.reset()  # the weights changed in place (an EMA load): the frozen graph holds the old ones
+            self._frozen_versions = versions
             n = images.shape[0]
             if self._padded_batch is None or n > self._padded_batch:
                 self._padded_batch = n
             pad = self._padded_batch - n
             if pad:  # the graph of the first batch size serves smaller batches (see the module docstring)
                 images = F.pad(images, (0, 0, 0, 0, 0, 0, 0, pad))
-            return self.compiled(images)[:n].float()
+            # Freezing is read when a graph compiles, which any call may do (a new geometry): set around every call.
+            # (``torch.compile(options={"freezing": True})`` does not reach it: measured, the weights stayed inputs.)
+            with inductor_config.patch(freezing=True):
+                return self.compiled(images)[:n].float()
 
     @property
     def model_info(self):
