@@ -49,8 +49,8 @@ def predict(
     """Classify image files.
 
     ``overrides`` are constructor arguments for ``create_model``; ``weights`` loads published weights instead of a
-    checkpoint (see ``load_model``). ``precision`` ('fp32', 'bf16' or 'auto') and ``compile`` are
-    ``swinkit.engine.inference``'s.
+    checkpoint (see ``load_model``). ``precision`` ('fp32', 'bf16', 'int8' or 'auto') and ``compile`` are
+    ``swinkit.deploy.inference``'s.
 
     Returns:
         One dict per image, in order: ``{"image", "top": [{"index", "label", "probability"}, ...]}``, or

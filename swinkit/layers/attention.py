@@ -24,15 +24,10 @@ from torch.utils.checkpoint import checkpoint
 from ..core.errors import ConfigError
 from .linear import Linear, linear
 from .relative_position import log_spaced_coords, relative_position_index
-from .tracing import is_fx_symbolic_tracing, placement
+from .tracing import is_fx_symbolic_tracing, placement, tracing
 from .window import WindowGeometry, attention_mask
 
 _MAX_CACHED_GEOMETRIES = 16
-
-
-def _tracing() -> bool:
-    tracers = (torch.compiler.is_compiling, torch.jit.is_tracing, torch.jit.is_scripting, is_fx_symbolic_tracing)
-    return any(tracing() for tracing in tracers)
 
 
 class WindowAttention(nn.Module):
@@ -98,7 +93,7 @@ class WindowAttention(nn.Module):
         return bias.to(dtype).contiguous()
 
     def _cacheable(self) -> bool:
-        if self.training or _tracing():
+        if self.training or tracing():
             return False
         return not (torch.is_grad_enabled() and any(p.requires_grad for p in self.bias_parameters()))
 
@@ -207,7 +202,8 @@ class WindowAttentionV1(WindowAttention):
         return q, k, None
 
     def position_bias(self, window: tuple[int, int]) -> torch.Tensor:
-        index = relative_position_index(window, self.window_size).to(next(self.parameters()).device)
+        device = placement(self.relative_position_bias_table, self)[0]
+        index = relative_position_index(window, self.window_size).to(device)
         n = window[0] * window[1]
         return self.relative_position_bias_table[index.view(-1)].view(n, n, -1).permute(2, 0, 1)
 

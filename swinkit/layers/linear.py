@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .tracing import is_fx_symbolic_tracing
+from .tracing import tracing
 
 USE_ONEDNN = torch.backends.mkldnn.is_available()
 _ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
@@ -26,12 +26,11 @@ def _onednn_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return (
         USE_ONEDNN
         and not torch.is_grad_enabled()
-        and not is_fx_symbolic_tracing()
+        and not tracing()  # before reading x: under torch.fx it is a proxy
         and x.device.type == "cpu"
         and x.dtype in _ONEDNN_DTYPES
         and weight.dtype == x.dtype
         and not torch.is_autocast_enabled("cpu")
-        and not (torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting())
     )
 
 

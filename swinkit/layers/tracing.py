@@ -13,7 +13,13 @@ import torch
 from torch import nn
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
-__all__ = ["is_fx_symbolic_tracing", "map_size", "placement"]
+__all__ = ["is_fx_symbolic_tracing", "map_size", "placement", "tracing"]
+
+
+def tracing() -> bool:
+    """True while any tracer records the model: torch.compile/export, TorchScript tracing or scripting, torch.fx."""
+    return (torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting()
+            or is_fx_symbolic_tracing())  # fmt: skip
 
 
 def map_size(x: torch.Tensor, module: nn.Module, dims: tuple[int, int] = (1, 2)) -> tuple[int, int]:

@@ -182,10 +182,9 @@ class CSWinBlock(nn.Module):
         # elimination (torchvision's create_feature_extractor runs it) would drop it.
         tracing = is_fx_symbolic_tracing()
         out = None if tracing else qkv.new_empty(b, hp, wp, c)
-        branches, start = [], 0
+        branches, start, device = [], 0, placement(x, self)[0]
         for attn in self.attns:
             sh, sw = attn.stripe(h, w, (hp, wp))
-            device = placement(x, self)[0]
             mask = _padded_key_mask(h, w, (hp, wp), (sh, sw), device) if (hp, wp) != (h, w) else None
             channels = slice(start, start + attn.dim)
             y = attn(qkv[..., channels], (sh, sw), mask)  # (B * nS, sh * sw, C_branch)

@@ -172,10 +172,8 @@ def run_benchmark(
     x = torch.randn(batch_size, 3, *size, generator=torch.Generator().manual_seed(0)).to(dev)
 
     entries: list[tuple[str, nn.Module, float | None]] = []
-    baseline = None
     for seed, impl in enumerate(against):
-        if impl == BASELINE:
-            baseline = impl
+        if impl == BASELINE:  # built from swinkit's own model below
             continue
         if impl.startswith("swinkit:"):
             # Another swinkit architecture on the same input (e.g. CSWin-T against Swin-T): no weights to share.
@@ -198,8 +196,8 @@ def run_benchmark(
             raise RuntimeError(f"swinkit and {impl} disagree on {name}: max relative difference {diff:.2e}")
         entries.append((impl, peer, diff))
     ours.to(dev)
-    if baseline is not None:
-        entries.insert(0, (baseline, copy.deepcopy(ours), None))
+    if BASELINE in against:
+        entries.insert(0, (BASELINE, copy.deepcopy(ours), None))
     entries.insert(0, ("swinkit", ours, None))
 
     flops_per_img = 2 * models.count_flops(ours, size) * (3 if mode == "train" else 1)
