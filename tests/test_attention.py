@@ -6,8 +6,10 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import swinkit
+from swinkit.core import machine
 from swinkit.core.errors import ConfigError
 from swinkit.layers import (
     WindowAttentionV1,
@@ -17,6 +19,7 @@ from swinkit.layers import (
     window,
     window_partition,
 )
+from swinkit.layers import attention as attention_module
 from swinkit.layers.window import attention_mask
 
 from .conftest import perturb_parameters
@@ -121,6 +124,34 @@ def test_sdpa_matches_explicit_attention(version, geometry, training):
     torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
     if version == 2:
         assert attn.logit_scale[0].item() > math.log(100.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("scale", [None, 1.0, 0.3])
+def test_written_out_attention_equals_sdpa(dtype, scale, monkeypatch):
+    monkeypatch.setattr(attention_module, "_written_out", lambda q: True)
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 6, 16, 8, generator=g).to(dtype) for _ in range(3))
+    mask = (3 * torch.randn(1, 6, 16, 16, generator=g)).to(dtype).expand(2, -1, -1, -1)
+    for m in (mask, None):
+        written = attention_module.attend(q, k, v, m, 0.0, scale)
+        fused = F.scaled_dot_product_attention(q, k, v, attn_mask=m, scale=scale)
+        assert written.dtype == dtype
+        tolerance = 1e-6 if dtype == torch.float32 else 2e-2
+        torch.testing.assert_close(written.float(), fused.float(), rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("amx", [False, True])
+def test_cpu_bf16_attention_is_written_out_only_without_amx(amx, monkeypatch):
+    monkeypatch.setattr(machine, "has_amx", lambda: amx)
+    calls = []
+    fused = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **kw: calls.append(1) or fused(*a, **kw))
+    for dtype, expected in ((torch.bfloat16, [1] if amx else []), (torch.float32, [1])):
+        calls.clear()
+        q = torch.randn(1, 2, 4, 8).to(dtype)
+        attention_module.attend(q, q, q, None, 0.0, None)
+        assert calls == expected, dtype
 
 
 def test_v2_logit_scale_clamp_matters():

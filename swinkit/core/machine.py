@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 from pathlib import Path
@@ -26,15 +27,22 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def isa() -> list[str]:
-    """The instruction sets of ``ISA_FLAGS`` the CPU has (Linux; empty elsewhere)."""
+@functools.cache
+def isa() -> tuple[str, ...]:
+    """The instruction sets of ``ISA_FLAGS`` the CPU has (Linux; empty elsewhere). Read once: the attention kernel
+    asks on every call."""
     flags = next((set(line.split(":", 1)[1].split()) for line in _cpuinfo() if line.startswith("flags")), set())
-    return [name for flag, name in ISA_FLAGS.items() if flag in flags]
+    return tuple(name for flag, name in ISA_FLAGS.items() if flag in flags)
 
 
 def native_bf16() -> list[str]:
     """The instruction sets of this CPU that compute in bf16 natively (empty: bf16 is emulated, slower than fp32)."""
     return [name for name in isa() if name in NATIVE_BF16]
+
+
+def has_amx() -> bool:
+    """Whether the CPU has AMX tile units for bf16 (Intel Sapphire Rapids and later)."""
+    return "AMX-BF16" in isa()
 
 
 def describe() -> str:

@@ -1,6 +1,7 @@
 """Window multi-head self-attention for Swin V1 (scaled dot product, bias table) and V2 (cosine, continuous bias).
 
-Both run through ``F.scaled_dot_product_attention``. The additive mask passed to it is the position bias plus the
+Both run through ``attend``: ``F.scaled_dot_product_attention``, or where that kernel is the slow one (bf16 on a CPU
+without AMX) the same softmax written out. The additive mask passed to it is the position bias plus the
 shift/padding mask of the window geometry. That tensor depends only on the weights and the geometry, so in eval mode
 (and whenever no gradient can reach the bias parameters) it is computed once per geometry and cached. The cache is
 dropped on ``train()``/``eval()``, on ``load_state_dict`` and on ``to()``; entries also carry the version counters of
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ..core import machine
 from ..core.errors import ConfigError
 from .linear import Linear, linear
 from .relative_position import log_spaced_coords, relative_position_index
@@ -33,7 +35,7 @@ _MAX_CACHED_GEOMETRIES = 16
 class WindowAttention(nn.Module):
     """Machinery common to both versions: the qkv projection, SDPA over windows, and the bias cache.
 
-    Subclasses define ``qkv_bias_vector``, ``scale_qk`` and ``position_bias``.
+    Subclasses define ``qkv_bias_vector``, ``split_heads`` and ``position_bias``.
     """
 
     def __init__(self, dim: int, num_heads: int, attn_drop: float, proj_drop: float) -> None:
@@ -52,8 +54,11 @@ class WindowAttention(nn.Module):
     def qkv_bias_vector(self) -> torch.Tensor | None:
         raise NotImplementedError
 
-    def scale_qk(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float | None]:
-        """Return q, k and the SDPA scale (None for the default head_dim ** -0.5)."""
+    def split_heads(
+        self, qkv: torch.Tensor, masks: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float | None]:
+        """q, k, v (B', masks * nH, N, d) of qkv (B', masks, N, 3, nH, d), and the attention scale (None for the
+        default head_dim ** -0.5)."""
         raise NotImplementedError
 
     def position_bias(self, window: tuple[int, int]) -> torch.Tensor:
@@ -127,10 +132,7 @@ class WindowAttention(nn.Module):
         # Windows that differ in mask are folded into the head dimension: SDPA then sees 4-D inputs and a
         # (1, nW * nH, N, N) mask broadcast over the images, which the fused kernels take (a 5-D input or a mask
         # repeated per image would not be).
-        qkv = qkv.view(bw // masks, masks, n, 3, self.num_heads, self.head_dim).permute(3, 0, 1, 4, 2, 5)
-        q, k, v = qkv.reshape(3, bw // masks, masks, self.num_heads, n, self.head_dim).unbind(0)  # (B', nW, nH, N, d)
-        q, k, scale = self.scale_qk(q, k)
-        q, k, v = (t.reshape(bw // masks, heads, n, self.head_dim) for t in (q, k, v))
+        q, k, v, scale = self.split_heads(qkv.view(bw // masks, masks, n, 3, self.num_heads, self.head_dim), masks)
         dropout = self.attn_drop if self.training else 0.0
         # Expanded to the images (a view) rather than left for SDPA to broadcast: broadcasting asks whether the image
         # count is 1, which a dynamic-size export would freeze into its graph.
@@ -141,7 +143,7 @@ class WindowAttention(nn.Module):
             dim = 0 if masks == 1 else 1
             out = chunked_attention(q, k, v, mask, dropout, scale, self.attention_chunks, dim)
         else:
-            out = _sdpa(q, k, v, mask, dropout, scale)
+            out = attend(q, k, v, mask, dropout, scale)
         if torch.compiler.is_exporting():
             # SDPA's output strides depend on the kernel, and torch.onnx's passes disagree on them: one traces the
             # reshape below as a view that a later one cannot apply. A copy makes it a view for both.
@@ -150,8 +152,28 @@ class WindowAttention(nn.Module):
         return self.proj_drop(self.proj(out))
 
 
-def _sdpa(q, k, v, mask, dropout: float, scale: float | None) -> torch.Tensor:
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scale)
+def attend(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, dropout: float, scale: float | None
+) -> torch.Tensor:
+    """softmax(q k^T * scale + mask) v over (B, H, N, d) inputs (scale None: d ** -0.5).
+
+    ``F.scaled_dot_product_attention``, except for bf16 and fp16 on a CPU without AMX: there PyTorch's fused CPU
+    kernel runs 2.3x slower than the three ops written out (Swin-T's windows of 64 tokens, AMD EPYC with AVX512-BF16;
+    with AMX the fused kernel is the faster one), so they are written out.
+    """
+    if is_fx_symbolic_tracing() or not _written_out(q):  # under fx, q is a proxy
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scale)
+    if scale != 1.0:
+        q = q * (q.shape[-1] ** -0.5 if scale is None else scale)
+    logits = q @ k.transpose(-2, -1)
+    if mask is not None:
+        logits = logits + mask
+    weights = torch.softmax(logits, dim=-1)
+    return F.dropout(weights, dropout) @ v if dropout else weights @ v
+
+
+def _written_out(q: torch.Tensor) -> bool:
+    return q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16) and not machine.has_amx()
 
 
 def chunked_attention(
@@ -162,7 +184,7 @@ def chunked_attention(
     backward pass rather than keeping its attention matrices (see the module docstring). ``mask`` must have the
     inputs' size along ``dim`` (or be None)."""
     if chunks <= 1:  # before reading any size: a traced symbolic size must not be compared here
-        return _sdpa(q, k, v, mask, dropout, scale)
+        return attend(q, k, v, mask, dropout, scale)
     chunks = min(chunks, q.shape[dim])
     tensors = [t for t in (q, k, v, mask) if t is not None]
     recompute = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
@@ -170,9 +192,9 @@ def chunked_attention(
     outs = []
     for parts in zip(*(t.tensor_split(chunks, dim) for t in (q, k, v)), masks, strict=True):
         if recompute:
-            outs.append(checkpoint(_sdpa, *parts, dropout, scale, use_reentrant=False))
+            outs.append(checkpoint(attend, *parts, dropout, scale, use_reentrant=False))
         else:
-            outs.append(_sdpa(*parts, dropout, scale))
+            outs.append(attend(*parts, dropout, scale))
     return torch.cat(outs, dim)
 
 
@@ -198,8 +220,11 @@ class WindowAttentionV1(WindowAttention):
     def qkv_bias_vector(self) -> torch.Tensor | None:
         return self.qkv.bias
 
-    def scale_qk(self, q, k):
-        return q, k, None
+    def split_heads(self, qkv, masks):
+        b, n, d = qkv.shape[0], qkv.shape[2], self.head_dim
+        # One copy of all three when windows are folded into heads; views otherwise.
+        q, k, v = qkv.permute(3, 0, 1, 4, 2, 5).reshape(3, b, masks * self.num_heads, n, d).unbind(0)
+        return q, k, v, None
 
     def position_bias(self, window: tuple[int, int]) -> torch.Tensor:
         device = placement(self.relative_position_bias_table, self)[0]
@@ -248,9 +273,20 @@ class WindowAttentionV2(WindowAttention):
             return None
         return torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
 
-    def scale_qk(self, q, k):
-        scale = torch.clamp(self.logit_scale, max=math.log(100.0)).exp()
-        return F.normalize(q, dim=-1) * scale.to(q.dtype), F.normalize(k, dim=-1), 1.0
+    def split_heads(self, qkv, masks):
+        # q / |q| * exp(logit scale) and k / |k| (F.normalize's eps) as one multiply by a per-token factor. The norms
+        # are taken of q and k as they lie in qkv, rows of d contiguous numbers: after the permutation into heads the
+        # same reduction runs 8x slower in fp32 (a strided-reduction kernel), which made F.normalize a tenth of the
+        # forward.
+        b, n, d = qkv.shape[0], qkv.shape[2], self.head_dim
+        heads = masks * self.num_heads
+        qk = qkv[:, :, :, :2]
+        scale = torch.clamp(self.logit_scale, max=math.log(100.0)).exp().view(1, -1, 1)
+        scale = torch.cat((scale, torch.ones_like(scale))).to(qkv.dtype)  # (2, nH, 1): q's scale, 1 for k
+        qk = qk * (scale / torch.linalg.vector_norm(qk, dim=-1, keepdim=True).clamp_min(1e-12))
+        q, k = qk.permute(3, 0, 1, 4, 2, 5).reshape(2, b, heads, n, d).unbind(0)
+        v = qkv[:, :, :, 2].permute(0, 1, 3, 2, 4).reshape(b, heads, n, d)
+        return q, k, v, 1.0
 
     def position_bias(self, window: tuple[int, int]) -> torch.Tensor:
         pretrained = self.pretrained_window_size
