@@ -75,17 +75,19 @@ def test_bf16_inference_casts_the_weights_and_returns_fp32_logits(tiny_model, na
     assert out.dtype == torch.float32 and _relative(out, expected) < 3e-2
 
 
-def test_compiled_inference_pads_small_batches_and_sees_new_weights(tiny_model):
+def test_compiled_inference_serves_every_batch_with_one_graph_and_sees_new_weights(tiny_model):
     model = tiny_model("swinv2_tiny_window8_256").eval()
     other = tiny_model("swinv2_tiny_window8_256", seed=1).state_dict()
-    x = torch.randn(4, 3, *model.img_size)
+    x = torch.randn(5, 3, *model.img_size)
     runner = InferenceModel(model, "fp32", compile=True)
     torch._dynamo.reset()
     with torch.no_grad():
-        assert _relative(runner(x), model(x)) < 1e-5
-        frames = torch._dynamo.utils.counters["stats"]["unique_graphs"]
-        assert _relative(runner(x[:3]), model(x[:3])) < 1e-5  # padded to the compiled batch of 4
-        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == frames  # no second graph
+        assert _relative(runner(x[:4]), model(x[:4])) < 1e-5
+        graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+        for n in (5, 3, 2, 1):  # larger and smaller batches, and a single image (padded to two)
+            out = runner(x[:n])
+            assert out.shape[0] == n and _relative(out, model(x[:n])) < 1e-5
+        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs  # no second graph
         model.load_state_dict(other)  # frozen into the graph: the next call compiles it again
         assert _relative(runner(x), model(x)) < 1e-5
 

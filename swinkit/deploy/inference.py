@@ -8,12 +8,13 @@ share.
   logged. fp16 is for accelerators.
 - **Compiled** (``compile=True``): ``torch.compile`` with Inductor's *freezing*: the weights are folded into the graph
   as constants, so Inductor prepacks them for oneDNN and fuses the norms, GELU and residual adds into the GEMMs'
-  neighbours. A graph is compiled per input geometry (batch size and image size); a batch smaller than the first one
-  (the last batch of an evaluation) is padded to it, so that it reuses the graph instead of compiling another. The
-  first call pays the compilation (about a minute on 2 CPU cores). Frozen weights are constants of the graph, so a
-  weight changed in place (``load_state_dict``) makes the next call compile again. Compiling is opt-in: on the
-  project's 2-core AMX CPU (``swinv2_tiny_window8_256``, batch 8) it pays in bf16 (1.08x bf16 eager, 2.92x fp32
-  eager), not in fp32 (1.00x: Inductor packs fp32 linears for MKL, no faster than swinkit's eager oneDNN route).
+  neighbours. The batch dimension is compiled dynamic, so one graph per image size serves every batch of two or more
+  (a single image is padded to two: dynamo specialises a size of 1). The dynamic batch is also what keeps Inductor's
+  fp32 linears on oneDNN: with a static batch it packs them for MKL instead, measured 0.82-0.93x swinkit's eager
+  fp32 on an AMD EPYC, against 1.01-1.14x with the dynamic batch. The first call pays the compilation (about a
+  minute on 2 CPU cores). Frozen weights are constants of the graph, so a weight changed in place
+  (``load_state_dict``) makes the next call compile again. Compiling is opt-in, since in fp32 the GEMMs it cannot
+  speed up are three quarters of the forward (the README's performance section has the measurements).
 - **int8** (CPU): the model is exported to ONNX, quantized by ONNX Runtime's dynamic quantization (int8 weights,
   activations quantized per batch; ``swinkit.deploy.export``) in a temporary directory and run by ONNX Runtime: the
   graph ``swinkit export --format onnx --quantize int8`` writes, so ``swinkit eval --precision int8`` measures the
@@ -28,7 +29,6 @@ from pathlib import Path
 
 import torch
 import torch._inductor.config as inductor_config
-import torch.nn.functional as F
 from torch import nn
 
 from ..core import device as devices
@@ -77,7 +77,6 @@ class InferenceModel(nn.Module):
         self.model = model.eval().to(self.dtype)
         self.compiled = torch.compile(self.model) if compile else None
         self._int8 = _int8_runner(self.model) if precision == "int8" else None
-        self._padded_batch: int | None = None
         self._frozen_versions: tuple[int, ...] | None = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -92,11 +91,9 @@ class InferenceModel(nn.Module):
                 torch._dynamo.reset()  # the weights changed in place (an EMA load): the frozen graph holds the old ones
             self._frozen_versions = versions
             n = images.shape[0]
-            if self._padded_batch is None or n > self._padded_batch:
-                self._padded_batch = n
-            pad = self._padded_batch - n
-            if pad:  # the graph of the first batch size serves smaller batches (see the module docstring)
-                images = F.pad(images, (0, 0, 0, 0, 0, 0, 0, pad))
+            if n == 1:  # the dynamic-batch graph serves it (see the module docstring)
+                images = images.repeat(2, 1, 1, 1)
+            torch._dynamo.maybe_mark_dynamic(images, 0)
             # Freezing is read when a graph compiles, which any call may do (a new geometry): set around every call.
             # (``torch.compile(options={"freezing": True})`` does not reach it: measured, the weights stayed inputs.)
             with inductor_config.patch(freezing=True):
