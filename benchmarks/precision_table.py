@@ -3,22 +3,27 @@
     python benchmarks/precision_table.py --checkpoint RUN_DIR/checkpoints/best [--compile] [key=value ...]
 
 The validation set of the run's own config (or ``-c CONFIG``) is read once into memory; then fp32, bf16 and int8
-(and with ``--compile`` compiled fp32 and bf16) ``InferenceModel``s of the checkpoint classify every image. Each row
-gives top-1, the share of images whose top-1 class equals fp32's, and img/s over the set after a warm-up batch (so a
-compiled model's first-call compilation is left out), with its ratio to fp32 eager measured in the same run.
+(and with ``--compile`` compiled fp32 and bf16) ``InferenceModel``s of the checkpoint classify every image, and so
+does the int8 ONNX Runtime graph that ``swinkit export --format onnx --quantize int8`` writes (the deployable
+artifact). Each row gives top-1, the share of images whose top-1 class equals fp32's, and img/s over the set after a
+warm-up batch (so a compiled model's first-call compilation is left out), with its ratio to fp32 eager measured in
+the same run.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
 from swinkit.core.distributed import DistEnv
 from swinkit.core.machine import describe
 from swinkit.deploy.eval_checkpoint import checkpoint_and_loader
+from swinkit.deploy.export import export, onnx_runner
 from swinkit.deploy.inference import InferenceModel
 from swinkit.engine.checkpoint import stored_config
 from swinkit.engine.config import apply_overrides, load_config
@@ -28,7 +33,15 @@ VARIANTS = [("fp32", False), ("bf16", False), ("int8", False)]
 COMPILED = [("fp32", True), ("bf16", True)]
 
 
-def classify(runner: InferenceModel, batches: list[torch.Tensor]) -> tuple[torch.Tensor, float]:
+def onnx_int8(model: torch.nn.Module):
+    """The ONNX Runtime function of ``swinkit export --format onnx --quantize int8``'s graph of ``model``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model-int8.onnx"
+        export(None, path, model=copy.deepcopy(model).eval(), dynamic_batch=True, quantize="int8")
+        return onnx_runner(path)  # the session has read the file
+
+
+def classify(runner, batches: list[torch.Tensor]) -> tuple[torch.Tensor, float]:
     """Top-1 classes of every batch and img/s after the first batch (the warm-up)."""
     predictions = [runner(batches[0]).argmax(1)]
     start = time.perf_counter()
@@ -62,13 +75,16 @@ def main() -> None:
     print(f"{args.checkpoint}: {len(targets)} validation images in batches of {len(batches[0])}")
     print("| precision | top-1 % | top-1 agreement with fp32 | img/s | x fp32 eager |\n|---|---|---|---|---|")
     reference = fp32_rate = None
-    for precision, compiled in VARIANTS + (COMPILED if args.compile else []):
-        predictions, rate = classify(InferenceModel(copy.deepcopy(model), precision, compile=compiled), batches)
+    runners = [(precision + (", compiled" if compiled else ""),
+                lambda p=precision, c=compiled: InferenceModel(copy.deepcopy(model), p, compile=c))
+               for precision, compiled in VARIANTS + (COMPILED if args.compile else [])]  # fmt: skip
+    runners.append(("int8, ONNX Runtime (`swinkit export --quantize int8`)", lambda: onnx_int8(model)))
+    for label, build in runners:
+        predictions, rate = classify(build(), batches)
         if reference is None:
             reference, fp32_rate = predictions, rate
         top1 = 100.0 * (predictions == targets).float().mean().item()
         agreement = 100.0 * (predictions == reference).float().mean().item()
-        label = precision + (", compiled" if compiled else "")
         print(f"| {label} | {top1:.2f} | {agreement:.2f}% | {rate:.0f} | {rate / fp32_rate:.2f} |", flush=True)
 
 

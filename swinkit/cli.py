@@ -303,7 +303,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 def _add_inference_flags(p: argparse.ArgumentParser, default_help: str) -> None:
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16", "int8"),
                    help=f"inference precision; auto: bf16 where the hardware has it natively, else fp32; int8: "
-                        f"ONNX Runtime ({default_help})")  # fmt: skip
+                        f"int8 GEMMs through oneDNN on the CPU ({default_help})")  # fmt: skip
     p.add_argument("--compile", action="store_true",
                    help="torch.compile with freezing: faster after a first call that compiles (about a minute)")
 
@@ -426,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--img-size", type=int, help="default: the model's")
     p.add_argument("--dtype", choices=("fp32", "bf16", "fp16", "int8"), default="fp32",
-                   help="inference: the weights in this dtype (int8: ONNX Runtime); training: autocast")  # fmt: skip
+                   help="inference: the weights in this dtype (int8: int8 GEMMs); training: autocast")  # fmt: skip
     p.add_argument("--mode", choices=("infer", "train"), default="infer", help="train: forward, loss, backward, AdamW")
     p.add_argument("--compile", action="store_true", help="torch.compile every model (inference: with freezing)")
     p.add_argument(

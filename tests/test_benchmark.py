@@ -44,7 +44,7 @@ def test_bf16_inference_against_swinkit_fp32_eager_in_the_same_run():
 
 
 def test_int8_is_benchmarked_against_swinkit_alone():
-    with pytest.raises(ValueError, match="int8 is swinkit's ONNX Runtime inference path"):
+    with pytest.raises(ValueError, match="int8 is swinkit's eager CPU inference path"):
         run_benchmark("swin_tiny_patch4_window7_224", dtype="int8", against=("timm",))
-    with pytest.raises(ValueError, match="int8 is swinkit's ONNX Runtime inference path"):
+    with pytest.raises(ValueError, match="int8 is swinkit's eager CPU inference path"):
         run_benchmark("swin_tiny_patch4_window7_224", dtype="int8", mode="train", against=())

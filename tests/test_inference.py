@@ -1,7 +1,10 @@
-"""Inference at a precision (fp32, bf16 weights, int8 through ONNX Runtime), eager or compiled with freezing."""
+"""Inference at a precision (fp32, bf16 weights, int8 GEMMs; the int8 ONNX Runtime export), eager or compiled with
+freezing."""
 
 from __future__ import annotations
 
+import copy
+import io
 import json
 
 import onnx
@@ -16,9 +19,10 @@ from swinkit.core.errors import ConfigError
 from swinkit.deploy import export
 from swinkit.deploy.export import onnx_runner
 from swinkit.deploy.inference import InferenceModel, inference_precision
+from swinkit.deploy.int8 import Int8Linear
 from swinkit.engine.train import train
 from swinkit.layers import linear as linear_module
-from swinkit.layers.linear import linear_gelu
+from swinkit.layers.linear import Linear, linear_gelu
 from swinkit.tools.matmul_peak import matmul_peak_gflops
 from tests.engine_utils import tiny_config
 
@@ -92,12 +96,57 @@ def test_compiled_inference_serves_every_batch_with_one_graph_and_sees_new_weigh
         assert _relative(runner(x), model(x)) < 1e-5
 
 
-def test_int8_inference_and_export_through_onnx_runtime(tiny_model, tmp_path):
+@pytest.mark.parametrize("shape", [(7, 96), (2, 7, 96), (2, 3, 4, 96)])
+@pytest.mark.parametrize("op", ["linear", "override bias", "no bias", "gelu", "gelu tanh"])
+def test_int8_linear_is_linear_within_8_bit_error(shape, op):
+    torch.manual_seed(0)
+    reference = Linear(96, 192, bias=op != "no bias")
+    x = torch.randn(shape)
+    bias = torch.randn(192) if op == "override bias" else reference.bias
+    quantized = Int8Linear(reference)
+    with torch.no_grad():
+        if op.startswith("gelu"):
+            approximate = "tanh" if op.endswith("tanh") else "none"
+            expected = F.gelu(F.linear(x, reference.weight, bias), approximate=approximate)
+            out = quantized.forward_gelu(x, approximate)
+        else:
+            expected = F.linear(x, reference.weight, bias)
+            out = quantized(x, bias) if op == "override bias" else quantized(x)
+    assert out.shape == expected.shape and out.dtype == torch.float32
+    # 8-bit activations and weights: ~1% of the output's range, far below a wrong scale or layout (~100%).
+    assert _relative(out, expected) < 0.03
+    assert quantized.weight_int8.dtype == torch.int8 and quantized.weight_scale.shape == (192,)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_int8_inference_quantizes_every_linear_layer(tiny_model, name):
+    model = tiny_model(name).eval()
+    x = torch.randn(3, 3, *model.img_size)
+    with torch.no_grad():
+        expected = model(x)
+    linears = sum(isinstance(m, Linear) for m in model.modules())
+    runner = InferenceModel(model, "int8")
+    assert not any(isinstance(m, Linear) for m in model.modules())
+    assert sum(isinstance(m, Int8Linear) for m in model.modules()) == linears > 0
+    out = runner(x)
+    assert out.dtype == torch.float32 and _relative(out, expected) < 0.05
+    # The packed weight is repacked, not copied: the model copies and pickles.
+    assert torch.equal(copy.deepcopy(runner)(x), out)
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    assert torch.equal(InferenceModel(torch.load(buffer, weights_only=False), "fp32")(x), out)
+    with pytest.raises(ConfigError, match="drop --compile"):
+        InferenceModel(tiny_model(name), "int8", compile=True)
+    with pytest.raises(ConfigError, match="int8 inference runs on the CPU"):
+        InferenceModel(tiny_model(name).to("meta"), "int8")
+
+
+def test_int8_onnx_export_through_onnx_runtime(tiny_model, tmp_path):
     model = tiny_model("swin_tiny_patch4_window7_224").eval()
     x = torch.randn(5, 3, *model.img_size)
     with torch.no_grad():
         expected = model(x)
-    assert _relative(InferenceModel(model, "int8")(x), expected) < 0.1
     result = export(None, tmp_path / "int8.onnx", model=model, dynamic_batch=True, quantize="int8")
     assert result.quantize == "int8" and result.max_difference < 0.1 and "onnx, int8" in str(result)
     fp32 = export(None, tmp_path / "fp32.onnx", model=model, dynamic_batch=True)
@@ -108,20 +157,23 @@ def test_int8_inference_and_export_through_onnx_runtime(tiny_model, tmp_path):
     assert _relative(onnx_runner(result.path)(x), expected) < 0.1 and fp32.max_difference < 1e-4
     with pytest.raises(ConfigError, match="use --format onnx"):
         export(None, tmp_path / "m.pt", model=model, format="torchscript", quantize="int8")
-    with pytest.raises(ConfigError, match="drop --compile"):
-        InferenceModel(model, "int8", compile=True)
 
 
 def test_predict_and_eval_cli_take_a_precision(tmp_path, capsys):
     out = tmp_path / "run"
-    train(tiny_config(out))
+    train(tiny_config(out, "train.ema=true"))
     best = out / "checkpoints" / "best"
     assert main(["eval", "--checkpoint", str(best), "--output", str(tmp_path / "fp32")]) == 0
     assert main(["eval", "--checkpoint", str(best), "--precision", "bf16", "--output", str(tmp_path / "bf16")]) == 0
+    assert main(["eval", "--checkpoint", str(best), "--precision", "int8", "--output", str(tmp_path / "int8")]) == 0
     fp32 = json.loads((tmp_path / "fp32" / "eval.json").read_text())
-    bf16 = json.loads((tmp_path / "bf16" / "eval.json").read_text())
-    assert "precision" not in fp32 and bf16["precision"] == "bf16" and bf16["n"] == fp32["n"]
-    assert abs(bf16["loss"] - fp32["loss"]) < 0.05 * fp32["loss"]
+    assert "precision" not in fp32
+    for precision in ("bf16", "int8"):
+        result = json.loads((tmp_path / precision / "eval.json").read_text())
+        assert result["precision"] == precision and result["n"] == fp32["n"]
+        assert abs(result["loss"] - fp32["loss"]) < 0.05 * fp32["loss"]
+        # The EMA weights are evaluated at the same precision (int8: quantized from an fp32 copy).
+        assert abs(result["ema_loss"] - fp32["ema_loss"]) < 0.05 * fp32["ema_loss"]
     image = str(tmp_path / "digit.png")
     Image.new("RGB", (40, 40), (200, 30, 30)).save(image)
     capsys.readouterr()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from pathlib import Path
@@ -33,9 +34,9 @@ def run_eval(
         output: directory for ``eval.json``; the checkpoint directory (or the file's directory) by default, which
             for a remote checkpoint is its copy in the cache (the log names it).
         precision: None evaluates as the run validated during training (``train.precision``, autocast), so the
-            numbers equal its log; 'fp32', 'bf16' or 'auto' run ``swinkit.deploy.inference.InferenceModel`` (bf16
-            weights, not autocast; auto: bf16 where the hardware has it natively; int8: ONNX Runtime), as does
-            ``compile``.
+            numbers equal its log; 'fp32', 'bf16', 'int8' or 'auto' run ``swinkit.deploy.inference.InferenceModel``
+            (bf16 weights, not autocast; auto: bf16 where the hardware has it natively; int8:
+            ``swinkit.deploy.int8``), as does ``compile``.
     """
     with session(cfg) as s:
         return _run_eval(cfg, s.env, s.device, s.precision, checkpoint, output, precision, compile)
@@ -75,6 +76,9 @@ def _run_eval(
     precision: str | None, compile: bool,
 ) -> dict:  # fmt: skip
     model, loader, ckpt_dir, path = checkpoint_and_loader(cfg, env, device, checkpoint)
+    ema = ckpt_dir is not None and ckpt.has_ema(ckpt_dir)
+    # int8 replaces the model's linear layers in place: the EMA weights load into an fp32 copy.
+    ema_model = copy.deepcopy(model) if ema and precision == "int8" else model
     if precision is None and not compile:
         runner, autocast_precision = model, train_precision  # as the run validated during training
     else:
@@ -83,12 +87,12 @@ def _run_eval(
     result = evaluate(runner, loader, device, autocast_precision)
     if precision is not None:
         result["precision"] = precision
-    if ckpt_dir is not None and ckpt.has_ema(ckpt_dir):
-        ckpt.load_weights(model, ckpt_dir, ema=True)  # into the model the runner wraps, in its dtype
-        if precision == "int8":  # the ONNX graph holds the weights it was exported with
-            runner = InferenceModel(model, precision)
-        ema = evaluate(runner, loader, device, autocast_precision)
-        result.update({f"ema_{k}": v for k, v in ema.items() if k != "n"})
+    if ema:
+        ckpt.load_weights(ema_model, ckpt_dir, ema=True)  # into the model the runner wraps, in its dtype
+        if ema_model is not model:
+            runner = InferenceModel(ema_model, precision)
+        ema_result = evaluate(runner, loader, device, autocast_precision)
+        result.update({f"ema_{k}": v for k, v in ema_result.items() if k != "n"})
     if env.is_main:
         out_dir = Path(output) if output else (ckpt_dir or path.parent)
         out_dir.mkdir(parents=True, exist_ok=True)

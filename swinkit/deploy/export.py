@@ -10,13 +10,10 @@ as constants, and CSWin decides its stripe padding in Python, so those are expor
 
 ``quantize="int8"`` (ONNX only) writes the checked fp32 graph through ONNX Runtime's dynamic quantization: weights
 int8 per tensor, activations quantized per batch at run time, so no calibration set is needed. It is the deployable
-int8 artifact (a quarter of the weight bytes, runs wherever ONNX Runtime does); it is not a speed-up on a CPU with
-native bf16. Measured on the project's AMX machine, side by side with swinkit's fp32 eager forward of
-``swinv2_tiny_window8_256`` at batch 8: this graph 1.02-1.05x; ONNX Runtime's static (QDQ, calibrated) quantization
-0.79x of the dynamic one; PT2E with the x86 Inductor quantizer (torchao, every GEMM annotated, compiled with freezing)
-1.27x after a 78 s compilation; swinkit's bf16 eager path 2.68x. The quantized graph is checked against PyTorch like
-the fp32 one, with the tolerance of 8-bit arithmetic (``INT8_TOLERANCE``); its accuracy is what ``swinkit eval
---precision int8`` measures.
+int8 artifact (a quarter of the weight bytes, runs wherever ONNX Runtime does), checked against PyTorch like the fp32
+graph with the tolerance of 8-bit arithmetic (``INT8_TOLERANCE``). Side by side with swinkit's fp32 eager forward of
+``swinv2_tiny_window8_256`` at batch 8 it ran 1.52x on an AMD EPYC with AVX512-VNNI and 1.02-1.05x on an Intel Xeon
+with AMX; in-process int8 inference (``--precision int8``, ``swinkit.deploy.int8``) is faster.
 """
 
 from __future__ import annotations

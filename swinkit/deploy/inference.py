@@ -15,17 +15,15 @@ share.
   minute on 2 CPU cores). Frozen weights are constants of the graph, so a weight changed in place
   (``load_state_dict``) makes the next call compile again. Compiling is opt-in, since in fp32 the GEMMs it cannot
   speed up are three quarters of the forward (the README's performance section has the measurements).
-- **int8** (CPU): the model is exported to ONNX, quantized by ONNX Runtime's dynamic quantization (int8 weights,
-  activations quantized per batch; ``swinkit.deploy.export``) in a temporary directory and run by ONNX Runtime: the
-  graph ``swinkit export --format onnx --quantize int8`` writes, so ``swinkit eval --precision int8`` measures the
-  accuracy of exactly what would be deployed. Export and quantization take about a minute for Swin-T.
+- **int8** (CPU): every linear layer runs oneDNN's int8 GEMM with int8 weights and activations quantized per call
+  (``swinkit.deploy.int8``, which has the measurements it was chosen by); the rest of the model stays fp32. The
+  deployable int8 artifact is another thing: ``swinkit export --format onnx --quantize int8`` writes an ONNX Runtime
+  graph, checked against PyTorch when it is written.
 """
 
 from __future__ import annotations
 
 import logging
-import tempfile
-from pathlib import Path
 
 import torch
 import torch._inductor.config as inductor_config
@@ -34,6 +32,7 @@ from torch import nn
 from ..core import device as devices
 from ..core import machine
 from ..core.errors import ConfigError
+from .int8 import quantize_int8
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +47,7 @@ def inference_precision(precision: str, device: torch.device) -> str:
     if precision == "fp16" and not devices.has_fp16_kernels(device):
         raise ConfigError(f"fp16 inference is for accelerators; on {device.type} use --precision bf16 or auto")
     if precision == "int8" and device.type != "cpu":
-        raise ConfigError(f"int8 inference runs on the CPU through ONNX Runtime; on {device.type} use bf16 or auto")
+        raise ConfigError(f"int8 inference runs on the CPU; on {device.type} use bf16 or auto")
     if precision != "auto":
         return precision
     if device.type == "cpu":
@@ -71,17 +70,18 @@ class InferenceModel(nn.Module):
         if precision not in (*DTYPES, "int8"):
             raise ConfigError(f"precision {precision!r}: resolve 'auto' with inference_precision first")
         if precision == "int8" and compile:
-            raise ConfigError("int8 runs in ONNX Runtime, which compiles its own graph: drop --compile")
+            raise ConfigError("int8 runs eagerly (its per-call quantization does not compile): drop --compile")
         self.precision = precision
         self.dtype = DTYPES.get(precision, torch.float32)
         self.model = model.eval().to(self.dtype)
+        if precision == "int8":
+            if any(p.device.type != "cpu" for p in self.model.parameters()):
+                raise ConfigError("int8 inference runs on the CPU: move the model there, or use bf16 on an accelerator")
+            quantize_int8(self.model)
         self.compiled = torch.compile(self.model) if compile else None
-        self._int8 = _int8_runner(self.model) if precision == "int8" else None
         self._frozen_versions: tuple[int, ...] | None = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self._int8 is not None:
-            return self._int8(images.cpu()).to(images.device)
         with torch.no_grad():
             images = images.to(self.dtype)
             if self.compiled is None:
@@ -103,14 +103,3 @@ class InferenceModel(nn.Module):
     def model_info(self):
         return self.model.model_info
 
-
-def _int8_runner(model: nn.Module):
-    """The ONNX Runtime function of ``model``'s int8 graph (module docstring), loaded from a temporary export."""
-    from .export import export, onnx_runner, require_onnx
-
-    require_onnx()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model-int8.onnx"
-        log.info("int8: exporting and quantizing the model for ONNX Runtime")
-        export(None, path, model=model, dynamic_batch=True, quantize="int8")
-        return onnx_runner(path)  # the session has read the file; the directory can go

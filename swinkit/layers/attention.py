@@ -24,7 +24,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..core import machine
 from ..core.errors import ConfigError
-from .linear import Linear, linear
+from .linear import Linear
 from .relative_position import log_spaced_coords, relative_position_index
 from .tracing import is_fx_symbolic_tracing, placement, tracing
 from .window import WindowGeometry, attention_mask
@@ -35,7 +35,7 @@ _MAX_CACHED_GEOMETRIES = 16
 class WindowAttention(nn.Module):
     """Machinery common to both versions: the qkv projection, SDPA over windows, and the bias cache.
 
-    Subclasses define ``qkv_bias_vector``, ``split_heads`` and ``position_bias``.
+    Subclasses define ``split_heads`` and ``position_bias``; V2 also ``assembled_qkv_bias``.
     """
 
     def __init__(self, dim: int, num_heads: int, attn_drop: float, proj_drop: float) -> None:
@@ -51,8 +51,9 @@ class WindowAttention(nn.Module):
         self.attention_chunks = 1
         self._bias_cache: dict[tuple, tuple[tuple[int, ...], torch.Tensor]] = {}
 
-    def qkv_bias_vector(self) -> torch.Tensor | None:
-        raise NotImplementedError
+    def assembled_qkv_bias(self) -> torch.Tensor | None:
+        """The qkv projection's bias where it is assembled from other parameters (V2); None: the projection's own."""
+        return None
 
     def split_heads(
         self, qkv: torch.Tensor, masks: int
@@ -122,7 +123,7 @@ class WindowAttention(nn.Module):
     def forward(self, x: torch.Tensor, geometry: WindowGeometry) -> torch.Tensor:
         """x: (B * num_windows, N, C) windows of one geometry -> same shape."""
         bw, n, c = x.shape[0], geometry.window[0] * geometry.window[1], self.dim
-        qkv = linear(x, self.qkv.weight, self.qkv_bias_vector())
+        qkv = self.qkv(x, self.assembled_qkv_bias())
         device, dtype = placement(qkv, self)
         bias = self.attention_bias(geometry, dtype, device)
         masks = bias.shape[0]  # 1, or num_windows when windows differ in their shift/padding mask
@@ -217,9 +218,6 @@ class WindowAttentionV1(WindowAttention):
         self.relative_position_bias_table = nn.Parameter(torch.zeros(table_len, num_heads))
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
 
-    def qkv_bias_vector(self) -> torch.Tensor | None:
-        return self.qkv.bias
-
     def split_heads(self, qkv, masks):
         b, n, d = qkv.shape[0], qkv.shape[2], self.head_dim
         # One copy of all three when windows are folded into heads; views otherwise.
@@ -268,7 +266,7 @@ class WindowAttentionV2(WindowAttention):
         else:
             self.q_bias = self.v_bias = None
 
-    def qkv_bias_vector(self) -> torch.Tensor | None:
+    def assembled_qkv_bias(self) -> torch.Tensor | None:
         if self.q_bias is None:
             return None
         return torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))

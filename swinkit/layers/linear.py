@@ -51,7 +51,15 @@ def linear_gelu(
 
 
 class Linear(nn.Linear):
-    """``nn.Linear`` (same parameters and state dict) using ``linear``."""
+    """``nn.Linear`` (same parameters and state dict) using ``linear``.
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(x, self.weight, self.bias)
+    ``bias`` replaces the module's own bias for one call (Swin V2's qkv assembles its bias from ``q_bias`` and
+    ``v_bias``), and ``forward_gelu`` is the MLP's GELU of the output as one op. Every model calls its linear layers
+    through these two methods, so that a module of the same interface can stand in for them (``swinkit.deploy.int8``).
+    """
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        return linear(x, self.weight, self.bias if bias is None else bias)
+
+    def forward_gelu(self, x: torch.Tensor, approximate: str = "none") -> torch.Tensor:
+        return linear_gelu(x, self.weight, self.bias, approximate)

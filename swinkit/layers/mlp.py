@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .linear import Linear, linear_gelu
+from .linear import Linear
 
 
 class Mlp(nn.Module):
-    """fc1 -> GELU -> dropout -> fc2 -> dropout, on the last dimension (fc1 and GELU as one ``linear_gelu``)."""
+    """fc1 -> GELU -> dropout -> fc2 -> dropout, on the last dimension (fc1 and GELU as one op: ``forward_gelu``)."""
 
     def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0, approximate_gelu: str = "none") -> None:
         super().__init__()
@@ -20,7 +20,7 @@ class Mlp(nn.Module):
         self.drop2 = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        hidden = linear_gelu(x, self.fc1.weight, self.fc1.bias, self.act.approximate)
+        hidden = self.fc1.forward_gelu(x, self.act.approximate)
         return self.drop2(self.fc2(self.drop1(hidden)))
 
 

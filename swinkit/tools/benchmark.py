@@ -158,7 +158,7 @@ def run_benchmark(
         raise ConfigError(f"dtype must be one of {list(PRECISIONS)} and mode 'infer' or 'train'")
     if dtype == "int8" and (mode == "train" or compile or set(against) - {BASELINE}):
         raise ConfigError(
-            f"int8 is swinkit's ONNX Runtime inference path: benchmark it with --mode infer, without --compile, "
+            f"int8 is swinkit's eager CPU inference path: benchmark it with --mode infer, without --compile, "
             f"against {BASELINE} (its fp32 eager self)"
         )
     unknown = {a for a in against if not a.startswith("swinkit:")} - set(PEERS) - {BASELINE}
@@ -230,9 +230,7 @@ def run_benchmark(
     for impl, model, diff in entries:
         rates = [batch_size / t for t in times[impl]]
         median = statistics.median(rates)
-        # ONNX Runtime's memory (int8) is outside torch's view.
-        measurable = measure_memory and precisions[impl] != "int8"
-        memory = peak_memory_mb(model, x, mode, precisions[impl]) if measurable else None
+        memory = peak_memory_mb(model, x, mode, precisions[impl]) if measure_memory else None
         mfu = median * flops_per_img / (peaks[precisions[impl]] * 1e9)
         report.results.append(Result(impl, median, (min(rates), max(rates)), memory, mfu, diff))
     return report

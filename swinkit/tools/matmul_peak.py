@@ -2,7 +2,8 @@
 
 The peak is the best rate over several GEMM shapes (large squares, and the tall-skinny shapes of a Swin stage-1 MLP
 and qkv projection at batch 8), over every kernel route a model can take (``torch.mm``, ``F.linear``, oneDNN's
-linear for fp32/bf16 on CPU; ``torch._int_mm`` for int8), over repeated trials, all in the calling process. Taking
+linear for fp32/bf16 on CPU; ``torch._int_mm`` and oneDNN's int8 linear of ``swinkit.deploy.int8`` for int8), over
+repeated trials, all in the calling process. Taking
 the maximum of all of these keeps it from being under-measured, so a model's MFU against it stays at or below 100%.
 """
 
@@ -15,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core import device as devices
+from ..deploy.int8 import int8_available
 
 # (M, K, N): a square, a large-K square, Swin-T stage 1's fc1 and qkv at batch 8 (8 * 64 * 64 tokens), stage 3's fc1.
 SHAPES = ((2048, 2048, 2048), (1024, 4096, 1024), (32768, 96, 384), (32768, 96, 288), (2048, 384, 1536))
@@ -24,7 +26,14 @@ DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp
 def _kernels(a: torch.Tensor, w: torch.Tensor) -> list[Callable[[], torch.Tensor]]:
     """Every route a model's GEMM can take for these operands: ``a`` (M, K) times ``w`` (N, K) transposed."""
     if a.dtype == torch.int8:
-        return [lambda: torch._int_mm(a, w.t())]
+        kernels = [lambda: torch._int_mm(a, w.t())]
+        if a.device.type == "cpu" and int8_available():
+            activations = (a.to(torch.int16) + 128).to(torch.uint8)  # the uint8 activations of deploy.int8
+            packed = torch.ops.onednn.qlinear_prepack(w, [1, w.shape[1]])
+            scales, zero_points = torch.ones(w.shape[0]), torch.zeros(w.shape[0], dtype=torch.long)
+            kernels.append(lambda: torch.ops.onednn.qlinear_pointwise(
+                activations, 1.0, 128, packed, scales, zero_points, None, 1.0, 0, torch.float32, "none", [], ""))
+        return kernels
     kernels = [lambda: torch.mm(a, w.t()), lambda: F.linear(a, w)]
     if a.device.type == "cpu" and a.dtype in (torch.float32, torch.bfloat16) and torch.backends.mkldnn.is_available():
         kernels.append(lambda: torch.ops.mkldnn._linear_pointwise(a, w, None, "none", [], ""))

@@ -1,0 +1,76 @@
+"""The int8 routes side by side: swinkit's int8 GEMMs in eager PyTorch (``--precision int8``), the int8 ONNX Runtime
+graph (``swinkit export --format onnx --quantize int8``) and, for reference, the fp32 ONNX graph, each against
+swinkit's fp32 eager forward, in one process.
+
+    python benchmarks/int8_routes.py [--model swinv2_tiny_window8_256] [--batch-size 8] [--rounds 7]
+
+The model gets random non-trivial weights; every route classifies the same batch in alternating rounds (after a
+warm-up) and the table gives the median img/s, its min-max spread, the ratio to fp32 eager and the largest logit
+difference from fp32 relative to the largest logit. PT2E quantization (torchao's x86 Inductor quantizer) is not
+here: it needs torchao, which swinkit does not depend on (its measurements are in ``swinkit.deploy.int8``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from swinkit.core.machine import describe
+from swinkit.deploy.export import export, onnx_runner
+from swinkit.deploy.inference import InferenceModel
+from swinkit.models import create_model
+from swinkit.runtime import reuse_freed_memory
+from swinkit.tools.peers import perturb_parameters
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="swinv2_tiny_window8_256")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+    reuse_freed_memory()
+    model = perturb_parameters(create_model(args.model, drop_path_rate=0.0), 0, std=0.02).eval()
+    x = torch.randn(args.batch_size, 3, *model.img_size, generator=torch.Generator().manual_seed(0))
+    with tempfile.TemporaryDirectory() as tmp:
+        graphs = {}
+        for name, quantize in (("onnxruntime int8", "int8"), ("onnxruntime fp32", None)):
+            path = Path(tmp) / f"{name.replace(' ', '-')}.onnx"
+            export(None, path, model=copy.deepcopy(model), dynamic_batch=True, quantize=quantize)
+            graphs[name] = onnx_runner(path)
+    routes = {
+        "swinkit fp32 eager": InferenceModel(copy.deepcopy(model), "fp32"),
+        "swinkit int8": InferenceModel(copy.deepcopy(model), "int8"),
+        **graphs,
+    }
+    reference = routes["swinkit fp32 eager"](x)
+    differences = {}
+    for name, run in routes.items():
+        out = run(x)
+        run(x)
+        differences[name] = ((out - reference).abs().max() / reference.abs().max()).item()
+    times = {name: [] for name in routes}
+    for r in range(args.rounds):
+        for name in list(routes) if r % 2 == 0 else list(routes)[::-1]:
+            start = time.perf_counter()
+            routes[name](x)
+            times[name].append(time.perf_counter() - start)
+    print(f"{args.model}, batch {args.batch_size}, {args.rounds} rounds; {describe()}, {torch.get_num_threads()} "
+          f"threads, torch {torch.__version__}")  # fmt: skip
+    print("| route | img/s | spread | x fp32 eager | max logit difference |\n|---|---|---|---|---|")
+    base = statistics.median(args.batch_size / t for t in times["swinkit fp32 eager"])
+    for name, seconds in times.items():
+        rates = [args.batch_size / t for t in seconds]
+        median = statistics.median(rates)
+        print(f"| {name} | {median:.2f} | {min(rates):.1f}-{max(rates):.1f} | {median / base:.2f} | "
+              f"{differences[name]:.1e} |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
