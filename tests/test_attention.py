@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 
 import swinkit
-from swinkit.core import machine
 from swinkit.core.errors import ConfigError
 from swinkit.layers import (
     WindowAttentionV1,
@@ -143,7 +142,7 @@ def test_written_out_attention_equals_sdpa(dtype, scale, monkeypatch):
 
 @pytest.mark.parametrize("amx", [False, True])
 def test_cpu_bf16_attention_is_written_out_only_without_amx(amx, monkeypatch):
-    monkeypatch.setattr(machine, "has_amx", lambda: amx)
+    monkeypatch.setattr(attention_module, "CPU_FUSED_REDUCED_PRECISION", amx)
     calls = []
     fused = F.scaled_dot_product_attention
     monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **kw: calls.append(1) or fused(*a, **kw))

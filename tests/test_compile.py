@@ -31,6 +31,11 @@ def test_each_family_traces_to_one_graph_in_training_and_in_eval(name):
         model.train(training)
         explained = torch._dynamo.explain(model)(x)
         assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+    # bf16 inference, whose attention kernel is chosen by the CPU's ISA, and int8's bf16 attention path.
+    model.eval().bfloat16()
+    with torch.no_grad():
+        explained = torch._dynamo.explain(model)(x.bfloat16())
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
 
 
 def test_a_compiled_run_trains_to_the_eager_runs_weights(tmp_path):

@@ -5,19 +5,22 @@ the patch-merging reductions, the classifier) in place by an ``Int8Linear``:
 
 - **weights**: int8, symmetric, one scale per output channel (so no channel's range is set by another's), prepacked
   once for the CPU's int8 GEMM (``torch.ops.onednn.qlinear_prepack``);
-- **activations**: quantized on every call to uint8 with the tensor's own range (dynamic quantization: no calibration
-  set), multiplied in int8 with int32 accumulation by ``torch.ops.onednn.qlinear_pointwise``, the kernel that
-  PyTorch's PT2E x86 path lowers a quantized linear to, which dequantizes the result to fp32 and adds the bias (and
-  applies the MLP's GELU) inside the GEMM;
-- everything else (the patch embedding, norms, attention, the continuous position bias) stays fp32.
+- **activations**: quantized on every call to uint8 over the tensor's own range (dynamic quantization: no calibration
+  set; the range is read in one pass), multiplied in int8 with int32 accumulation by
+  ``torch.ops.onednn.qlinear_pointwise``, the kernel PyTorch's PT2E x86 path lowers a quantized linear to, which
+  dequantizes the result and adds the bias (and applies the MLP's GELU) inside the GEMM;
+- **the rest** stays in floating point: the residual stream, norms, patch embedding and CSWin's attention in fp32;
+  Swin V1/V2's window attention in bf16 where the CPU computes bf16 natively (the qkv GEMM writes bf16, and the
+  attention follows its input's dtype), fp32 elsewhere.
 
 Chosen by measurement against the field's int8 routes, side by side with swinkit's fp32 eager forward
-(``swinv2_tiny_window8_256``, batch 8, an AMD EPYC with AVX512-VNNI): this path 1.9-2.2x; ONNX Runtime's dynamic
-quantization of the exported graph 1.52x (its transposes and unfused ops around the integer GEMMs cost what the
-GEMMs gain); PT2E with torchao's x86 Inductor quantizer, compiled with freezing, 0.76-0.92x. On a CPU without
-AVX512-VNNI the GEMM's 8-bit products can saturate, so activations are quantized to 7 bits there (PyTorch's
-``reduce_range`` for such CPUs). Static quantization with calibrated ranges measured no faster than this, and
-needs data, so it is not offered.
+(``swinv2_tiny_window8_256``, batch 8, a 2-core AMD EPYC with AVX512-VNNI and AVX512-BF16;
+``benchmarks/int8_routes.py`` reruns the first two): this path 2.06-2.16x (1.65-1.77x with the attention in fp32, the
+softmax part then a quarter of the time); ONNX Runtime's dynamic quantization of the exported graph 1.58x (its
+transposes and unfused ops around the integer GEMMs cost what the GEMMs gain); PT2E with torchao 0.18's x86 Inductor
+quantizer, compiled with freezing, 0.76-0.92x. On a CPU without AVX512-VNNI the GEMM's 8-bit products can saturate,
+so activations get 7 bits there (PyTorch's ``reduce_range`` rule). Static quantization with calibrated ranges
+measured no faster (the range pass is a few percent of the time) and needs data, so it is not offered.
 
 The converted model is for inference only: its int8 GEMM has no gradient. ``swinkit export --format onnx --quantize
 int8`` writes the deployable ONNX Runtime graph instead (``swinkit.deploy.export``).
@@ -32,6 +35,7 @@ from torch import nn
 
 from ..core import machine
 from ..core.errors import ConfigError
+from ..layers import WindowAttention
 from ..layers.linear import Linear
 
 
@@ -43,8 +47,8 @@ def int8_available() -> bool:
 class Int8Linear(nn.Module):
     """A ``Linear`` with int8 weights and dynamically quantized activations (see the module docstring).
 
-    Same call interface as ``Linear``: ``forward(x, bias=None)`` and ``forward_gelu(x, approximate)``; x is fp32 of
-    shape (..., in_features), the output fp32 (..., out_features).
+    Same call interface as ``Linear``: ``forward(x, bias=None)`` and ``forward_gelu(x, approximate)``; x is fp32 or
+    bf16 of shape (..., in_features), the output (..., out_features) in ``output_dtype`` (fp32 unless set).
     """
 
     def __init__(self, linear: nn.Linear) -> None:
@@ -58,7 +62,8 @@ class Int8Linear(nn.Module):
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float().clone())
         self._packed: torch.Tensor | None = None  # oneDNN's layout for this CPU, made on first use
         self._zero_points = torch.zeros(self.out_features, dtype=torch.long)
-        self._reduce_range = "AVX512-VNNI" not in machine.isa()
+        self._levels = 255 if "AVX512-VNNI" in machine.isa() else 127  # see the module docstring
+        self.output_dtype = torch.float32
 
     def __getstate__(self) -> dict:
         # The packed weight is an opaque oneDNN tensor, which neither copies nor pickles: it is packed again.
@@ -73,18 +78,25 @@ class Int8Linear(nn.Module):
     def _gemm(self, x: torch.Tensor, bias: torch.Tensor | None, post_op: str, algorithm: str) -> torch.Tensor:
         shape = x.shape
         # 2-D: the kernel crashes on some inputs of more dimensions (seen with a (8, 64, 64, 96) input).
-        x = x.reshape(-1, shape[-1]).float()
-        with warnings.catch_warnings():  # PyTorch marks quantized tensor types deprecated; the kernel reads bytes
-            warnings.simplefilter("ignore", UserWarning)
-            quantized = torch.quantize_per_tensor_dynamic(x, torch.quint8, self._reduce_range)
-        bias = None if bias is None else bias.float()
+        activations, scale, zero_point = self._quantize(x.reshape(-1, shape[-1]))
         if self._packed is None:
             self._packed = torch.ops.onednn.qlinear_prepack(self.weight_int8, [1, self.in_features])
         out = torch.ops.onednn.qlinear_pointwise(
-            quantized.view(torch.uint8), quantized.q_scale(), quantized.q_zero_point(), self._packed,
-            self.weight_scale, self._zero_points, bias, 1.0, 0, torch.float32, post_op, [], algorithm,
+            activations, scale, zero_point, self._packed, self.weight_scale, self._zero_points,
+            None if bias is None else bias.float(), 1.0, 0, self.output_dtype, post_op, [], algorithm,
         )  # fmt: skip
         return out.view(*shape[:-1], self.out_features)
+
+    def _quantize(self, x: torch.Tensor) -> tuple[torch.Tensor, float, int]:
+        """uint8 of ``x`` over its own range (which always holds 0, so that 0 is exact), with scale and zero point."""
+        low, high = (v.item() for v in torch.aminmax(x))  # one pass (quantize_per_tensor_dynamic makes two)
+        low, high = min(low, 0.0), max(high, 0.0)
+        scale = (high - low) / self._levels or 1.0
+        zero_point = min(max(round(-low / scale), 0), self._levels)
+        with warnings.catch_warnings():  # PyTorch marks quantized tensor types deprecated; the kernel reads bytes
+            warnings.simplefilter("ignore", UserWarning)
+            quantized = torch.quantize_per_tensor(x.float(), scale, zero_point, torch.quint8)
+        return quantized.view(torch.uint8), scale, zero_point
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 weights, dynamic activations"
@@ -100,4 +112,6 @@ def quantize_int8(model: nn.Module) -> nn.Module:
         raise ConfigError(f"{type(model).__name__} has no swinkit linear layers to quantize")
     for parent, name, child in targets:
         setattr(parent, name, Int8Linear(child))
+        if isinstance(parent, WindowAttention) and name == "qkv" and machine.native_bf16():
+            getattr(parent, name).output_dtype = torch.bfloat16  # the attention then runs in bf16
     return model

@@ -173,8 +173,12 @@ def attend(
     return F.dropout(weights, dropout) @ v if dropout else weights @ v
 
 
+# Read once, at import: a function call here would break torch.compile's graph.
+CPU_FUSED_REDUCED_PRECISION = machine.has_amx()
+
+
 def _written_out(q: torch.Tensor) -> bool:
-    return q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16) and not machine.has_amx()
+    return q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16) and not CPU_FUSED_REDUCED_PRECISION
 
 
 def chunked_attention(
