@@ -282,6 +282,8 @@ class WindowAttentionV2(WindowAttention):
         # forward.
         b, n, d = qkv.shape[0], qkv.shape[2], self.head_dim
         heads = masks * self.num_heads
+        # Two slices, not ``split``: with torch.compile and activation checkpointing, torch 2.14.1's recomputed split
+        # gave a wrong logit_scale gradient (the compile test in tests/test_attention.py catches it).
         qk = qkv[:, :, :, :2]
         scale = torch.clamp(self.logit_scale, max=math.log(100.0)).exp().view(1, -1, 1)
         scale = torch.cat((scale, torch.ones_like(scale))).to(qkv.dtype)  # (2, nH, 1): q's scale, 1 for k
