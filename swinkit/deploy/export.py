@@ -12,7 +12,7 @@ as constants, and CSWin decides its stripe padding in Python, so those are expor
 int8 per tensor, activations quantized per batch at run time, so no calibration set is needed. It is the deployable
 int8 artifact (a quarter of the weight bytes, runs wherever ONNX Runtime does), checked against PyTorch like the fp32
 graph with the tolerance of 8-bit arithmetic (``INT8_TOLERANCE``). Side by side with swinkit's fp32 eager forward of
-``swinv2_tiny_window8_256`` at batch 8 it ran 1.52x on an AMD EPYC with AVX512-VNNI and 1.02-1.05x on an Intel Xeon
+``swinv2_tiny_window8_256`` at batch 8 it ran 1.52-1.70x on an AMD EPYC with AVX512-VNNI and 1.02-1.05x on an Intel Xeon
 with AMX; in-process int8 inference (``--precision int8``, ``swinkit.deploy.int8``) is faster.
 """
 
