@@ -142,7 +142,7 @@ def test_written_out_attention_equals_sdpa(dtype, scale, monkeypatch):
 
 @pytest.mark.parametrize("amx", [False, True])
 def test_cpu_bf16_attention_is_written_out_only_without_amx(amx, monkeypatch):
-    monkeypatch.setattr(attention_module, "CPU_FUSED_REDUCED_PRECISION", amx)
+    monkeypatch.setattr(attention_module, "CPU_HAS_AMX", amx)
     calls = []
     fused = F.scaled_dot_product_attention
     monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **kw: calls.append(1) or fused(*a, **kw))

@@ -159,8 +159,8 @@ def attend(
     """softmax(q k^T * scale + mask) v over (B, H, N, d) inputs (scale None: d ** -0.5).
 
     ``F.scaled_dot_product_attention``, except for bf16 and fp16 on a CPU without AMX: there PyTorch's fused CPU
-    kernel runs 2.3x slower than the three ops written out (Swin-T's windows of 64 tokens, AMD EPYC with AVX512-BF16;
-    with AMX the fused kernel is the faster one), so they are written out.
+    kernel runs 2-2.7x slower than the three ops written out (Swin-T's windows of 64 tokens, AMD EPYC with
+    AVX512-BF16; ``benchmarks/kernels.py``; with AMX the fused kernel is the faster one), so they are written out.
     """
     if is_fx_symbolic_tracing() or not _written_out(q):  # under fx, q is a proxy
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scale)
@@ -173,12 +173,12 @@ def attend(
     return F.dropout(weights, dropout) @ v if dropout else weights @ v
 
 
-# Read once, at import: a function call here would break torch.compile's graph.
-CPU_FUSED_REDUCED_PRECISION = machine.has_amx()
+# Read once, at import: a function call in ``_written_out`` would break torch.compile's graph.
+CPU_HAS_AMX = machine.has_amx()
 
 
 def _written_out(q: torch.Tensor) -> bool:
-    return q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16) and not CPU_FUSED_REDUCED_PRECISION
+    return q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16) and not CPU_HAS_AMX
 
 
 def chunked_attention(
