@@ -1,13 +1,16 @@
 """The int8 routes side by side: swinkit's int8 GEMMs in eager PyTorch (``--precision int8``), the int8 ONNX Runtime
-graph (``swinkit export --format onnx --quantize int8``) and, for reference, the fp32 ONNX graph, each against
-swinkit's fp32 eager forward, in one process.
+graphs (``swinkit export --format onnx --quantize int8``, dynamic and static ``--calibrate DIR``) and, for reference,
+the fp32 ONNX graph, each against swinkit's fp32 eager forward, in one process.
 
     python benchmarks/int8_routes.py [--model swinv2_tiny_window8_256] [--batch-size 8] [--rounds 7]
 
 The model gets random non-trivial weights; every route classifies the same batch in alternating rounds (after a
 warm-up) and the table gives the median img/s, its min-max spread, the ratio to fp32 eager and the largest logit
-difference from fp32 relative to the largest logit. PT2E quantization (torchao's x86 Inductor quantizer) is not
-here: it needs torchao, which swinkit does not depend on (its measurements are in ``swinkit.deploy.int8``).
+difference from fp32 relative to the largest logit. The static graph is calibrated on random images: its speed
+does not depend on its ranges, and its logit difference here is no measure of its accuracy, which
+``benchmarks/precision_table.py`` gives on a trained checkpoint. PT2E quantization (torchao's x86 Inductor
+quantizer) is not here: it needs torchao, which swinkit does not depend on (its measurements are in
+``swinkit.deploy.int8``).
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ import time
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from swinkit.core.machine import describe
 from swinkit.deploy.export import export, onnx_runner
 from swinkit.deploy.inference import InferenceModel
+from swinkit.deploy.onnx_int8 import CALIBRATION_BATCH
 from swinkit.models import create_model
 from swinkit.runtime import reuse_freed_memory
 from swinkit.tools.peers import perturb_parameters
@@ -40,9 +45,17 @@ def main() -> None:
     x = torch.randn(args.batch_size, 3, *model.img_size, generator=torch.Generator().manual_seed(0))
     with tempfile.TemporaryDirectory() as tmp:
         graphs = {}
-        for name, quantize in (("onnxruntime int8", "int8"), ("onnxruntime fp32", None)):
+        calibration = Path(tmp) / "calibration"
+        calibration.mkdir()
+        noise = torch.Generator().manual_seed(1)
+        for i in range(CALIBRATION_BATCH):
+            pixels = torch.randint(0, 256, (*model.img_size, 3), dtype=torch.uint8, generator=noise)
+            Image.fromarray(pixels.numpy()).save(calibration / f"{i}.png")
+        for name, quantize, calibrate in (("onnxruntime int8 dynamic", "int8", None),
+                                          ("onnxruntime int8 static", "int8", calibration),
+                                          ("onnxruntime fp32", None, None)):  # fmt: skip
             path = Path(tmp) / f"{name.replace(' ', '-')}.onnx"
-            export(None, path, model=copy.deepcopy(model), dynamic_batch=True, quantize=quantize)
+            export(None, path, model=copy.deepcopy(model), dynamic_batch=True, quantize=quantize, calibrate=calibrate)
             graphs[name] = onnx_runner(path)
     routes = {
         "swinkit fp32 eager": InferenceModel(copy.deepcopy(model), "fp32"),

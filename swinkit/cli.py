@@ -235,10 +235,13 @@ def _add_weights_flags(p: argparse.ArgumentParser) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     from .deploy import export
 
+    if args.calibrate_images is not None and args.calibrate is None:
+        raise ConfigError("--calibrate-images N counts images of --calibrate DIR: give the folder too")
     size = None if args.img_size is None else tuple(args.img_size) * (2 // len(args.img_size))
     print(export(args.model, args.output, format=args.format, checkpoint=args.checkpoint, img_size=size,
                  dynamic_batch=args.dynamic_batch, dynamic_size=args.dynamic_size, weights=_weights(args),
-                 quantize=args.quantize))  # fmt: skip
+                 quantize=args.quantize, calibrate=args.calibrate,
+                 **({} if args.calibrate_images is None else {"calibrate_images": args.calibrate_images})))  # fmt: skip
     return 0
 
 
@@ -399,7 +402,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="let the image size vary (onnx, exported-program; Swin V1/V2): from --img-size up, multiples "
                         "of 32")  # fmt: skip
     p.add_argument("--quantize", choices=["int8"],
-                   help="an int8 ONNX graph: ONNX Runtime's dynamic quantization (no calibration set)")  # fmt: skip
+                   help="an int8 ONNX graph through ONNX Runtime: dynamic, or static with --calibrate")  # fmt: skip
+    p.add_argument("--calibrate", metavar="DIR",
+                   help="quantize statically, with activation ranges calibrated on images from DIR (any depth), "
+                        "preprocessed as for evaluation")  # fmt: skip
+    p.add_argument("--calibrate-images", type=int, metavar="N",
+                   help="how many images of DIR to calibrate on, a seeded random choice (default: 256)")  # fmt: skip
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("predict", help="top-k classes of images with the model's own preprocessing")

@@ -7,6 +7,7 @@ import copy
 import io
 import json
 
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -15,11 +16,13 @@ from PIL import Image
 
 from swinkit.cli import main
 from swinkit.core import machine
-from swinkit.core.errors import ConfigError
+from swinkit.core.errors import ConfigError, DataError
 from swinkit.deploy import export
 from swinkit.deploy.export import onnx_runner
 from swinkit.deploy.inference import InferenceModel, inference_precision
 from swinkit.deploy.int8 import Int8Linear
+from swinkit.deploy.onnx_int8 import calibration_images
+from swinkit.deploy.preprocess import evaluation_transform
 from swinkit.engine.train import train
 from swinkit.layers import linear as linear_module
 from swinkit.layers.linear import Linear, linear_gelu
@@ -157,6 +160,59 @@ def test_int8_onnx_export_through_onnx_runtime(tiny_model, tmp_path):
     assert _relative(onnx_runner(result.path)(x), expected) < 0.1 and fp32.max_difference < 1e-4
     with pytest.raises(ConfigError, match="use --format onnx"):
         export(None, tmp_path / "m.pt", model=model, format="torchscript", quantize="int8")
+
+
+def _calibration_folder(root, sizes=((40, 56), (64, 64), (80, 48), (64, 96), (72, 72))):
+    """Images of several sizes at two depths, a corrupt image and a file that is not an image."""
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate(sizes):
+        folder = root / f"class{i % 2}" / ("deeper" if i > 2 else "")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    (root / "class0" / "broken.jpg").write_bytes(b"not a jpeg")
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+def test_static_int8_onnx_export_calibrates_on_a_folder_of_images(tiny_model, tmp_path, caplog):
+    model = tiny_model("swin_tiny_patch4_window7_224").eval()
+    folder = _calibration_folder(tmp_path / "calibration")
+    with caplog.at_level("WARNING"):
+        images = calibration_images(folder, evaluation_transform(model, None), count=100)
+    assert images.shape == (5, 3, *model.img_size)  # every readable image, the broken one skipped with a warning
+    assert "skipped 1 unreadable" in caplog.text and "broken.jpg" in caplog.text
+    assert len(calibration_images(folder, evaluation_transform(model, None), count=3)) == 3
+    result = export(None, tmp_path / "static.onnx", model=model, dynamic_batch=True, quantize="int8",
+                    calibrate=folder)  # fmt: skip
+    ops = {node.op_type for node in onnx.load(str(result.path)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops and "DynamicQuantizeLinear" not in ops
+    assert [shape for shape, _ in result.checks] == [(1, 3, *model.img_size), (4, 3, *model.img_size)]
+    assert result.max_difference < 0.1
+    x = images[:4]
+    with torch.no_grad():
+        assert _relative(onnx_runner(result.path)(x), model(x)) < 0.1
+
+
+@pytest.mark.parametrize(
+    "calibrate, kwargs, error, message",
+    [("folder", {}, ConfigError, "add --quantize int8"),
+     ("missing", {"quantize": "int8"}, DataError, "not a directory"),
+     ("empty", {"quantize": "int8"}, DataError, "no image files"),
+     ("broken", {"quantize": "int8"}, DataError, "none of its 1 image files could be read"),
+     ("folder", {"quantize": "int8", "calibrate_images": 0}, DataError, "at least one image")],
+)  # fmt: skip
+def test_a_calibration_folder_that_cannot_serve_is_refused_before_exporting(
+    tiny_model, tmp_path, monkeypatch, calibrate, kwargs, error, message
+):
+    _calibration_folder(tmp_path / "folder")
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "x.png").write_bytes(b"\x89PNG truncated")
+    monkeypatch.setattr(torch.onnx, "export", lambda *a, **k: pytest.fail("exported before checking the folder"))
+    with pytest.raises(error, match=message):
+        export(None, tmp_path / "m.onnx", model=tiny_model("swin_tiny_patch4_window7_224"),
+               calibrate=tmp_path / calibrate, **kwargs)  # fmt: skip
+    assert not (tmp_path / "m.onnx").exists()
 
 
 def test_predict_and_eval_cli_take_a_precision(tmp_path, capsys):

@@ -8,19 +8,19 @@ the window machinery runs on symbolic sizes (see ``swinkit.layers.window``): pad
 equals its window, the window order and the masks are all computed in the graph. TorchScript tracing records sizes
 as constants, and CSWin decides its stripe padding in Python, so those are exported per size.
 
-``quantize="int8"`` (ONNX only) writes the checked fp32 graph through ONNX Runtime's dynamic quantization: weights
-int8 per tensor, activations quantized per batch at run time, so no calibration set is needed. It is the deployable
-int8 artifact (a quarter of the weight bytes, runs wherever ONNX Runtime does), checked against PyTorch like the fp32
-graph with the tolerance of 8-bit arithmetic (``INT8_TOLERANCE``). Side by side with swinkit's fp32 eager forward of
-``swinv2_tiny_window8_256`` at batch 8 it ran 1.52-1.70x on an AMD EPYC with AVX512-VNNI and 1.02-1.05x on an Intel Xeon
-with AMX; in-process int8 inference (``--precision int8``, ``swinkit.deploy.int8``) is faster.
+``quantize="int8"`` (ONNX only) writes the checked fp32 graph through ONNX Runtime's quantization
+(``swinkit.deploy.onnx_int8``): dynamic, or static with ``calibrate``, a folder of images the model's evaluation
+preprocessing turns into the calibration set. It is the deployable int8 artifact (a quarter of the weight bytes, runs
+wherever ONNX Runtime does), checked against PyTorch like the fp32 graph with the tolerance of 8-bit arithmetic
+(``INT8_TOLERANCE``): a dynamic graph on random images, a static one on calibration images (random noise lies
+outside the ranges it was calibrated for). In-process int8 inference (``--precision int8``, ``swinkit.deploy.int8``)
+is faster than either.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
-import logging
 import os
 import tempfile
 import warnings
@@ -29,12 +29,15 @@ from pathlib import Path
 
 import torch
 import torch.fx.experimental._config
+import torch.nn.functional as F
 from torch import nn
 
 from ..core.atomic import check_output
 from ..core.errors import ConfigError, MissingExtraError, SwinkitError
 from ..layers import to_2tuple
 from .convert import load_model
+from .onnx_int8 import CALIBRATION_IMAGES, calibration_images, quantize_onnx
+from .preprocess import evaluation_transform
 
 FORMATS = ("onnx", "torchscript", "exported-program")
 TOLERANCE = 1e-4  # largest |exported - eager| relative to the largest |eager| logit
@@ -101,6 +104,8 @@ def export(
     model: nn.Module | None = None,
     weights: bool | str | None = None,
     quantize: str | None = None,
+    calibrate: str | os.PathLike | None = None,
+    calibrate_images: int = CALIBRATION_IMAGES,
 ) -> ExportResult:
     """Export a model and check it against eager PyTorch on random images (batch 1 and 4 with a dynamic batch).
 
@@ -116,6 +121,8 @@ def export(
         model: an already built model to export instead of building ``name`` (for tests and library use).
         weights: published weights instead of a checkpoint: True (the default tag), a tag, a file or a URL.
         quantize: 'int8' for an int8 ONNX graph (see the module docstring).
+        calibrate: a folder of images: ``quantize`` statically with ranges calibrated on up to ``calibrate_images``
+            of them (``swinkit.deploy.onnx_int8``); without one, dynamically.
 
     Raises:
         ExportCheckError: the largest relative difference exceeds 1e-4 (``INT8_TOLERANCE`` for int8).
@@ -126,6 +133,8 @@ def export(
         raise ConfigError(f"quantize {quantize!r}: the one quantization offered is int8")
     if quantize and format != "onnx":
         raise ConfigError("--quantize int8 writes an ONNX graph for ONNX Runtime: use --format onnx")
+    if calibrate is not None and not quantize:
+        raise ConfigError("--calibrate DIR is the calibration set of a static int8 graph: add --quantize int8")
     if dynamic_size and format == "torchscript":
         raise ConfigError(
             "TorchScript tracing records the image size as constants: use --format onnx or exported-program for a "
@@ -138,6 +147,11 @@ def export(
         model, _, _ = load_model(name, checkpoint, weights=weights)
     model = model.eval()
     size = to_2tuple(img_size or model.img_size)
+    calibration = None
+    if calibrate is not None:
+        calibration = _resized(
+            calibration_images(calibrate, evaluation_transform(model, checkpoint), calibrate_images), size
+        )
     example = torch.randn(2 if dynamic_batch else 1, 3, *size, generator=torch.Generator().manual_seed(0))
     output = Path(output)
     dims = {0: torch.export.Dim("batch", min=1, max=1024)} if dynamic_batch else {}
@@ -154,7 +168,7 @@ def export(
     dynamic_shapes = (dims,) if dims else None
     with torch.no_grad():
         if format == "onnx":
-            with tracing_options, _onnx_target(output, quantize) as target:
+            with tracing_options, _onnx_target(output, quantize, calibration) as target:
                 torch.onnx.export(
                     model, (example,), str(target), dynamo=True, dynamic_shapes=dynamic_shapes,
                     input_names=["images"], output_names=["logits"],
@@ -184,10 +198,19 @@ def export(
         for check_size in check_sizes:
             for b in (1, 4) if dynamic_batch else (example.shape[0],):
                 x = torch.randn(b, 3, *check_size, generator=torch.Generator().manual_seed(b))
+                if calibration is not None:  # a static graph is checked on the images it was calibrated for
+                    x = _resized(calibration[torch.arange(b) % len(calibration)], check_size)
                 result.checks.append((tuple(x.shape), _relative(run(x), model(x))))
     if not result.max_difference <= result.tolerance:  # NaN fails too
         raise ExportCheckError(f"{result}\nthe exported model does not match PyTorch: do not deploy {output}")
     return result
+
+
+def _resized(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``images`` at ``size`` (an export size other than the one the evaluation transform crops to)."""
+    if tuple(images.shape[-2:]) == size:
+        return images
+    return F.interpolate(images, size=size, mode="bilinear", antialias=True)
 
 
 def _dynamic_size_stride(model: nn.Module, name: str, size: tuple[int, int]) -> int:
@@ -210,24 +233,16 @@ def _dynamic_size_stride(model: nn.Module, name: str, size: tuple[int, int]) -> 
 
 
 @contextlib.contextmanager
-def _onnx_target(output: Path, quantize: str | None):
+def _onnx_target(output: Path, quantize: str | None, calibration: torch.Tensor | None):
     """Where ``torch.onnx.export`` writes: ``output`` itself, or for int8 a temporary fp32 graph that is quantized
-    into ``output`` once written."""
+    into ``output`` once written (statically on ``calibration``'s images when given)."""
     if quantize is None:
         yield output
         return
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
     with tempfile.TemporaryDirectory(dir=output.parent) as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         yield fp32
-        # ONNX Runtime logs "consider pre-processing" at WARNING: its pre-processing's shape inference fails on
-        # Swin's graph, and quantization does not need it.
-        logging.disable(logging.WARNING)
-        try:
-            quantize_dynamic(str(fp32), str(output), weight_type=QuantType.QInt8)
-        finally:
-            logging.disable(logging.NOTSET)
+        quantize_onnx(fp32, output, calibration)
 
 
 def onnx_runner(path: Path):

@@ -1,29 +1,26 @@
 """``swinkit predict``: top-k classes of image files with the model's own evaluation preprocessing.
 
-Preprocessing is the run's own evaluation transform for a checkpoint a swinkit run wrote (its stored ``data``
-config: what ``swinkit eval`` measured), else the model's ``model_info``: resize to ``img_size / crop_pct`` with its
-interpolation, centre crop ``img_size``, normalise with its mean and std. Class names are those stored in a swinkit
-training checkpoint (the class folder names), else ImageNet-1k's or ImageNet-22k's (timm's ``ImageNetInfo``) for a
-1000- or 21841-class model, else ``class <i>``. Published weights (``weights``) preprocess as their tag says.
+Preprocessing is ``swinkit.deploy.preprocess.evaluation_transform``: the run's own evaluation transform for a
+checkpoint a swinkit run wrote, else the model's (published weights: their tag's). Class names are those stored in a
+swinkit training checkpoint (the class folder names), else ImageNet-1k's or ImageNet-22k's (timm's ``ImageNetInfo``)
+for a 1000- or 21841-class model, else ``class <i>``.
 """
 
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Sequence
 
 import torch
-from PIL import Image, UnidentifiedImageError
-from timm.data import ImageNetInfo, create_transform
+from timm.data import ImageNetInfo
 
 from ..core.errors import ConfigError
-from ..data import build_transform
-from ..engine.checkpoint import STATE_FILE, stored_config
+from ..engine.checkpoint import STATE_FILE
 from ..hub import local_file
 from ..hub.weights import IMAGENET_LABEL_SETS
 from .convert import load_model
 from .inference import InferenceModel, inference_precision
+from .preprocess import IMAGE_ERRORS, evaluation_transform, read_rgb
 
 
 def class_names(num_classes: int, stored: list[str] | None) -> list[str]:
@@ -62,27 +59,13 @@ def predict(
         checkpoint = local_file(checkpoint, exclude=(STATE_FILE,))  # fetched once: weights and transform
     model, _, stored = load_model(name, checkpoint, overrides=overrides, weights=weights)
     runner = InferenceModel(model, inference_precision(precision, torch.device("cpu")), compile=compile)
-    info = model.model_info
-    run = stored_config(checkpoint) if checkpoint is not None else None
-    if run is not None:  # the run's own evaluation transform: what `swinkit eval` measured
-        transform = build_transform(run.data, model.img_size[0], False, info)
-    else:
-        transform = create_transform(
-            input_size=(3, *info.img_size), interpolation=info.interpolation,
-            crop_pct=info.crop_pct, mean=info.mean, std=info.std,
-        )  # fmt: skip
+    transform = evaluation_transform(model, checkpoint)
     names = class_names(model.num_classes, stored)
     results = []
     for path in images:
         try:
-            with warnings.catch_warnings():
-                # PIL warns above MAX_IMAGE_PIXELS and refuses above twice that: both are refused here.
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                with Image.open(path) as image:
-                    rgb = image.convert("RGB")
-            x = transform(rgb).unsqueeze(0)
-        except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError,
-                Image.DecompressionBombWarning) as err:  # fmt: skip
+            x = transform(read_rgb(path)).unsqueeze(0)
+        except IMAGE_ERRORS as err:
             results.append({"image": str(path), "error": f"not a readable image ({type(err).__name__}: {err})"})
             continue
         probs = runner(x).softmax(-1)[0]
