@@ -107,13 +107,15 @@ def export(
     calibrate: str | os.PathLike | None = None,
     calibrate_images: int = CALIBRATION_IMAGES,
 ) -> ExportResult:
-    """Export a model and check it against eager PyTorch on random images (batch 1 and 4 with a dynamic batch).
+    """Export a model and check it against eager PyTorch on random images (batch 1 and 4 with a dynamic batch; a
+    static int8 graph on its calibration images).
 
     Args:
         name: registered model name (built with the checkpoint's class count).
         output: the file to write (.onnx, .pt for TorchScript, .pt2 for an exported program by convention).
         format: 'onnx', 'torchscript' or 'exported-program'.
         checkpoint: weights to load (any layout ``load_checkpoint`` reads); random initial weights without one.
+            With ``model`` given, only the evaluation transform a swinkit run stored with it is read (calibration).
         img_size: export image size, int or (H, W); the model's default size without one.
         dynamic_batch: let the batch dimension vary.
         dynamic_size: let the image size vary (ONNX and exported programs of Swin V1/V2; see the module docstring).
