@@ -15,11 +15,13 @@ the patch-merging reductions, the classifier) in place by an ``Int8Linear``:
 
 Chosen by measurement against the field's int8 routes, side by side with swinkit's fp32 eager forward
 (``swinv2_tiny_window8_256``, batch 8, a 2-core AMD EPYC with AVX512-VNNI and AVX512-BF16;
-``benchmarks/int8_routes.py`` reruns the first two): this path 1.93-2.16x over six runs (1.65-1.77x with the
+``benchmarks/int8_routes.py`` reruns the first two): this path 1.87-2.18x over ten runs (1.65-1.77x with the
 attention in fp32, which then took a quarter of the time); ONNX Runtime's dynamic quantization of the exported
-graph 1.52-1.70x (its transposes and unfused ops around the integer GEMMs cost much of what the GEMMs gain); PT2E
-with torchao 0.18's x86 Inductor quantizer, compiled with freezing, 0.76-0.92x. On a CPU without AVX512-VNNI the
-GEMM's 8-bit products can saturate, so activations get 7 bits there (PyTorch's ``reduce_range`` rule). Static
+graph 1.52-1.73x (its transposes and unfused ops around the integer GEMMs cost much of what the GEMMs gain); PT2E
+with torchao 0.18's x86 Inductor quantizer, compiled with freezing, 0.76-0.92x; PyTorch's classic dynamic int8
+linear (fbgemm's ``quantized::linear_dynamic``) took 1.08x this path's time over Swin V2-T's 16 linear shapes, with
+no GELU inside. On a CPU without AVX512-VNNI the GEMM's 8-bit products can saturate, so activations get 7 bits
+there (PyTorch's ``reduce_range`` rule). Static
 quantization with calibrated ranges would save the range pass (3% of the forward) and, with fc1 writing uint8 for fc2,
 one quantize pass; a prototype measured 1.90-2.24x against this path's 1.70-1.89x at the time, in separate, noisy runs.
 It would need a calibration set, so it is not offered.
