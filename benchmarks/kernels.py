@@ -10,6 +10,8 @@ quotes, to rerun on another CPU.
 3. V2's cosine attention inputs: ``F.normalize`` of q and k after their permutation into heads (the textbook form)
    against ``WindowAttentionV2.split_heads`` (norms on qkv's contiguous rows, one multiply), forward and
    forward + backward.
+4. Training's weight gradients ``dY^T X`` (``OneDNNLinear``'s backward) on the same shapes at batch 16: PyTorch's
+   ``mm`` (MKL, what the backward runs) against oneDNN's linear given the two transposes as strided views.
 
 Each figure is the best of several calls, in ms.
 """
@@ -25,7 +27,7 @@ import torch.nn.functional as F
 from swinkit.core.machine import describe
 from swinkit.layers import WindowAttentionV2
 from swinkit.layers import attention as attention_module
-from swinkit.layers.linear import linear
+from swinkit.layers.linear import _onednn_linear, linear
 from swinkit.runtime import reuse_freed_memory
 
 # (tokens, in, out) of every linear of Swin V2-T at batch 8, 256 px: qkv, proj, fc1, fc2 per stage, and the merges.
@@ -103,6 +105,19 @@ def cosine_inputs() -> None:
     print(f"| forward + backward | {backward[0]:.2f} | {backward[1]:.2f} |")
 
 
+def weight_gradients() -> None:
+    print("| GEMM | mm (MKL) ms | oneDNN ms | oneDNN speed-up, per shape |\n|---|---|---|---|")
+    totals, ratios = [0.0, 0.0], []
+    for m, k, n in SHAPES:
+        x, grad = torch.randn(2 * m, k), torch.randn(2 * m, n)
+        reference = best_ms(lambda: grad.t() @ x)  # noqa: B023
+        onednn = best_ms(lambda: _onednn_linear(grad.t(), x.t(), None))  # noqa: B023
+        totals[0] += reference
+        totals[1] += onednn
+        ratios.append(reference / onednn)
+    print(f"| dY^T X, fp32 | {totals[0]:.1f} | {totals[1]:.1f} | {min(ratios):.2f}-{max(ratios):.2f}x |")
+
+
 def main() -> None:
     reuse_freed_memory()
     print(f"{describe()}, {torch.get_num_threads()} threads, torch {torch.__version__}\n")
@@ -111,6 +126,8 @@ def main() -> None:
     attention()
     print()
     cosine_inputs()
+    print()
+    weight_gradients()
 
 
 if __name__ == "__main__":
