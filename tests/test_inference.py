@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch import nn
 
 from swinkit.cli import main
 from swinkit.core import machine
@@ -96,6 +97,24 @@ def test_compiled_inference_serves_every_batch_with_one_graph_and_sees_new_weigh
             assert out.shape[0] == n and _relative(out, model(x[:n])) < 1e-5
         assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs  # no second graph
         model.load_state_dict(other)  # frozen into the graph: the next call compiles it again
+        assert _relative(runner(x), model(x)) < 1e-5
+
+
+def test_compiled_inference_reads_the_attention_masks_as_constants_and_sees_in_place_edits(tiny_model):
+    model = tiny_model("swinv2_tiny_window8_256").eval()
+    x = torch.randn(2, 3, *model.img_size)
+    runner = InferenceModel(model, "fp32", compile=True)
+    torch._dynamo.reset()
+    with torch.no_grad():
+        runner(x)  # compiles, after one eager image has left the masks in buffers
+        with torch.profiler.profile() as profile:
+            runner(x)
+    linear_ops = ("mkldnn::_linear_pointwise", "mkl::_mkl_linear", "aten::addmm", "aten::mm", "aten::linear")
+    calls = sum(event.count for event in profile.key_averages() if event.key in linear_ops)
+    # Every linear layer but those of the position-bias MLPs, which the frozen masks leave out of the graph.
+    assert calls == sum(isinstance(m, nn.Linear) for name, m in model.named_modules() if "cpb_mlp" not in name)
+    with torch.no_grad():
+        model.layers[0].blocks[1].attn.cpb_mlp[2].weight.mul_(3)  # in place: a new mask, not a new state dict
         assert _relative(runner(x), model(x)) < 1e-5
 
 

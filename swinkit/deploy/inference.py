@@ -12,9 +12,11 @@ share.
   (a single image is padded to two: dynamo specialises a size of 1). The dynamic batch is also what keeps Inductor's
   fp32 linears on oneDNN: with a static batch it packs them for MKL instead, measured 0.82-0.93x swinkit's eager
   fp32 on an AMD EPYC, against 1.01-1.14x with the dynamic batch. The first call pays the compilation (about a
-  minute on 2 CPU cores). Frozen weights are constants of the graph, so a weight changed in place
-  (``load_state_dict``) makes the next call compile again. Compiling is opt-in, since in fp32 the GEMMs it cannot
-  speed up are three quarters of the forward (the README's performance section has the measurements).
+  minute on 2 CPU cores) and one eager image per image size, which leaves each attention mask of that size in a
+  buffer the graph folds as a constant (``freeze_bias`` in ``swinkit.layers.attention``). Frozen weights are
+  constants of the graph, so a weight changed in place (``load_state_dict``) makes the next call compile again.
+  Compiling is opt-in, since in fp32 the GEMMs it cannot speed up are three quarters of the forward (the README's
+  performance section has the measurements).
 - **int8** (CPU): every linear layer runs oneDNN's int8 GEMM with int8 weights and activations quantized per call
   (``swinkit.deploy.int8``, which has the measurements it was chosen by); the rest of the model stays fp32. The
   deployable int8 artifact is another thing: ``swinkit export --format onnx --quantize int8`` writes an ONNX Runtime
@@ -32,6 +34,7 @@ from torch import nn
 from ..core import device as devices
 from ..core import machine
 from ..core.errors import ConfigError
+from ..layers import WindowAttention
 from .int8 import quantize_int8
 
 log = logging.getLogger(__name__)
@@ -79,17 +82,29 @@ class InferenceModel(nn.Module):
                 raise ConfigError("int8 inference runs on the CPU: move the model there, or use bf16 on an accelerator")
             quantize_int8(self.model)
         self.compiled = torch.compile(self.model) if compile else None
+        self._attention = [m for m in self.model.modules() if isinstance(m, WindowAttention)] if compile else []
+        for module in self._attention:
+            module.freeze_bias = True
         self._frozen_versions: tuple[int, ...] | None = None
+        self._prepared_sizes: set[tuple[int, ...]] = set()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             images = images.to(self.dtype)
             if self.compiled is None:
                 return self.model(images).float()
-            versions = tuple(t._version for t in (*self.model.parameters(), *self.model.buffers()))
+            versions = tuple(t._version for t in self.model.state_dict(keep_vars=True).values())
             if self._frozen_versions not in (None, versions):
-                torch._dynamo.reset()  # the weights changed in place (an EMA load): the frozen graph holds the old ones
+                # The weights changed in place (an EMA load): the frozen graph and masks hold the old ones.
+                torch._dynamo.reset()
+                for module in self._attention:
+                    module.clear_cache()
+                self._prepared_sizes.clear()
             self._frozen_versions = versions
+            size = tuple(images.shape[2:])
+            if self._attention and size not in self._prepared_sizes:
+                self.model(images[:1])  # eager, once per size: the attention masks the graph reads as constants
+                self._prepared_sizes.add(size)
             n = images.shape[0]
             if n == 1:  # the dynamic-batch graph serves it (see the module docstring)
                 images = images.repeat(2, 1, 1, 1)
