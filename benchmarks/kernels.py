@@ -46,19 +46,24 @@ def best_ms(fn, calls: int = 7) -> float:
     return best * 1e3
 
 
+def shapes_row(label: str, timings: list[tuple[float, float]]) -> str:
+    """A table row of (reference, oneDNN) ms per shape: both totals and oneDNN's speed-up range over the shapes."""
+    ratios = [reference / onednn for reference, onednn in timings]
+    totals = [sum(column) for column in zip(*timings, strict=True)]
+    return f"| {label} | {totals[0]:.1f} | {totals[1]:.1f} | {min(ratios):.2f}-{max(ratios):.2f}x |"
+
+
 def gemms() -> None:
     print("| dtype | F.linear ms | oneDNN ms | oneDNN speed-up, per shape |\n|---|---|---|---|")
     for dtype in (torch.float32, torch.bfloat16):
-        totals, ratios = [0.0, 0.0], []
+        timings = []
         for m, k, n in SHAPES:
             x, w, b = torch.randn(m, k).to(dtype), torch.randn(n, k).to(dtype), torch.randn(n).to(dtype)
             with torch.no_grad():
                 reference = best_ms(lambda: F.linear(x, w, b))  # noqa: B023
                 onednn = best_ms(lambda: linear(x, w, b))  # noqa: B023
-            totals[0] += reference
-            totals[1] += onednn
-            ratios.append(reference / onednn)
-        print(f"| {dtype} | {totals[0]:.1f} | {totals[1]:.1f} | {min(ratios):.2f}-{max(ratios):.2f}x |")
+            timings.append((reference, onednn))
+        print(shapes_row(str(dtype), timings))
 
 
 def attention() -> None:
@@ -107,15 +112,13 @@ def cosine_inputs() -> None:
 
 def weight_gradients() -> None:
     print("| GEMM | mm (MKL) ms | oneDNN ms | oneDNN speed-up, per shape |\n|---|---|---|---|")
-    totals, ratios = [0.0, 0.0], []
+    timings = []
     for m, k, n in SHAPES:
         x, grad = torch.randn(2 * m, k), torch.randn(2 * m, n)
         reference = best_ms(lambda: grad.t() @ x)  # noqa: B023
         onednn = best_ms(lambda: _onednn_linear(grad.t(), x.t(), None))  # noqa: B023
-        totals[0] += reference
-        totals[1] += onednn
-        ratios.append(reference / onednn)
-    print(f"| dY^T X, fp32 | {totals[0]:.1f} | {totals[1]:.1f} | {min(ratios):.2f}-{max(ratios):.2f}x |")
+        timings.append((reference, onednn))
+    print(shapes_row("dY^T X, fp32", timings))
 
 
 def main() -> None:

@@ -115,7 +115,6 @@ def test_compiled_inference_reads_the_attention_masks_as_constants_and_sees_in_p
     assert calls == sum(isinstance(m, nn.Linear) for name, m in model.named_modules() if "cpb_mlp" not in name)
     with torch.no_grad():
         assert torch._dynamo.explain(model)(x).graph_break_count == 0  # reading the masks breaks no graph
-    with torch.no_grad():
         model.layers[0].blocks[1].attn.cpb_mlp[2].weight.mul_(3)  # in place: a new mask, not a new state dict
         assert _relative(runner(x), model(x)) < 1e-5
 
