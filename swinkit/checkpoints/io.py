@@ -17,6 +17,7 @@ import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -70,7 +71,7 @@ def read_file(path: str | os.PathLike) -> tuple[dict, dict[str, str]]:
             raise CheckpointError(
                 f"{path} is not a readable safetensors file ({err}); it may be truncated: save or download it again"
             ) from err
-    _check_zip_sizes(path)
+    check_zip_sizes(path, path.stat().st_size, path)
     foreign = None
     try:
         try:
@@ -109,21 +110,21 @@ def _first_line(err: BaseException) -> str:
     return (str(err).strip().splitlines() or ["no details"])[0][:300]
 
 
-def _check_zip_sizes(path: Path) -> None:
+def check_zip_sizes(source: Path | BinaryIO, size: int, where: object) -> None:
     """``torch.save`` stores its zip records uncompressed, so together they never exceed the file: a record that
-    would inflate past it (a zip bomb) is refused before torch decompresses anything."""
+    would inflate past it (a zip bomb) is refused before torch decompresses anything. ``source`` is a file's path or
+    an open binary stream of ``size`` bytes; ``where`` names it in the error."""
     try:
-        if not zipfile.is_zipfile(path):
+        if not zipfile.is_zipfile(source):
             return
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(source) as archive:
             declared = sum(info.file_size for info in archive.infolist())
     except Exception as err:  # zipfile raises BadZipFile, but also NotImplementedError, ValueError ... on garbage
-        raise CheckpointError(f"{path} is a corrupt zip archive ({_first_line(err)}); save or fetch it again") from err
-    size = path.stat().st_size
+        raise CheckpointError(f"{where} is a corrupt zip archive ({_first_line(err)}); save or fetch it again") from err
     if declared > size:
         raise CheckpointError(
-            f"{path} declares {declared} bytes of records in a file of {size} bytes: they are compressed, which "
-            "torch.save never does, so this is not a PyTorch checkpoint (or a hostile one); refused"
+            f"{where} declares {declared} bytes of records in {size} bytes: they are compressed, which torch.save "
+            "never does, so this is not a PyTorch checkpoint (or a hostile one); refused"
         )
 
 

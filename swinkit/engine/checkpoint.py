@@ -5,9 +5,10 @@ A checkpoint directory holds ``model.safetensors``, ``ema.safetensors`` (with EM
 epoch, step, position in the epoch, RNG states), so it loads with ``torch.load(weights_only=True)``.
 
 A sharded run (``train.parallel=fsdp``) writes ``dcp/`` instead of the weight files: the model, EMA and optimizer
-state as ``torch.distributed.checkpoint`` shards, each process writing its own. Loading reshards, so a run resumes at
-any number of processes; ``consolidated_state`` reads the full weights back in one process (``swinkit convert``,
-``eval``, ``predict`` do), without a process group.
+state as ``torch.distributed.checkpoint`` shards, each process writing its own, and ``dcp/SHA256SUMS``. Loading
+reshards, so a run resumes at any number of processes; ``consolidated_state`` reads the full weights back in one
+process (``swinkit convert``, ``eval``, ``predict`` do), without a process group. Both read through
+``swinkit.checkpoints.sharded``, which never runs code from the directory and checks every shard's checksum.
 
 The files go to a temporary directory beside the target, each is fsynced, and the directory is then renamed into
 place (``swinkit.core.atomic.write_dir``): the old directory is first moved to ``.<name>.old`` and removed only
@@ -20,7 +21,6 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,7 @@ from torch.distributed.checkpoint.state_dict import (
 
 from ..checkpoints import save_checkpoint
 from ..checkpoints.io import read_file, save_safetensors
+from ..checkpoints.sharded import load_sharded, read_metadata, write_checksums
 from ..core import device as devices
 from ..core.atomic import commit_dir, previous_copy, temporary_dir, write_dir
 from ..core.distributed import barrier, broadcast_object, is_main_process
@@ -133,6 +134,7 @@ def save_sharded_checkpoint(
     try:
         dcp.save(_sharded_state(model, optimizer, ema), checkpoint_id=tmp / SHARDS_DIR)
         barrier()
+        write_checksums(tmp / SHARDS_DIR, write=is_main_process())
         if is_main_process():
             torch.save(trainer_state, tmp / STATE_FILE)
             save_config(cfg, tmp / CONFIG_FILE)
@@ -151,7 +153,7 @@ def load_sharded_checkpoint(
     """Load a sharded checkpoint into (sharded or whole) ``model``, ``optimizer`` and ``ema``, resharding for this
     run's processes (call on every process)."""
     state = _sharded_state(model, optimizer, ema)
-    dcp.load(state, checkpoint_id=Path(ckpt_dir) / SHARDS_DIR)
+    load_sharded(state, Path(ckpt_dir) / SHARDS_DIR)
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
     if ema is not None:
         set_model_state_dict(ema, state["ema"])
@@ -164,18 +166,15 @@ def is_sharded_checkpoint(ckpt_dir: str | Path) -> bool:
 def consolidated_state(ckpt_dir: str | Path, ema: bool = False) -> dict[str, torch.Tensor]:
     """The full weights (or EMA weights) of a sharded checkpoint, read in this process alone."""
     shards = Path(ckpt_dir) / SHARDS_DIR
-    reader = dcp.FileSystemReader(shards)
     prefix = "ema." if ema else "model."
     template = {
         key.removeprefix(prefix): torch.empty(meta.size, dtype=meta.properties.dtype)
-        for key, meta in reader.read_metadata().state_dict_metadata.items()
+        for key, meta in read_metadata(shards).state_dict_metadata.items()
         if key.startswith(prefix) and isinstance(meta, TensorStorageMetadata)
     }
     if not template:
         raise CheckpointError(f"{shards} holds no {'EMA ' if ema else ''}weights")
-    with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
-        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-        dcp.load({prefix[:-1]: template}, storage_reader=reader, no_dist=True)
+    load_sharded({prefix[:-1]: template}, shards, no_dist=True)
     return template
 
 
@@ -211,7 +210,7 @@ def checkpoint_weights(ckpt_dir: Path, ema: bool = False) -> Path | dict[str, to
 def has_ema(ckpt_dir: Path) -> bool:
     """Whether a checkpoint directory holds EMA weights (``ema.safetensors``, or EMA shards)."""
     if is_sharded_checkpoint(ckpt_dir):
-        metadata = dcp.FileSystemReader(Path(ckpt_dir) / SHARDS_DIR).read_metadata()
+        metadata = read_metadata(Path(ckpt_dir) / SHARDS_DIR)
         return any(key.startswith("ema.") for key in metadata.state_dict_metadata)
     return (Path(ckpt_dir) / EMA_FILE).is_file()
 
@@ -262,4 +261,7 @@ def load_weights(model: nn.Module, ckpt_dir: Path, ema: bool = False) -> None:
 
 
 def load_trainer_state(ckpt_dir: Path) -> dict:
-    return torch.load(Path(ckpt_dir) / STATE_FILE, map_location="cpu", weights_only=True)
+    state = read_file(Path(ckpt_dir) / STATE_FILE)[0]
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{Path(ckpt_dir) / STATE_FILE} holds a {type(state).__name__}, not a trainer state")
+    return state
