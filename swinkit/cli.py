@@ -452,10 +452,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # Under torchrun only rank 0 prints; the other ranks log warnings and errors only.
+    # Under torchrun only rank 0 prints; the other ranks log warnings and errors only. Other libraries' loggers
+    # (botocore's "Found credentials ...") say only warnings, unless --verbose.
     rank = int(os.environ.get("RANK", "0"))
     level = logging.DEBUG if args.verbose else logging.INFO
-    logging.basicConfig(level=level if rank == 0 else logging.WARNING, format="%(message)s")
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(message)s")
+    logging.getLogger(__package__).setLevel(level if rank == 0 else logging.WARNING)
     from .core.errors import SwinkitError
     from .runtime import reuse_freed_memory
 

@@ -2,8 +2,9 @@
 
 ``LoopbackServer.files`` maps URL paths to bytes; every request is recorded in ``requests`` as (method, path).
 ``truncate`` holds paths whose body is cut in half after announcing the full ``Content-Length`` (a dropped
-connection). Paths under ``<repo>/resolve/<revision>/`` answer with the headers huggingface_hub reads (commit, ETag),
-so ``HF_ENDPOINT`` can point at the server.
+connection). ``answers`` maps paths to functions that write the whole answer on the request handler (a hostile or
+broken server: wrong headers, an endless or dripping body). Paths under ``<repo>/resolve/<revision>/`` answer
+with the headers huggingface_hub reads (commit, ETag), so ``HF_ENDPOINT`` can point at the server.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import threading
+from collections.abc import Callable
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -23,6 +25,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         owner = self.server.owner
         path = self.path.split("?")[0]
         owner.requests.append((self.command, path))
+        if path in owner.answers:
+            owner.answers[path](self)
+            self.close_connection = True
+            return
         body = owner.files.get(path)
         if body is None:
             self.send_response(404)
@@ -57,6 +63,7 @@ class LoopbackServer:
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.truncate: set[str] = set()
+        self.answers: dict[str, Callable[[http.server.BaseHTTPRequestHandler], None]] = {}
         self.requests: list[tuple[str, str]] = []
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.owner = self

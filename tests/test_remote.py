@@ -3,6 +3,7 @@ shards, checkpoint directories and runs on ``s3://``, and the errors for a missi
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
@@ -103,7 +104,9 @@ def test_missing_keys_and_remote_outputs_give_one_clear_error(s3, tmp_path, caps
     assert "object storage does not offer" in capsys.readouterr().err
     assert main(["train", "--resume", f"s3://{BUCKET}/runs/x"]) == 2
     assert "add --output DIR" in capsys.readouterr().err
-    s3.pipe_file(f"{BUCKET}/runs/file.pth", b"not a run")
+    buffer = io.BytesIO()
+    torch.save({"w": torch.zeros(2)}, buffer)  # a weight file, not a run directory
+    s3.pipe_file(f"{BUCKET}/runs/file.pth", buffer.getvalue())
     assert main(["train", "--resume", f"s3://{BUCKET}/runs/file.pth", "--output", str(tmp_path / "r2")]) == 2
     assert "not a swinkit run directory" in capsys.readouterr().err and not (tmp_path / "r2").exists()
 
@@ -121,3 +124,17 @@ def test_an_unreachable_endpoint_gives_one_clear_error(monkeypatch, tmp_path, ca
     assert re.search("EndpointConnectionError.*AWS_ENDPOINT_URL", err)
     assert main(["eval", "--checkpoint", f"s3://{BUCKET}/runs/a/last"]) == 2
     assert "could not read" in capsys.readouterr().err
+
+
+def test_a_listed_key_that_leads_outside_the_cache_is_refused(s3, tmp_path, capsys, monkeypatch):
+    """A checkpoint directory on S3 whose listing holds ``../`` keys: nothing is written outside the cache (today
+    the key's relative part was joined onto the cache path and overwrote ``target``)."""
+    monkeypatch.setenv("SWINKIT_HOME", str(tmp_path / "home"))
+    target = tmp_path / "victim.txt"
+    target.write_text("keep me")
+    s3.pipe_file(f"{BUCKET}/runs/a/last/model.safetensors", b"{}")
+    s3.pipe_file(f"{BUCKET}/runs/a/last/{'../' * 24}{str(target).lstrip('/')}", b"overwritten")
+    assert main(["eval", "--checkpoint", f"s3://{BUCKET}/runs/a/last"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "leads outside swinkit's cache" in err
+    assert target.read_text() == "keep me" and not (tmp_path / "victim.txt.sha256").exists()

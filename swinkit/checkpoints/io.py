@@ -47,22 +47,24 @@ class ForeignObject:
 FOREIGN_CONFIGS = {"argparse.Namespace": ForeignObject, "yacs.config.CfgNode": OrderedDict}
 
 
-def read_file(path: str | os.PathLike) -> tuple[dict, dict[str, str]]:
-    """Load a checkpoint file into Python objects without executing code.
+def read_file(path: str | os.PathLike, suffix: str | None = None) -> tuple[dict, dict[str, str]]:
+    """Load a checkpoint file into Python objects without executing code; ``suffix`` is the format to read it as
+    (default: its own suffix).
 
     Returns:
         (the loaded object, safetensors metadata or {}).
     """
     path = Path(path)
+    suffix = path.suffix if suffix is None else suffix
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is empty (0 bytes): an interrupted download or save; fetch or save it again")
-    if path.suffix == ".pdparams":
+    if suffix == ".pdparams":
         return read_pdparams(path), {}
-    if path.suffix == ".ckpt":
+    if suffix == ".ckpt":
         return read_ckpt(path), {}
-    if path.suffix == ".safetensors" or _is_safetensors(path):
+    if suffix == ".safetensors" or _is_safetensors(path):
         try:
             with safe_open(str(path), framework="pt") as f:
                 metadata = f.metadata() or {}
@@ -95,6 +97,45 @@ def read_file(path: str | os.PathLike) -> tuple[dict, dict[str, str]]:
             f"{path} is not a PyTorch checkpoint or is corrupt ({type(err).__name__}: {_first_line(err)}); "
             "expected a .pth/.pt/.bin saved by torch.save or a .safetensors file"
         ) from err
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".pdparams")
+_LEGACY_TORCH = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"  # torch.save's magic number, pickled first (before 1.6)
+
+
+def check_weight_file(path: str | os.PathLike, suffix: str) -> None:
+    """Refuse a file that is not a loadable weight file of the format ``suffix`` names (a download's name): empty,
+    an HTML page, gzip-compressed, cut short. For other suffixes only the first three are refused.
+
+    Safetensors headers, zip directories (``torch.save``) and the zip-bomb check are read without loading the
+    weights; a pre-1.6 ``torch.save`` file, MindSpore ``.ckpt`` and ``.pdparams`` are read whole, as nothing short of
+    that tells a file cut short from a complete one.
+    """
+    path = Path(path)
+    with path.open("rb") as f:
+        head = f.read(64)
+    if not head:
+        raise CheckpointError("it is empty (0 bytes)")
+    if head.lstrip()[:1] == b"<":
+        raise CheckpointError(f"it is an HTML or XML page ({head.lstrip()[:40]!r}...), not a weight file: a proxy's "
+                              "login or error page?")  # fmt: skip
+    if head[:2] == b"\x1f\x8b":
+        raise CheckpointError("it is gzip-compressed, which no weight file is")
+    if suffix == ".safetensors":
+        try:
+            with safe_open(str(path), framework="pt"):
+                pass
+        except (SafetensorError, OSError) as err:
+            raise CheckpointError(f"not a complete safetensors file ({_first_line(err)})") from err
+    elif suffix in (".pth", ".pt", ".bin") and zipfile.is_zipfile(path):
+        check_zip_sizes(path, path.stat().st_size, path)
+        with zipfile.ZipFile(path) as archive:
+            if not any(name.endswith("data.pkl") for name in archive.namelist()):
+                raise CheckpointError("a zip archive, but not one torch.save wrote (no data.pkl record)")
+    elif suffix in (".pth", ".pt", ".bin") and not head.startswith(_LEGACY_TORCH):
+        raise CheckpointError("not a file torch.save wrote (no zip directory at its end: cut short?)")
+    elif suffix in WEIGHT_SUFFIXES:
+        read_file(path, suffix)
 
 
 def _foreign_globals(path: Path) -> list[str]:

@@ -6,6 +6,15 @@ name only when it is complete (as many bytes as the server announced) and its SH
 first download (``<file>.sha256``) and checked each time the cached file is used, so a cached file that changed later
 is refused instead of loaded. A failed download leaves nothing under the final name; the next try starts afresh.
 
+What the server sends must also be a weight file of the format the name says (``check_weight_file``: not empty, not
+an HTML page, not gzip-encoded, a complete safetensors header or ``torch.save`` zip); otherwise nothing is cached.
+A download is bounded: ``SWINKIT_DOWNLOAD_MAX_BYTES`` (default 32 GiB) and the announced size cap the bytes, a
+transfer that moves less than 64 KiB in ``SWINKIT_DOWNLOAD_TIMEOUT`` seconds (default 60, also the connect and read
+timeout) is a stall, and ``SWINKIT_DOWNLOAD_DEADLINE`` (default 6 h) ends any download. One process fetches a cache
+entry at a time (a lock under ``$SWINKIT_HOME/locks``; the others then find it cached), and it first removes the
+temporary files a killed download left. Every cache path stays inside the cache: a URL or a listed key with ``..``
+is refused.
+
 Environment:
     SWINKIT_HOME: the cache root (default ``~/.cache/swinkit``); a URL's file goes to
         ``$SWINKIT_HOME/weights/<host>/<path>``.
@@ -18,11 +27,15 @@ Environment:
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import glob
 import hashlib
 import http.client
 import json
 import logging
 import os
+import re
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -30,9 +43,10 @@ from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
+from ..checkpoints.io import check_weight_file
 from ..core import remote
-from ..core.atomic import write_atomic
-from ..core.errors import ConfigError, DownloadError
+from ..core.atomic import TMP_SUFFIX, write_atomic
+from ..core.errors import CheckpointError, ConfigError, DownloadError
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +54,15 @@ GITHUB = "https://github.com/"
 HASH_SUFFIX = ".sha256"
 VERSION_SUFFIX = ".source"  # which remote object a cached copy was made from
 HUB_FILES = ("model.safetensors", "pytorch_model.bin")  # what a Hub repository holds its weights in, in order
-TIMEOUT_S = 60
+HUB_ENDPOINT = "https://huggingface.co"
+TIMEOUT_S = 60  # connect and per-read timeout; also the window a transfer must move MIN_WINDOW_BYTES in
+MIN_WINDOW_BYTES = 64 << 10
+DEADLINE_S = 6 * 3600  # a whole download
+MAX_BYTES = 32 << 30  # more than any published Swin checkpoint (SwinV2-G's fp32 weights are 12 GB)
+LOCKS_DIR = "locks"
 _CHUNK = 1 << 20
 _TRUE = ("1", "true", "yes", "on")
+_HOST = re.compile(r"^[A-Za-z0-9_:]([A-Za-z0-9_.:-]*[A-Za-z0-9_])?$")  # a host name, IPv4 or IPv6 address, or bucket
 
 
 def cache_dir() -> Path:
@@ -66,13 +86,26 @@ def mirrored(url: str) -> str:
 def cached_path(url: str) -> Path:
     """The cache entry of ``url``: ``cache_dir()/<host>/<path>`` for http(s), ``cache_dir()/<scheme>/<bucket>/<key>``
     otherwise, so that two files of one name from different places never stand for each other (the original URL is
-    the key, whichever mirror served it)."""
+    the key, whichever mirror served it).
+
+    Raises:
+        ConfigError: a URL with no file path, or whose host or path would lead outside the cache (``..``).
+    """
     parts = urlsplit(url)
     segments = [s for s in parts.path.split("/") if s]
-    if not segments or any(s in (".", "..") for s in segments) or not parts.hostname:
-        raise ConfigError(f"{url}: not the URL of a checkpoint file; give the URL of the file itself")
     root = cache_dir() if parts.scheme in ("http", "https") else cache_dir() / parts.scheme
-    return root.joinpath(parts.hostname, *segments)
+    path = _within(root, [parts.hostname or "", *segments])
+    if not segments or not parts.hostname or not _HOST.match(parts.hostname) or path is None:
+        raise ConfigError(f"{url}: not the URL of a checkpoint file (its host and path must name one file, without "
+                          "'..' segments); give the URL of the file itself")  # fmt: skip
+    return path
+
+
+def _within(root: Path, segments: list[str]) -> Path | None:
+    """``root/segment/...``, or None unless every segment is a plain name and the result stays inside ``root``."""
+    path = root.joinpath(*segments)
+    plain = all(s not in ("", ".", "..") and "\\" not in s and "\0" not in s for s in segments)
+    return path if plain and path.resolve().is_relative_to(root.resolve()) else None
 
 
 def _sha256(path: Path) -> str:
@@ -112,9 +145,61 @@ def unreachable(url: str, path: Path, reason: str) -> DownloadError:
     )
 
 
+def limits() -> tuple[float, float, int]:
+    """``(timeout, deadline, max_bytes)`` of a download, from the environment (see the module docstring)."""
+    return (remote.env_number("SWINKIT_DOWNLOAD_TIMEOUT", TIMEOUT_S),
+            remote.env_number("SWINKIT_DOWNLOAD_DEADLINE", DEADLINE_S),
+            int(remote.env_number("SWINKIT_DOWNLOAD_MAX_BYTES", MAX_BYTES)))  # fmt: skip
+
+
+@contextlib.contextmanager
+def _entry_lock(path: Path):
+    """Hold the lock of cache entry ``path`` (one process fetches it at a time; the others then find it cached),
+    and sweep the temporary files an earlier process killed mid-download left beside it."""
+    locks = cache_dir().parent / LOCKS_DIR  # beside the cache, not in it: a listing of the cache is only weights
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / (hashlib.sha256(str(path).encode()).hexdigest()[:32] + ".lock"), "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        if path.parent.is_dir():
+            for name in (path.name, _record(path).name, path.name + VERSION_SUFFIX):
+                for stale in path.parent.glob(f".{glob.escape(name)}.*{TMP_SUFFIX}"):
+                    stale.unlink(missing_ok=True)
+        yield
+
+
+def _chunks(stream, total: int | None, source: str):
+    """What arrives on ``stream`` (announcing ``total`` bytes, or None), refused past ``limits()``: more bytes than
+    announced or than the cap, a transfer past the deadline, or one that moves less than ``MIN_WINDOW_BYTES`` in a
+    window of the timeout (a slow drip that per-read timeouts never end)."""
+    timeout, deadline, max_bytes = limits()
+    cap, what = (max_bytes, f"SWINKIT_DOWNLOAD_MAX_BYTES={max_bytes}") if total is None else (total, f"{total}")
+    if total is not None and total > max_bytes:
+        raise DownloadError(f"{source}: the server announces {total} bytes, more than SWINKIT_DOWNLOAD_MAX_BYTES="
+                            f"{max_bytes}; raise it if the file is really that large")  # fmt: skip
+    received = window = 0
+    start = window_start = time.monotonic()
+    read = getattr(stream, "read1", stream.read)  # what has arrived, not a full chunk: a slow drip is seen
+    while chunk := read(_CHUNK):
+        received, window = received + len(chunk), window + len(chunk)
+        if received > cap:
+            raise DownloadError(f"{source}: the server sent more than {what} bytes; nothing was kept")
+        now = time.monotonic()
+        if now - start > deadline:
+            raise DownloadError(f"{source}: not complete after SWINKIT_DOWNLOAD_DEADLINE={deadline:g} s ({received} "
+                                "bytes); nothing was kept. Raise it for a slow link")  # fmt: skip
+        if now - window_start > timeout:
+            if window < MIN_WINDOW_BYTES:
+                raise DownloadError(f"{source}: {window} bytes arrived in {now - window_start:.0f} s (SWINKIT_"
+                                    f"DOWNLOAD_TIMEOUT={timeout:g}): the transfer stalled; nothing was "
+                                    "kept")  # fmt: skip
+            window_start, window = now, 0
+        yield chunk
+
+
 def _copy_into_cache(path: Path, source: str, opened, sha256: str, progress: bool) -> Path:
     """Stream ``opened()`` (a context manager yielding a readable binary stream and its announced size or None) into
-    ``path`` atomically, checking the size and the published hash, then record the SHA-256 beside it."""
+    ``path`` atomically, within ``limits()``, checking the size, the published hash and that it is a weight file of
+    the format its name says; then record the SHA-256 beside it."""
     digest = hashlib.sha256()
 
     def write(tmp: str) -> None:
@@ -125,7 +210,7 @@ def _copy_into_cache(path: Path, source: str, opened, sha256: str, progress: boo
             tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=path.name, disable=not progress,
                  leave=False) as bar,
         ):  # fmt: skip
-            while chunk := stream.read(_CHUNK):
+            for chunk in _chunks(stream, total, source):
                 out.write(chunk)
                 digest.update(chunk)
                 received += len(chunk)
@@ -138,6 +223,12 @@ def _copy_into_cache(path: Path, source: str, opened, sha256: str, progress: boo
                 f"{source}: the downloaded file's SHA-256 {digest.hexdigest()[:16]}... is not the published "
                 f"{sha256[:16]}...; it was not kept. Try again, or check the mirror (SWINKIT_GITHUB_MIRROR)"
             )
+        try:
+            check_weight_file(tmp, path.suffix)
+        except CheckpointError as err:
+            raise DownloadError(f"{source}: what the server sent is not a {path.suffix or 'weight'} file ({err}); "
+                                "nothing was kept. Check the URL (and SWINKIT_GITHUB_MIRROR or the proxy), then run "
+                                "the command again") from err  # fmt: skip
 
     write_atomic(path, write)
     write_atomic(_record(path), lambda tmp: Path(tmp).write_text(digest.hexdigest() + "\n"))
@@ -145,32 +236,59 @@ def _copy_into_cache(path: Path, source: str, opened, sha256: str, progress: boo
     return path
 
 
-def _cached_or_offline(path: Path, sha256: str, source: str) -> bool:
-    """True when ``path`` holds the (verified) file; raises when offline and it does not."""
+def _usable_cached(path: Path, sha256: str, source: str) -> bool:
+    """True when ``path`` holds the verified file; a cached file that is no weight file of its format (cached by an
+    older swinkit: an HTML page, a cut-short body) is removed, to be fetched again. Raises when offline and the file
+    is not cached."""
     if path.is_file():
         _verify_cached(path, sha256, source)
-        return True
+        try:
+            check_weight_file(path, path.suffix)
+            return True
+        except CheckpointError as err:
+            log.warning("%s: the cached copy of %s is no %s file (%s); removed, fetching it again", path, source,
+                        path.suffix, err)  # fmt: skip
+            path.unlink()
+            _record(path).unlink(missing_ok=True)
     if offline():
         raise unreachable(source, path, "offline: SWINKIT_OFFLINE or HF_HUB_OFFLINE is set and the file is not cached")
     return False
 
 
+def _content_length(headers, source: str) -> int | None:
+    values = set(headers.get_all("Content-Length") or [])
+    if not values:
+        return None
+    if len(values) > 1 or not next(iter(values)).strip().isdigit():
+        announced = ", ".join(sorted(values))[:80]
+        raise DownloadError(f"{source}: the server announced an invalid size (Content-Length: {announced}); nothing "
+                            "was kept. Check the URL or the proxy")  # fmt: skip
+    return int(next(iter(values)))
+
+
 def fetch_url(url: str, *, sha256: str = "", progress: bool = True) -> Path:
     """The cached file of an http(s) ``url``, downloaded first if it is not cached (see the module docstring)."""
     path, source = cached_path(url), mirrored(url)
-    if _cached_or_offline(path, sha256, source):
-        return path
+    timeout = limits()[0]
 
     @contextlib.contextmanager
     def opened():
+        request = urllib.request.Request(source, headers={"Accept-Encoding": "identity"})
         try:
-            with urllib.request.urlopen(source, timeout=TIMEOUT_S) as response:
-                yield response, int(response.headers.get("Content-Length") or 0) or None
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+                if encoding != "identity":
+                    raise DownloadError(f"{source}: the server sent the file {encoding}-encoded, though asked not to; "
+                                        "nothing was kept. Check the mirror or the proxy")  # fmt: skip
+                yield response, _content_length(response.headers, source)
         except (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError) as err:
             reason = getattr(err, "reason", None) or err
             raise unreachable(source, path, f"{type(err).__name__}: {reason}") from err
 
-    return _copy_into_cache(path, source, opened, sha256, progress)
+    with _entry_lock(path):
+        if _usable_cached(path, sha256, source):
+            return path
+        return _copy_into_cache(path, source, opened, sha256, progress)
 
 
 def fetch_remote(url: str, *, progress: bool = True, exclude: tuple[str, ...] = ()) -> Path:
@@ -179,12 +297,13 @@ def fetch_remote(url: str, *, progress: bool = True, exclude: tuple[str, ...] = 
     ``swinkit.core.remote`` says. A cached file is used again only while the remote object is the one it was copied
     from (same size and ETag or modification time), so a checkpoint that a run has since rewritten is fetched anew;
     offline, the cached copy is used as it is. Files of a directory named in ``exclude`` are left out (a trainer
-    state where only the weights are needed)."""
+    state where only the weights are needed). A listed key that would lead outside the cache is refused."""
     path = cached_path(url)
     if offline():
         if path.is_dir():
             return path
-        _cached_or_offline(path, "", url)
+        with _entry_lock(path):
+            _usable_cached(path, "", url)
         return path
     fs, key = remote.filesystem(url)
     try:
@@ -198,13 +317,18 @@ def fetch_remote(url: str, *, progress: bool = True, exclude: tuple[str, ...] = 
         return _fetch_remote_file(fs, key, url, path, info, progress)
     if not listing:
         raise DownloadError(f"{url}: an empty directory on {type(fs).__name__}; check the key")
-    wanted = set()
+    files = {}
     for name, entry in sorted(listing.items()):
         relative = name[len(key.rstrip("/")) :].lstrip("/")
-        if relative in exclude:
-            continue
-        wanted.add(path / relative)
-        _fetch_remote_file(fs, name, f"{url.rstrip('/')}/{relative}", path / relative, entry, progress)
+        target = _within(path, relative.split("/"))
+        if target is None:
+            raise DownloadError(f"{url}: the listed key {name[:200]!r} leads outside swinkit's cache ({path}); "
+                                "nothing was copied. The bucket holds a hostile key: check who can write there")
+        if relative not in exclude:
+            files[name] = (relative, target, entry)
+    for name, (relative, target, entry) in files.items():
+        _fetch_remote_file(fs, name, f"{url.rstrip('/')}/{relative}", target, entry, progress)
+    wanted = {target for _, target, _ in files.values()}
     for stale in [p for p in path.rglob("*") if p.is_file() and not p.name.endswith((HASH_SUFFIX, VERSION_SUFFIX))]:
         if stale not in wanted:  # removed from the remote directory since the last copy
             stale.unlink()
@@ -215,9 +339,6 @@ def _fetch_remote_file(fs, key: str, url: str, path: Path, info: dict, progress:
     stamp = next((info[k] for k in ("ETag", "etag", "md5", "mtime", "LastModified") if info.get(k)), "")
     version = json.dumps({"size": info.get("size"), "stamp": str(stamp)})
     record = path.with_name(path.name + VERSION_SUFFIX)
-    if path.is_file() and record.is_file() and record.read_text() == version:
-        _verify_cached(path, "", url)
-        return path
 
     @contextlib.contextmanager
     def opened():
@@ -229,21 +350,28 @@ def _fetch_remote_file(fs, key: str, url: str, path: Path, info: dict, progress:
         except Exception as err:
             raise DownloadError(remote.cannot_read(url, err)) from err
 
-    _copy_into_cache(path, url, opened, "", progress)
-    write_atomic(record, lambda tmp: Path(tmp).write_text(version))
+    with _entry_lock(path):
+        if record.is_file() and record.read_text() == version and _usable_cached(path, "", url):
+            return path
+        _copy_into_cache(path, url, opened, "", progress)
+        write_atomic(record, lambda tmp: Path(tmp).write_text(version))
     return path
 
 
 def fetch_hub(repo_id: str, *, filenames: tuple[str, ...] = HUB_FILES) -> Path:
-    """A Hub repository's weight file (the first of ``filenames`` it has) from huggingface_hub's cache or the Hub."""
+    """A Hub repository's weight file (the first of ``filenames`` it has) from huggingface_hub's cache or the Hub.
+
+    Online, ``HF_ENDPOINT`` is first asked once, within ``SWINKIT_REMOTE_TIMEOUT``: an endpoint that does not
+    answer falls back to the cache at once, where huggingface_hub would retry for minutes."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
 
     endpoint = os.environ.get("HF_ENDPOINT")  # read now, so a change after import still counts
+    silent = offline() or remote.unanswered(endpoint or HUB_ENDPOINT)
     not_cached = None
     for filename in filenames:
         try:
-            return Path(hf_hub_download(repo_id, filename, endpoint=endpoint, local_files_only=offline()))
+            return Path(hf_hub_download(repo_id, filename, endpoint=endpoint, local_files_only=bool(silent)))
         except LocalEntryNotFoundError as err:
             not_cached = err
         except EntryNotFoundError:
@@ -252,10 +380,11 @@ def fetch_hub(repo_id: str, *, filenames: tuple[str, ...] = HUB_FILES) -> Path:
             raise DownloadError(f"hf-hub:{repo_id}: {' '.join(str(err).split())[:300]}. Check the repository id, "
                                 "HF_TOKEN for a private one, or HF_ENDPOINT for a mirror") from err  # fmt: skip
     if not_cached is not None:
+        reason = silent if isinstance(silent, str) else " ".join(str(not_cached).split())[:200]
         raise DownloadError(
-            f"hf-hub:{repo_id} is not in the Hugging Face cache and the Hub cannot be reached "
-            f"({' '.join(str(not_cached).split())[:200]}). Set HF_ENDPOINT to a reachable mirror, fill the cache "
-            "where the Hub is reachable (`swinkit download NAME.TAG` with the same HF_HOME), or pass a local file "
-            "instead (pretrained='/path/to/file'; CLI: --weights FILE)"
+            f"hf-hub:{repo_id} is not in the Hugging Face cache and the Hub cannot be reached ({reason}). Set "
+            "HF_ENDPOINT to a reachable mirror, fill the cache where the Hub is reachable (`swinkit download "
+            "NAME.TAG` with the same HF_HOME), or pass a local file instead (pretrained='/path/to/file'; CLI: "
+            "--weights FILE)"
         )
     raise DownloadError(f"hf-hub:{repo_id} holds none of {', '.join(filenames)}; it is not a weights repository")
