@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import socket
 import subprocess
@@ -88,26 +89,64 @@ def test_resuming_a_finished_run_says_so_and_how_to_extend_it(tmp_path, capsys):
     assert main(["train", "--resume", str(out), "sched.epochs=2"]) == 0 and _epochs(out) == [1, 2]
 
 
-def _sleeper() -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+def _lock_holder(run_dir: Path) -> subprocess.Popen:
+    """Another process that holds ``run_dir``'s lock (as a run does) until it is killed."""
+    code = ("import sys, time; from pathlib import Path; from swinkit.engine.run_dir import locked\n"
+            "with locked(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(120)")  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    holder = subprocess.Popen([sys.executable, "-c", code, str(run_dir)], env=env, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "held\n"
+    return holder
 
 
 def test_a_live_lock_stops_a_second_run_and_a_stale_one_is_taken_over(tmp_path, caplog):
     out = tmp_path / "run"
     out.mkdir()
-    holder = _sleeper()
+    holder = _lock_holder(out)
     try:
-        (out / ".lock").write_text(f"{socket.gethostname()} {holder.pid}\n")
         with pytest.raises(RunLockedError, match=f"in use by process .*:{holder.pid}"):
             train(tiny_config(out, "sched.epochs=1"))
         assert sorted(p.name for p in out.iterdir()) == [".lock"]  # nothing else written
     finally:
-        holder.kill()
+        holder.kill()  # SIGKILL: its lock file stays, naming it; the kernel has released the lock itself
         holder.wait()
+    assert (out / ".lock").read_text().split()[1] == str(holder.pid)
     with caplog.at_level(logging.WARNING):
         assert train(tiny_config(out, "sched.epochs=1"))["epoch"] == 1
-    assert any("no longer runs" in r.getMessage() for r in caplog.records)
+    assert any(f"{holder.pid}, which no longer runs" in r.getMessage() for r in caplog.records)
     assert not (out / ".lock").exists()  # released at the end
+
+
+def _race_for_the_lock(run_dir: Path, start, results) -> None:
+    start.wait()
+    try:
+        with runs.locked(run_dir):
+            taken = time.monotonic()
+            time.sleep(0.3)
+            results.put((taken, time.monotonic()))
+    except RunLockedError:
+        results.put(None)
+
+
+@pytest.mark.parametrize("left", ["stale", "empty", "none"])
+def test_processes_racing_for_one_lock_never_both_hold_it(tmp_path, left):
+    """Six processes start at once, over a lock a dead process left, an empty one (written between create and
+    write), or none: in every trial no two hold it at the same time (the old create-then-write lock let two
+    through)."""
+    context = multiprocessing.get_context("fork")
+    for trial in range(8):
+        run_dir = tmp_path / f"{left}{trial}"
+        run_dir.mkdir()
+        if left != "none":
+            (run_dir / ".lock").write_text(f"{socket.gethostname()} 999999999\n" if left == "stale" else "")
+        start, results = context.Barrier(6), context.Queue()
+        racers = [context.Process(target=_race_for_the_lock, args=(run_dir, start, results)) for _ in range(6)]
+        for racer in racers:
+            racer.start()
+        for racer in racers:
+            racer.join(60)
+        held = sorted(h for h in (results.get(timeout=5) for _ in racers) if h is not None)
+        assert held and all(a[1] <= b[0] for a, b in zip(held, held[1:], strict=False)), (trial, held)
 
 
 @pytest.mark.slow

@@ -1,10 +1,10 @@
 """A run directory's life: where it is, who may write it, and its ``metrics.jsonl``.
 
 A run directory (``train.output``, by default the first free ``runs/<config name>[-N]``) holds ``config.yaml``,
-``metrics.jsonl``, ``curves.png`` and ``checkpoints/{last,best}/``. While a process trains into it, it holds
-``.lock`` (host and pid of the owner): a second process stops at once with an error naming the first, and a lock
-left by a process that no longer runs is taken over with a warning. On entry the lock holder removes what
-interrupted saves left behind (``checkpoints/.*.tmp``).
+``metrics.jsonl``, ``curves.png`` and ``checkpoints/{last,best}/``. While a process trains into it, it holds an
+exclusive ``flock`` on ``.lock`` (which names its host and pid): a second process stops at once with an error naming
+the first, and a lock left by a process that no longer runs is taken over with a warning. On entry the lock holder
+removes what interrupted saves left behind (``checkpoints/.*.tmp``).
 
 ``metrics.jsonl`` gets one JSON line per epoch. A line cut short by a kill mid-append is ignored by every reader,
 and a resumed run first rewrites the file to the epochs its checkpoint has done, each once, so no epoch is ever
@@ -14,17 +14,19 @@ written twice.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import itertools
 import json
 import logging
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from ..core import remote
 from ..core.atomic import remove_stale_temporaries, write_atomic
-from ..core.errors import ConfigError, RunExistsError, RunLockedError, RunNotFoundError
+from ..core.errors import ConfigError, RunExistsError, RunLockedError, RunNotFoundError, StorageError
 from .checkpoint import find_checkpoint
 
 log = logging.getLogger(__name__)
@@ -74,55 +76,78 @@ def resolve_run_dir(output: str | None, resume: str | None) -> tuple[Path, Path 
 
 
 # --- the lock ------------------------------------------------------------------------------------------------------
-def _alive(host: str, pid: int) -> bool:
-    if host != socket.gethostname():
-        return True  # cannot tell from here: assume the other machine's process runs
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _owner_text(fd: int) -> str:
+    os.lseek(fd, 0, os.SEEK_SET)
+    return os.read(fd, 256).decode("utf-8", "replace").strip()
 
 
 def lock_owner(run_dir: str | os.PathLike) -> str | None:
-    """``host:pid`` of the live process that holds ``run_dir``'s lock, or None."""
+    """``host:pid`` of the process that holds ``run_dir``'s lock, or None when no process holds it."""
     try:
-        host, pid = (Path(run_dir) / LOCK_FILE).read_text().split()[:2]
-        return f"{host}:{pid}" if _alive(host, int(pid)) else None
-    except (OSError, ValueError):
+        fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDONLY)
+    except OSError:
         return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return ":".join(_owner_text(fd).split()[:2]) or "unknown"
+    finally:
+        os.close(fd)  # also releases the probe's shared lock
+    return None
+
+
+def _take(path: Path) -> int | None:
+    """A descriptor of ``path`` holding its exclusive lock, or None while another process holds it. The file locked
+    must still be the one at ``path`` (a holder that is finishing unlinks it), else it is opened again."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
 
 
 @contextlib.contextmanager
 def locked(run_dir: Path) -> Iterator[None]:
-    """Hold ``run_dir/.lock`` for the duration; refuse if a live process holds it, take it over if it is stale.
+    """Hold ``run_dir/.lock`` for the duration: an exclusive ``flock`` on it, so exactly one process holds it at a
+    time and the kernel releases it when its holder dies (a lock left by a process that no longer runs is taken over,
+    with a warning naming it).
 
     Raises:
         RunLockedError: another live process trains into ``run_dir``.
+        StorageError: the lock cannot be written (a read-only directory).
     """
-    run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / LOCK_FILE
-    me = f"{socket.gethostname()} {os.getpid()}\n"
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            owner = lock_owner(run_dir)
-            if owner is not None:
-                raise RunLockedError(
-                    f"{run_dir} is in use by process {owner} (its lock is {path}); wait for it to finish, stop it, "
-                    "or choose another --output"
-                ) from None
-            log.warning("%s: taking over the lock of a process that no longer runs", run_dir)
-            path.unlink(missing_ok=True)
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(me)
-        break
-    else:
-        raise RunLockedError(f"{run_dir}: another process took the lock {path} at the same moment; try again")
+    fd = None
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for _ in range(5):  # a `lock_owner` probe holds it for microseconds: look again before refusing
+            fd = _take(path)
+            if fd is not None:
+                break
+            time.sleep(0.01)
+        else:
+            raise RunLockedError(
+                f"{run_dir} is in use by process {lock_owner(run_dir) or 'unknown'} (its lock is {path}); wait for it "
+                "to finish, stop it, or choose another --output"
+            )
+        left = _owner_text(fd)
+        if left:
+            log.warning("%s: taking over the lock of %s, which no longer runs", run_dir, ":".join(left.split()[:2]))
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{socket.gethostname()} {os.getpid()}\n".encode(), 0)
+    except OSError as err:
+        if fd is not None:
+            os.close(fd)
+        raise StorageError(f"{run_dir}: cannot write the run's lock {path} ({os.strerror(err.errno or 0)}); train "
+                           "into a writable directory (--output)") from err  # fmt: skip
     try:
         removed = remove_stale_temporaries(run_dir / "checkpoints")
         if removed:
@@ -131,8 +156,8 @@ def locked(run_dir: Path) -> Iterator[None]:
         yield
     finally:
         with contextlib.suppress(OSError):
-            if path.read_text() == me:
-                path.unlink()
+            path.unlink()  # while still holding it, so no process can lock the file after it is gone
+        os.close(fd)
 
 
 # --- metrics.jsonl -------------------------------------------------------------------------------------------------
