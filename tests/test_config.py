@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import logging
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import save_file
 
+from swinkit.cli import main
 from swinkit.engine.config import (
     FLAT_KEYS,
     IGNORED_FLAT_KEYS,
@@ -19,6 +24,7 @@ from swinkit.engine.config import (
     load_config,
     to_dict,
 )
+from tests.engine_utils import REPO
 
 SEED_DIR = Path(__file__).resolve().parents[2] / "shared" / "seed-configs"
 SEEDS = sorted(SEED_DIR.glob("*.yaml")) if SEED_DIR.is_dir() else []
@@ -122,11 +128,100 @@ def test_unknown_recipe_name():
      ("optim.accum_steps=0", "optim.accum_steps"), ("model.window_size=0", "model.window_size"),
      ("optim.lr=-1e-3", "optim.lr"), ("optim.lr=.nan", "optim.lr"), ("sched.min_lr=.inf", "sched.min_lr"),
      ("data.workers=-1", "data.workers"), ("train.stages=[{epochs: 0, img_size: 16}]", "train.stages[0].epochs"),
-     ("train.device=gpu7", "train.device"), ("name=/tmp/elsewhere", "name"), ("name=../../escape", "name")],
+     ("train.device=gpu7", "train.device"), ("name=/tmp/elsewhere", "name"), ("name=../../escape", "name"),
+     # each of these was a raw traceback (or a run that went on with a meaningless value) before it was checked
+     ("data.crop_pct=-1", "data.crop_pct"), ("data.crop_pct=0", "data.crop_pct"), ("data.ratio=[0, 1]", "data.ratio"),
+     ("data.ratio=[2, 1]", "data.ratio"), ("optim.betas=[1.5, 0.9]", "optim.betas"),
+     ("optim.betas=[0.9]", "optim.betas"), ("data.auto_augment=xyz", "data.auto_augment"),
+     ("model.num_heads=[0, 2]", "model.num_heads"), ("model.mlp_ratio=0", "model.mlp_ratio"),
+     ("model.in_chans=0", "model.in_chans"), ("data.std=[0, 1, 1]", "data.std"),
+     ("model.drop_path_rate=1.5", "model.drop_path_rate"), ("optim.momentum=2", "optim.momentum"),
+     ("data.label_smoothing=1.5", "data.label_smoothing"), ("train.seed=18446744073709551616", "train.seed"),
+     ("train.seed=" + "9" * 5000, "train.seed" if sys.version_info < (3, 11) else "a value cannot be read"),
+ ("optim.clip_grad=-1", "optim.clip_grad"),
+     ("optim.layer_decay=0", "optim.layer_decay"), ("model.num_classes=0", "model.num_classes"), ("name=.", "name"),
+     ("name=a\x00b", "name"), ("name=runs/./x", "name")],
 )  # fmt: skip
 def test_values_out_of_range_name_the_key(override, key):
-    with pytest.raises(ConfigError, match=re.escape(key)):
-        load_config("quickstart", [override])
+    with pytest.raises(ConfigError, match=re.escape(key)) as caught:
+        load_config("quickstart", [override.replace("\\x00", "\x00")])
+    assert len(str(caught.value)) < 400  # a 5,000-digit value is quoted by its beginning
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("amp_level: O9\narch: swinv2_tiny_window8_256\n", "amp_level: 'O9' is not a MindSpore level"),
+    ("lr_scheduler: [a]\narch: swinv2_tiny_window8_256\n", "lr_scheduler: ['a'] is not supported"),
+    ("set: [imagenet]\narch: swinv2_tiny_window8_256\n", "set: ['imagenet'] is not supported"),
+])  # fmt: skip
+def test_seed_style_values_of_the_wrong_kind_are_one_error(tmp_path, text, problem):
+    path = tmp_path / "flat.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(problem)):
+        load_config(str(path))
+
+
+ALIAS_BOMB = "\n".join(["a: &a [x, x, x, x, x, x, x, x, x, x]"] + [
+    f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+    f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]" for i in range(8)
+] + ["model: *i", ""])  # 10^9 values once expanded, in about 700 bytes
+
+
+def _capped(code: str, *args: str) -> subprocess.CompletedProcess:
+    """``code`` in a subprocess that cannot take more than 4 GiB of address space (torch maps about 3)."""
+    capped = f"import resource; resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))\n{code}"
+    return subprocess.run([sys.executable, "-c", capped, *args], cwd=REPO, capture_output=True, text=True)
+
+
+def test_an_alias_bomb_is_refused_before_it_expands(tmp_path):
+    """The bomb expands when anything walks it (an error message's repr, ``asdict``): refused from its node graph,
+    in a process that could not hold the expansion, with a short message."""
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(ALIAS_BOMB)
+    proc = _capped("import sys; from swinkit.cli import main; sys.exit(main(['train', '-c', sys.argv[1]]))", str(bomb))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.count("\n") == 1 and len(proc.stderr) < 500
+    assert "bomb.yaml: its aliases expand to more than 10000 values" in proc.stderr
+
+
+def test_the_same_bomb_in_a_checkpoints_metadata_is_refused_under_predict(tmp_path):
+    weights = tmp_path / "w.safetensors"
+    save_file({"w": torch.zeros(1)}, weights, metadata={"config": ALIAS_BOMB})
+    code = ("import sys; from swinkit.cli import main\n"
+            "sys.exit(main(['predict', '--checkpoint', sys.argv[1], sys.argv[2]]))")
+    proc = _capped(code, str(weights), str(REPO / "examples" / "digit-7.png"))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr[-2000:]
+    assert "its aliases expand to more than" in proc.stderr and len(proc.stderr) < 600
+
+
+def test_aliases_within_the_budget_still_load(tmp_path):
+    path = tmp_path / "anchors.yaml"
+    path.write_text("model:\n  name: swinv2_tiny_window8_256\n  depths: &d [2, 2]\n  num_heads: *d\n")
+    assert load_config(str(path)).model.num_heads == [2, 2]
+
+
+@pytest.mark.parametrize("content, problem", [
+    (b"model:\n  name: \xff\xfe\n", "not UTF-8 text"),
+    (("a:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, 150))).encode(), "nested deeper than 32 levels"),
+    (b"[" * 100_000, "nested deeper than 32 levels"),
+    (b"a: &a [*a]\n", "refers to its own anchor"),
+    (b"x: " + b"1" * (2 << 20), "more than any config"),
+])  # fmt: skip
+def test_unreadable_yaml_is_one_config_error(tmp_path, content, problem):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=problem):
+        load_config(str(path))
+
+
+def test_an_image_size_whose_activations_cannot_fit_is_refused_with_the_number(tmp_path, capsys):
+    """Estimated before anything is allocated (a 65536 px step once took the machine's memory)."""
+    for overrides in (["model.img_size=65536"], ["model.patch_size=1", "model.img_size=8192"],
+                      ["train.stages=[{epochs: 1, img_size: 100000}]"]):  # fmt: skip
+        assert main(["train", "--output", str(tmp_path / "run"), "data.max_train_samples=32",
+                     "data.batch_size=8", *overrides]) == 2
+        err = capsys.readouterr().err
+        assert re.search(r"needs at least [\d.]+ GiB of activations, more than the [\d.]+ GiB this cpu has", err)
+        assert not (tmp_path / "run").exists()
 
 
 def test_devices_torch_knows_are_accepted():

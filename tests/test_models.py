@@ -120,6 +120,12 @@ def test_features_only(name, perturb):
         assert torch.isfinite(fmap).all()
     assert [f["reduction"] for f in model.feature_info] == [4, 8, 16, 32]
 
+    # Another patch size moves every stride: feature_info says what the maps are (it once said 4 for any patch).
+    coarse = swinkit.create_model(name, features_only=True, **{**tiny_overrides(name), "patch_size": 2}).eval()
+    with torch.no_grad():
+        sides = [fmap.shape[-1] for fmap in coarse(images())]
+    assert [f["reduction"] for f in coarse.feature_info] == [64 // side for side in sides] == [2, 4, 8, 16]
+
     partial = perturb(swinkit.create_model(name, features_only=True, out_indices=(1, 3), **tiny_overrides(name)))
     partial.eval()
     with torch.no_grad():

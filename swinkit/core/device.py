@@ -10,6 +10,7 @@ a ``ConfigError`` that says so.
 from __future__ import annotations
 
 import importlib
+import os
 
 import torch
 
@@ -125,6 +126,15 @@ def synchronize(device: torch.device) -> None:
 def reset_peak_memory(device: torch.device) -> None:
     if device.type != "cpu":
         torch.accelerator.reset_peak_memory_stats(device)
+
+
+def total_memory(device: torch.device) -> int | None:
+    """The memory of ``device`` in bytes (the machine's RAM for the CPU), or None where the backend does not say."""
+    if device.type == "cpu":
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    module = _module(device.type)
+    info = getattr(module, "mem_get_info", None)
+    return info(device)[1] if info is not None else None
 
 
 def peak_memory_bytes(device: torch.device) -> int:

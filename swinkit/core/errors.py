@@ -74,3 +74,15 @@ class NonFiniteLossError(SwinkitError, RuntimeError):
 class DownloadError(SwinkitError, OSError):
     """Weights that could not be fetched or failed their check (unreachable, offline, truncated, hash mismatch);
     nothing is left in the cache, and the message says where to place the file by hand."""
+
+
+def shown(value: object, limit: int = 80) -> str:
+    """``repr(value)`` for a message, at most about ``limit`` characters: a hostile value (a string of megabytes, a
+    list that aliases expand to billions of items) is quoted by its beginning, without being expanded."""
+    import reprlib
+
+    short = reprlib.Repr()  # attributes, not keywords: Python 3.10 and 3.11 take none
+    short.maxlevel, short.maxlist, short.maxdict, short.maxtuple, short.maxset = 3, 6, 6, 6, 6
+    short.maxstring = short.maxother = short.maxlong = limit
+    text = short.repr(value)
+    return text if len(text) <= limit + 20 else text[:limit] + "..."

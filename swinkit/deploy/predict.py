@@ -16,6 +16,7 @@ from timm.data import ImageNetInfo
 
 from ..core.errors import ConfigError
 from ..engine.checkpoint import STATE_FILE
+from ..engine.setup import check_step_fits
 from ..hub import local_file
 from ..hub.weights import IMAGENET_LABEL_SETS
 from .convert import load_model
@@ -58,6 +59,7 @@ def predict(
     if checkpoint is not None:
         checkpoint = local_file(checkpoint, exclude=(STATE_FILE,))  # fetched once: weights and transform
     model, _, stored = load_model(name, checkpoint, overrides=overrides, weights=weights)
+    check_step_fits(model, 1, model.img_size, torch.device("cpu"), training=False)
     runner = InferenceModel(model, inference_precision(precision, torch.device("cpu")), compile=compile)
     transform = evaluation_transform(model, checkpoint)
     names = class_names(model.num_classes, stored)

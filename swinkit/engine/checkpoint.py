@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed.checkpoint as dcp
-import yaml
 from safetensors import SafetensorError, safe_open
 from torch import nn
 from torch.distributed.checkpoint.metadata import TensorStorageMetadata
@@ -43,8 +42,8 @@ from ..checkpoints.sharded import load_sharded, read_metadata, write_checksums
 from ..core import device as devices
 from ..core.atomic import commit_dir, previous_copy, temporary_dir, write_dir
 from ..core.distributed import barrier, broadcast_object, is_main_process
-from ..core.errors import CheckpointError
-from .config import Config, config_from_dict, load_config, save_config, to_yaml
+from ..core.errors import CheckpointError, ConfigError
+from .config import Config, config_from_dict, load_config, parse_yaml, save_config, to_yaml
 
 MODEL_FILE = "model.safetensors"
 EMA_FILE = "ema.safetensors"
@@ -233,14 +232,15 @@ def stored_config(path: str | Path) -> Config | None:
     try:
         with safe_open(str(path), framework="pt") as f:
             text = (f.metadata() or {}).get("config")
-    except (SafetensorError, OSError):
-        return None
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({err}); it may be truncated: save or "
+                              "download it again") from err  # fmt: skip
     if not text:
         return None
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise CheckpointError(f"{path}: the config in its metadata is not valid YAML; the file is corrupt") from err
+        data = parse_yaml(text, f"the config stored in {path}")
+    except ConfigError as err:
+        raise CheckpointError(f"{err}; the file is corrupt or hostile") from err
     return config_from_dict(data, f"the config stored in {path}")
 
 

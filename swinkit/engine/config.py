@@ -18,6 +18,7 @@ import dataclasses
 import difflib
 import logging
 import math
+import os
 import re
 import types
 import typing
@@ -28,7 +29,7 @@ from typing import Any
 import yaml
 
 from ..core.atomic import write_atomic
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, shown
 
 log = logging.getLogger(__name__)
 
@@ -238,18 +239,42 @@ CHOICES = {
     "train.parallel": ("ddp", "fsdp"),
     "ssl.method": ("moby", "simmim"),
 }
-# The least value of each numeric key (inclusive); stage keys are named without their index.
-MINIMUMS = {
-    "model.window_size": 1, "model.img_size": 1, "model.patch_size": 1, "model.embed_dim": 1,
-    "model.num_classes": 0, "model.attention_chunks": 1, "data.batch_size": 1, "data.eval_batch_size": 1,
-    "data.workers": 0, "data.shuffle_buffer": 1,
-    "data.max_train_samples": 1, "data.max_val_samples": 1, "optim.lr": 0.0, "optim.accum_steps": 1,
-    "optim.weight_decay": 0.0, "optim.eps": 0.0, "sched.epochs": 1, "sched.warmup_epochs": 0.0,
-    "sched.warmup_lr": 0.0, "sched.min_lr": 0.0, "sched.cool_lr": 0.0, "sched.tail_lr": 0.0, "sched.over_lr": 0.0,
-    "train.stages.epochs": 1, "train.stages.img_size": 1, "train.stages.window_size": 1, "train.eval_every": 1,
-    "train.log_every": 1, "train.save_every_steps": 0, "train.stop_after_steps": 1, "train.max_nonfinite": 1,
-    "train.threads": 1, "ssl.queue_size": 1, "ssl.knn_k": 1, "ssl.knn_every": 0, "ssl.mask_patch_size": 1,
+# The interval each numeric key's values must lie in (inf: unbounded); stage keys are named without their index.
+RANGES = {
+    "model.window_size": "[1, inf)", "model.img_size": "[1, inf)", "model.patch_size": "[1, inf)",
+    "model.embed_dim": "[1, inf)", "model.num_classes": "[1, inf)", "model.attention_chunks": "[1, inf)",
+    "model.num_heads": "[1, inf)", "model.depths": "[1, inf)", "model.mlp_ratio": "(0, inf)",
+    "model.in_chans": "[1, inf)", "model.drop_path_rate": "[0, 1)", "model.drop_rate": "[0, 1)",
+    "model.split_size": "[1, inf)", "model.pretrained_window_sizes": "[0, inf)",
+    "data.batch_size": "[1, inf)", "data.eval_batch_size": "[1, inf)", "data.workers": "[0, inf)",
+    "data.shuffle_buffer": "[1, inf)", "data.max_train_samples": "[1, inf)", "data.max_val_samples": "[1, inf)",
+    "data.crop_pct": "(0, 1]", "data.mean": "(-inf, inf)", "data.std": "(0, inf)", "data.scale": "(0, 1]",
+    "data.ratio": "(0, inf)", "data.hflip": "[0, 1]", "data.color_jitter": "[0, inf)", "data.re_prob": "[0, 1]",
+    "data.re_count": "[1, inf)", "data.mixup": "[0, inf)", "data.cutmix": "[0, inf)", "data.mixup_prob": "[0, 1]",
+    "data.switch_prob": "[0, 1]", "data.mixup_off_epoch": "[0, inf)", "data.label_smoothing": "[0, 1)",
+    "data.max_bad_fraction": "[0, 1]",
+    "optim.lr": "[0, inf)", "optim.lr_base_batch": "[1, inf)", "optim.weight_decay": "[0, inf)",
+    "optim.betas": "[0, 1)", "optim.eps": "[0, inf)", "optim.momentum": "[0, 1]", "optim.layer_decay": "(0, 1]",
+    "optim.backbone_lr_scale": "[0, inf)", "optim.clip_grad": "[0, inf)", "optim.accum_steps": "[1, inf)",
+    "sched.epochs": "[1, inf)", "sched.warmup_epochs": "[0, inf)", "sched.warmup_lr": "[0, inf)",
+    "sched.min_lr": "[0, inf)", "sched.cooldown_epochs": "[0, inf)", "sched.cool_epochs": "[0, inf)",
+    "sched.cool_lr": "[0, inf)", "sched.tail_epochs": "[0, inf)", "sched.tail_lr": "[0, inf)",
+    "sched.over_epochs": "[0, inf)", "sched.over_lr": "[0, inf)",
+    "train.seed": f"[0, {2**62}]", "train.ema_decay": "[0, 1]", "train.stages.epochs": "[1, inf)",
+    "train.stages.img_size": "[1, inf)", "train.stages.window_size": "[1, inf)", "train.eval_every": "[1, inf)",
+    "train.log_every": "[1, inf)", "train.save_every_steps": "[0, inf)", "train.stop_after_steps": "[1, inf)",
+    "train.max_nonfinite": "[1, inf)", "train.threads": "[1, inf)",
+    "ssl.momentum": "[0, 1]", "ssl.temperature": "(0, inf)", "ssl.queue_size": "[1, inf)", "ssl.proj_dim": "[1, inf)",
+    "ssl.hidden_dim": "[1, inf)", "ssl.proj_layers": "[1, inf)", "ssl.pred_layers": "[1, inf)",
+    "ssl.target_drop_path_rate": "[0, 1)", "ssl.color_jitter_prob": "[0, 1]", "ssl.grayscale_prob": "[0, 1]",
+    "ssl.blur_prob": "[0, 1]", "ssl.blur_sigma": "(0, inf)", "ssl.solarize_prob": "[0, 1]",
+    "ssl.mask_ratio": "[0, 1)", "ssl.mask_patch_size": "[1, inf)", "ssl.norm_target_window": "[1, inf)",
+    "ssl.knn_k": "[1, inf)", "ssl.knn_temperature": "(0, inf)", "ssl.knn_every": "[0, inf)",
 }  # fmt: skip
+# Lists of a fixed length; PAIRS hold (low, high) and must not decrease.
+LENGTHS = {"optim.betas": 2, "data.scale": 2, "data.ratio": 2, "ssl.blur_prob": 2, "ssl.blur_sigma": 2,
+           "ssl.solarize_prob": 2}  # fmt: skip
+PAIRS = ("data.scale", "data.ratio", "ssl.blur_sigma")
 DEVICE = re.compile(r"^(auto|cpu|cuda|mps|xpu|npu|hpu)(:\d+)?$")
 
 
@@ -257,19 +282,22 @@ DEVICE = re.compile(r"^(auto|cpu|cuda|mps|xpu|npu|hpu)(:\d+)?$")
 # One table: flat key -> (dotted swinkit key, value converter or None).
 def _amp_level(level: str) -> str:
     # MindSpore O0 is full fp32; O1/O2/O3 run the network in fp16 with loss scaling, i.e. fp16 autocast here.
-    return {"O0": "fp32", "O1": "fp16", "O2": "fp16", "O3": "fp16"}[str(level).upper()]
+    levels = {"O0": "fp32", "O1": "fp16", "O2": "fp16", "O3": "fp16"}
+    if not isinstance(level, str) or level.upper() not in levels:
+        raise ConfigError(f"amp_level: {shown(level)} is not a MindSpore level; valid: {', '.join(levels)}")
+    return levels[level.upper()]
 
 
 def _dataset_set(name: str) -> str:
-    if str(name).lower() != "imagenet":
-        raise ConfigError(f"set: {name!r} is not supported; only ImageNet (folder layout) is")
+    if not isinstance(name, str) or name.lower() != "imagenet":
+        raise ConfigError(f"set: {shown(name)} is not supported; only ImageNet (folder layout) is")
     return "folder"
 
 
 def _scheduler(name: str) -> str:
     names = {"cosine_lr": "cosine", "constant_lr": "constant"}
-    if name not in names:
-        raise ConfigError(f"lr_scheduler: {name!r} is not supported; valid: {', '.join(names)}")
+    if not isinstance(name, str) or name not in names:
+        raise ConfigError(f"lr_scheduler: {shown(name)} is not supported; valid: {', '.join(names)}")
     return names[name]
 
 
@@ -356,7 +384,7 @@ def from_flat(data: dict, source: str = "config") -> tuple[dict, list[str]]:
             ignored.append(key)
             continue
         if key not in FLAT_KEYS:
-            raise ConfigError(f"{source}: unknown flat key {key!r}{_hint(key, [*FLAT_KEYS, *IGNORED_FLAT_KEYS])}")
+            raise ConfigError(f"{source}: unknown flat key {shown(key)}{_hint(key, [*FLAT_KEYS, *IGNORED_FLAT_KEYS])}")
         dotted, convert = FLAT_KEYS[key]
         _set_dotted(nested, dotted, convert(value) if convert else value)
     for dotted, value in FLAT_FIXED.items():
@@ -375,7 +403,7 @@ def _set_dotted(d: dict, dotted: str, value: Any) -> None:
 
 # --- schema checking ----------------------------------------------------------------------------------------------
 def _hint(key: str, valid: list[str]) -> str:
-    close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+    close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5) if len(str(key)) <= 100 else []
     return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else f"; valid: {', '.join(valid)}"
 
 
@@ -401,14 +429,15 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise (
             errors[0]
             if len(errors) == 1
-            else ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+            else ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {shown(value)}")
         )
     if origin is list:
         (item,) = typing.get_args(tp)
         if isinstance(value, tuple):
             value = list(value)
         if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list of {_type_name(item)}, got {type(value).__name__} {value!r}")
+            raise ConfigError(f"{key}: expected a list of {_type_name(item)}, got {type(value).__name__} "
+                              f"{shown(value)}")
         return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
@@ -427,7 +456,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         # YAML 1.1 reads '1e-3' (no dot) as a string.
         with contextlib.suppress(ValueError):
             return float(value)
-    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {shown(value)}")
 
 
 def _build(cls: type, data: dict, prefix: str = "") -> Any:
@@ -438,28 +467,66 @@ def _build(cls: type, data: dict, prefix: str = "") -> Any:
         dotted = f"{prefix}.{key}" if prefix else str(key)
         if key not in names:
             valid = [f"{prefix}.{n}" if prefix else n for n in names]
-            raise ConfigError(f"unknown config key {dotted!r}{_hint(dotted, valid)}")
+            raise ConfigError(f"unknown config key {shown(dotted)}{_hint(dotted, valid)}")
         value = _coerce(value, hints[key], dotted)
         if dotted in CHOICES and value not in CHOICES[dotted]:
-            raise ConfigError(f"{dotted}: {value!r} is not one of {', '.join(map(repr, CHOICES[dotted]))}")
+            raise ConfigError(f"{dotted}: {shown(value)} is not one of {', '.join(map(repr, CHOICES[dotted]))}")
         _check_range(dotted, value)
         kwargs[key] = value
     return cls(**kwargs)
 
 
+def _in_interval(value: float, interval: str) -> bool:
+    low, high = (float(bound) for bound in interval[1:-1].split(","))
+    above = value >= low if interval[0] == "[" else value > low
+    below = value <= high if interval[-1] == "]" else value < high
+    try:
+        return math.isfinite(value) and above and below
+    except OverflowError:  # an integer of hundreds of digits
+        return False
+
+
 def _check_range(dotted: str, value: Any) -> None:
-    """Numbers at least their ``MINIMUMS`` entry and finite; a device name torch knows; a run name inside runs/."""
+    """Numbers inside their ``RANGES`` interval and finite, lists of their ``LENGTHS``, ``PAIRS`` in order; a device
+    name torch knows; a run name inside runs/; an augmentation policy timm can parse."""
     table_key = re.sub(r"\[\d+\]", "", dotted)
     values = value if isinstance(value, list) else [value]
-    if table_key in MINIMUMS:
-        least = MINIMUMS[table_key]
+    if table_key in RANGES:
         for v in values:
-            if isinstance(v, int | float) and not (math.isfinite(v) and v >= least):
-                raise ConfigError(f"{dotted}: {value!r} is out of range; it must be a finite number >= {least}")
+            if isinstance(v, int | float) and not _in_interval(v, RANGES[table_key]):
+                raise ConfigError(f"{dotted}: {shown(value)} is out of range; it must be a finite number in "
+                                  f"{RANGES[table_key]}")  # fmt: skip
+    if table_key in LENGTHS and isinstance(value, list) and len(value) != LENGTHS[table_key]:
+        raise ConfigError(f"{dotted}: {shown(value)} has {len(value)} values; it takes {LENGTHS[table_key]}")
+    if table_key in PAIRS and isinstance(value, list) and value[0] > value[1]:
+        raise ConfigError(f"{dotted}: {shown(value)} is (low, high); the first must not exceed the second")
     if dotted == "train.device" and not DEVICE.match(value):
-        raise ConfigError(f"train.device: {value!r} is not a device; use auto, cpu, cuda, cuda:N, mps, xpu or npu")
-    if dotted == "name" and (Path(value).is_absolute() or ".." in Path(value).parts or not value.strip()):
-        raise ConfigError(f"name: {value!r} must be a plain run name (it names runs/<name>); use --output for a path")
+        raise ConfigError(f"train.device: {shown(value)} is not a device; use auto, cpu, cuda, cuda:N, mps, xpu or npu")
+    if dotted == "name" and not _plain_run_name(value):
+        raise ConfigError(f"name: {shown(value)} must be a plain run name (it names runs/<name>: letters, digits, "
+                          "'-', '_', '.', no '..' or '.' parts); use --output for a path")  # fmt: skip
+    if dotted == "data.auto_augment" and value:
+        _check_augment_policy(value)
+
+
+def _plain_run_name(name: str) -> bool:
+    parts = name.split("/")
+    return (bool(name.strip()) and not name.startswith("/") and name.isprintable()
+            and all(part not in ("", ".", "..") for part in parts))  # fmt: skip
+
+
+def _check_augment_policy(policy: str) -> None:
+    """Refuse what timm's augmentation parsers refuse (they raise, or assert, on the first bad section)."""
+    from timm.data.auto_augment import augment_and_mix_transform, auto_augment_transform, rand_augment_transform
+
+    build = {"rand": rand_augment_transform, "augmix": augment_and_mix_transform}.get(policy.split("-")[0],
+                                                                                      auto_augment_transform)
+    try:
+        build(policy, {})
+    except Exception as err:  # timm's parsers raise AssertionError, KeyError, ValueError ...
+        raise ConfigError(f"data.auto_augment: {shown(policy)} is not a policy timm knows ({type(err).__name__}: "
+                          f"{shown(str(err))}); e.g. rand-m9-mstd0.5-inc1, augmix-m5-w4-d2, original, or null "
+                          "for none") from err  # fmt: skip
 
 
 def check_schedule(cfg: Config) -> None:
@@ -506,25 +573,81 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     valid = _all_keys()
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} is not key=value (e.g. optim.lr=1e-3)")
+            raise ConfigError(f"override {shown(item)} is not key=value (e.g. optim.lr=1e-3)")
         key, raw = item.split("=", 1)
         key = key.strip()
         if key not in valid:
-            raise ConfigError(f"unknown config key {key!r}{_hint(key, valid)}")
-        value = _parse_yaml(raw, f"override {item!r}") if raw.strip() else None
+            raise ConfigError(f"unknown config key {shown(key)}{_hint(key, valid)}")
+        value = parse_yaml(raw, f"override {shown(item)}") if raw.strip() else None
         _set_dotted(data, key, value)
     return _build(Config, data)
 
 
-def _parse_yaml(text: str, source: str) -> Any:
-    """YAML with plain types only: a syntax error or a tag such as ``!!python/object`` is a ``ConfigError``."""
+MAX_YAML_BYTES = 1 << 20  # a recipe is a few kilobytes
+MAX_YAML_NODES = 10_000  # values in the document once every alias is expanded
+MAX_YAML_DEPTH = 32  # a recipe nests four levels (train.stages[i].img_size)
+
+
+class _PlainLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that first refuses documents whose aliases would expand past ``MAX_YAML_NODES`` values
+    (a "billion laughs" is a few hundred bytes), that refer to themselves, or that nest past ``MAX_YAML_DEPTH``."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _expanded_size(node, 0, {}, set())
+        return super().construct_document(node)
+
+
+def _expanded_size(node: yaml.Node, depth: int, sizes: dict[int, int], open_nodes: set[int]) -> int:
+    """How many values ``node`` holds with every alias expanded (aliases share their node, so each is counted once
+    per reference without expanding it)."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    if depth > MAX_YAML_DEPTH:
+        raise ConfigError(f"nested deeper than {MAX_YAML_DEPTH} levels at line {node.start_mark.line + 1}; a config "
+                          "is a few levels of plain keys")  # fmt: skip
+    if id(node) in open_nodes:
+        raise ConfigError(f"an alias at line {node.start_mark.line + 1} refers to its own anchor; configs hold plain "
+                          "values only")  # fmt: skip
+    open_nodes.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        children = [child for pair in node.value for child in pair]
+    else:
+        children = node.value if isinstance(node, yaml.SequenceNode) else []
+    size = 1 + sum(_expanded_size(child, depth + 1, sizes, open_nodes) for child in children)
+    open_nodes.discard(id(node))
+    if size > MAX_YAML_NODES:
+        raise ConfigError(f"its aliases expand to more than {MAX_YAML_NODES} values (an alias bomb?); configs hold "
+                          "plain values only")  # fmt: skip
+    sizes[id(node)] = size
+    return size
+
+
+def parse_yaml(text: str | bytes, source: str) -> Any:
+    """YAML with plain types only, of bounded size once aliases are expanded: a syntax error, a tag such as
+    ``!!python/object``, bytes that are not UTF-8, more than ``MAX_YAML_BYTES``, an alias bomb or deep nesting is a
+    ``ConfigError`` naming ``source``."""
+    if len(text) > MAX_YAML_BYTES:
+        raise ConfigError(f"{source}: {len(text)} bytes, more than any config ({MAX_YAML_BYTES >> 20} MiB); refused")
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{source}: not UTF-8 text (byte {err.start}); save the config as UTF-8") from err
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_PlainLoader)  # SafeLoader's plain types, bounded
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from err
+    except RecursionError as err:
+        raise ConfigError(f"{source}: nested deeper than {MAX_YAML_DEPTH} levels; a config is a few levels of plain "
+                          "keys") from err  # fmt: skip
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(f"{source}{where}: not valid YAML ({problem}); configs hold plain values only") from err
+        raise ConfigError(f"{source}{where}: not valid YAML ({shown(problem)}); configs hold plain values "
+                          "only") from err  # fmt: skip
+    except (ValueError, OverflowError) as err:  # a value YAML reads but Python cannot hold (a 5,000-digit number)
+        raise ConfigError(f"{source}: a value cannot be read ({shown(str(err))})") from err
 
 
 def list_configs() -> list[str]:
@@ -541,13 +664,17 @@ def resolve_config_path(name_or_path: str) -> Path:
     shipped = CONFIG_DIR / f"{name_or_path}.yaml"
     if shipped.is_file():
         return shipped
-    raise ConfigError(f"unknown config {name_or_path!r}{_hint(name_or_path, list_configs())}")
+    raise ConfigError(f"unknown config {shown(name_or_path)}{_hint(name_or_path, list_configs())}")
 
 
 def load_config(name_or_path: str | None = None, overrides: list[str] | None = None) -> Config:
     """Read a shipped recipe by name or a YAML file, then apply overrides. ``None`` is the quick start."""
     path = resolve_config_path(name_or_path or DEFAULT_CONFIG)
-    data = _parse_yaml(path.read_text(), str(path)) or {}
+    try:
+        text = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"config file {path}: cannot be read ({os.strerror(err.errno or 0)})") from err
+    data = parse_yaml(text, str(path)) or {}
     if isinstance(data, dict) and not is_flat(data):
         data.setdefault("name", path.stem)
     cfg = config_from_dict(data, str(path))

@@ -23,7 +23,7 @@ from ..ssl import MoBY, SimMIM, build_moby, build_simmim, encoder_info
 from .config import Config
 from .loop import Stage, fit, steps_per_epoch
 from .objectives import SelfSupervised
-from .setup import Session, model_overrides
+from .setup import Session, check_step_fits, model_overrides
 
 
 def build_ssl_model(cfg: Config) -> MoBY | SimMIM:
@@ -85,6 +85,7 @@ class PretrainRecipe:
         if cfg.ssl.method == "moby" and env.enabled and devices.has_sync_batchnorm(s.device):
             model.convert_sync_batchnorm()  # SyncBatchNorm has no CPU kernels; CPU runs keep per-process statistics
         info = encoder_info(model.encoder, cfg.model.img_size)
+        check_step_fits(model.encoder, cfg.data.batch_size, info.img_size, s.device, training=True)
         if cfg.ssl.method == "moby":
             train_transform = build_two_view_transform(cfg.data, cfg.ssl, info.img_size, info)
         else:

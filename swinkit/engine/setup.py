@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from .. import models
 from ..checkpoints import load_checkpoint
 from ..core import device as devices
 from ..core.distributed import DistEnv, broadcast_object, cleanup, init_distributed, is_main_process, launch_env
-from ..core.errors import DownloadError, SwinkitError
+from ..core.errors import ConfigError, DownloadError, SwinkitError
 from ..hub import locate
 from .config import Config
 
@@ -104,6 +105,30 @@ def build_model(cfg: Config, num_classes: int | None = None, img_size=None, wind
     if window_size is not None:
         overrides["window_size"] = window_size
     return models.create_model(cfg.model.name, **overrides)
+
+
+def check_step_fits(backbone: nn.Module, batch: int, img_size: int | tuple[int, int], device: torch.device,
+                    training: bool) -> None:  # fmt: skip
+    """Refuse, before anything is allocated, a step whose activations cannot fit in ``device`` however they are
+    computed: a lower bound (the input and a few copies of the first stage's tokens in 16-bit: 8 a training block
+    keeps for its backward, 5 an inference one holds) against the device's whole memory. ``swinkit plan`` gives the
+    full estimate.
+
+    Raises:
+        ConfigError: the lower bound exceeds the device's memory (names the number).
+    """
+    total = devices.total_memory(device)
+    h, w = (img_size, img_size) if isinstance(img_size, int) else img_size
+    first = backbone.feature_info[0]
+    tokens = batch * math.ceil(h / first["reduction"]) * math.ceil(w / first["reduction"])
+    floor = batch * h * w * 4 + tokens * first["num_chs"] * 2 * (8 if training else 5)
+    if total is not None and floor > total:
+        step = "training" if training else "inference"
+        raise ConfigError(
+            f"one {step} step of {batch} image(s) of {h}x{w} px needs at least {floor / 2**30:.1f} GiB "
+            f"of activations, more than the {total / 2**30:.1f} GiB this {device.type} has; lower model.img_size "
+            "(or the stage's), data.batch_size, or see `swinkit plan` for the full estimate"
+        )
 
 
 def apply_activation_memory(model: nn.Module, cfg: Config) -> None:

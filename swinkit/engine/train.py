@@ -17,7 +17,7 @@ from .config import Config
 from .loop import Stage, fit
 from .objectives import Classification
 from .optim import freeze_backbone
-from .setup import Session, build_model
+from .setup import Session, build_model, check_step_fits
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ class SupervisedRecipe:
     def build(self, stage: Stage, s: Session) -> Classification:
         cfg, env = self.cfg, s.env
         model = build_model(cfg, self.num_classes, stage.img_size, stage.window_size)
+        check_step_fits(model, cfg.data.batch_size, model.img_size, s.device, training=True)
         if cfg.train.linear_probe:
             frozen = freeze_backbone(model)
             log.info("linear probe: froze %d backbone tensors; training head.fc only", len(frozen))

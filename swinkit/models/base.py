@@ -52,8 +52,10 @@ class HierarchicalModel(nn.Module):
         self.norm = nn.LayerNorm(self.num_features, eps=norm_eps)
         self.head = ClassifierHead(self.num_features, num_classes, drop_rate)
         self.apply(init_weights)
+        stride = self.patch_embed.proj.stride[0]  # the patch size (CSWin's overlapping stem: its stride)
         self.feature_info = [
-            {"num_chs": dim, "reduction": 4 * 2**i, "module": f"layers.{i}"} for i, dim in enumerate(self.embed_dims)
+            {"num_chs": dim, "reduction": stride * 2**i, "module": f"layers.{i}"}
+            for i, dim in enumerate(self.embed_dims)
         ]
         self._set_traced_sizes()
         self.pruned_prefixes: tuple[str, ...] = ()
