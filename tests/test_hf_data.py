@@ -26,9 +26,9 @@ def hf_data(tmp_path_factory) -> tuple[Path, Path, Path]:
     train_set, val_set = imagenet_folders(folder)
     features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=train_set.classes)})
 
-    def split(ds):
-        return datasets.Dataset.from_dict({"image": [p for p, _ in ds.samples], "label": [t for _, t in ds.samples]},
-                                          features=features)  # fmt: skip
+    def split(ds):  # the images' bytes in the rows, as the Hub stores them (a row's path names no file here)
+        images = [{"bytes": Path(p).read_bytes(), "path": Path(p).name} for p, _ in ds.samples]
+        return datasets.Dataset.from_dict({"image": images, "label": [t for _, t in ds.samples]}, features=features)
 
     saved = datasets.DatasetDict({"train": split(train_set), "val": split(val_set)})
     saved.save_to_disk(str(tmp / "saved"))

@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import os
 import random
+import stat
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,8 @@ from PIL import Image
 from ..core.errors import DataError, DataLayoutError
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+MAX_CLASSES = 100_000  # ImageNet-22k has 21,841; more is an index or a label column gone wrong, not a dataset
+MAX_IMAGE_BYTES = 512 << 20  # larger than any image file a dataset holds
 DIGITS_VAL_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0
 
@@ -71,6 +75,37 @@ class ImageFolder:
     def load(self, index: int) -> Image.Image:
         path, _ = self.samples[index]
         return decode_image(Path(path).read_bytes(), path)
+
+
+def open_regular(path: str | os.PathLike, inside: Sequence[str | os.PathLike] = ()):
+    """``path`` opened for binary reading if it is a regular file, and (given directories ``inside``) one that lies
+    inside one of them once links are resolved; a FIFO, device or directory would hang or never end.
+
+    Raises:
+        DataError: anything else (names the path).
+    """
+    resolved = Path(path).resolve()
+    if inside and not any(resolved.is_relative_to(Path(d).resolve()) for d in inside):
+        raise DataError(f"{path} lies outside {', '.join(map(str, inside))} (a link, '..' or an absolute path); a "
+                        "dataset reads its own files only")  # fmt: skip
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO opens at once instead of waiting for a writer
+    except OSError as err:
+        raise DataError(f"{path}: cannot be opened ({os.strerror(err.errno or 0)})") from err
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise DataError(f"{path} is not a regular file (a FIFO, device or directory); a dataset reads files only")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def read_image_file(path: str | os.PathLike, inside: Sequence[str | os.PathLike] = ()) -> bytes:
+    """The bytes of an image file (``open_regular``), at most ``MAX_IMAGE_BYTES`` of them."""
+    with open_regular(path, inside) as f:
+        data = f.read(MAX_IMAGE_BYTES + 1)
+    if len(data) > MAX_IMAGE_BYTES:
+        raise DataError(f"{path}: larger than {MAX_IMAGE_BYTES >> 20} MiB, more than any image file")
+    return data
 
 
 def decode_image(data: bytes, source: str) -> Image.Image:

@@ -15,8 +15,8 @@ from pathlib import Path
 from PIL import Image
 
 from ..core import remote
-from ..core.errors import DataError, DataLayoutError, MissingExtraError
-from .datasets import decode_image
+from ..core.errors import DataError, DataLayoutError, MissingExtraError, shown
+from .datasets import MAX_CLASSES, decode_image, read_image_file
 
 HUB_PREFIX = "hf://datasets/"
 SPLIT_ALIASES = {"val": ("validation", "valid"), "validation": ("val",)}
@@ -51,24 +51,37 @@ def _load(root: str, split: str):
 
 
 class HFImages:
-    """A split of a Hugging Face image dataset, map-style like ``ImageFolder`` (``load(i)``, ``target(i)``)."""
+    """A split of a Hugging Face image dataset, map-style like ``ImageFolder`` (``load(i)``, ``target(i)``).
+
+    Labels must be class indices: integers from 0, below the ``ClassLabel``'s count when the column is one (else at
+    most ``MAX_CLASSES`` classes). Images are read from the bytes a row stores, or from a file the row names only
+    where it lies inside the dataset's own directory or the Hugging Face caches (a regular file of at most
+    ``MAX_IMAGE_BYTES``): a row cannot make swinkit read ``/dev/zero`` or ``/etc/passwd``. A dataset whose rows name
+    files elsewhere is refused row by row; store the images in it (``Dataset.from_dict`` with ``{"bytes": ...}``
+    images, or ``save_to_disk``, which embeds them).
+    """
 
     def __init__(self, root: str, split: str) -> None:
         import datasets
 
         ds, self.split = _load(root, split)
+        where = f"{root} ({self.split})"
         missing = [c for c in ("image", "label") if c not in ds.column_names]
         if missing:
-            raise DataLayoutError(f"{root} ({self.split}): no {' or '.join(missing)} column (it has "
-                                  f"{', '.join(ds.column_names)}); an image dataset has image and label")  # fmt: skip
+            have = shown(", ".join(ds.column_names))
+            raise DataLayoutError(f"{where}: no {' or '.join(missing)} column (it has {have}); an image dataset has "
+                                  "image and label")  # fmt: skip
+        if not isinstance(ds.features["image"], datasets.Image):
+            raise DataLayoutError(f"{where}: the image column holds {shown(str(ds.features['image']))}, not images")
+        if len(ds) == 0:
+            raise DataLayoutError(f"{where}: the split has no rows")
         self.root = root
         self.ds = ds.cast_column("image", datasets.Image(decode=False)).select_columns(["image"])
-        self.targets = [int(t) for t in ds["label"]]
         feature = ds.features["label"]
-        if isinstance(feature, datasets.ClassLabel):
-            self.classes = list(feature.names)
-        else:
-            self.classes = [str(c) for c in range(max(self.targets, default=-1) + 1)]
+        names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+        self.targets = _class_indices(ds["label"], len(names) if names is not None else MAX_CLASSES, where)
+        self.classes = names if names is not None else [str(c) for c in range(max(self.targets) + 1)]
+        self.allowed = _image_dirs(root)
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -84,5 +97,28 @@ class HFImages:
         if stored.get("bytes"):
             return decode_image(stored["bytes"], self.name(index))
         if stored.get("path"):
-            return decode_image(Path(stored["path"]).read_bytes(), stored["path"])
+            path = Path(stored["path"])
+            if not path.is_absolute() and not remote.is_remote(self.root):
+                path = Path(self.root) / path
+            return decode_image(read_image_file(path, self.allowed), str(stored["path"]))
         raise OSError("the row holds no image bytes nor a path")
+
+
+def _class_indices(labels: list, count: int, where: str) -> list[int]:
+    """``labels`` as class indices in ``[0, count)``; anything else (a string, None, NaN, 1.5, a list, -1) is refused
+    with its row."""
+    for row, label in enumerate(labels):
+        if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < count:
+            kind = "no label (-1: a test split?)" if label == -1 else f"a {type(label).__name__} {shown(label, 40)}"
+            raise DataError(f"{where}: row {row} has {kind}, not a class index in [0, {count}); labels must be "
+                            "integer class indices")  # fmt: skip
+    return list(labels)
+
+
+def _image_dirs(root: str) -> tuple[str, ...]:
+    """Where a row's image file may lie: the dataset's own directory, and the caches Hub datasets download into."""
+    import datasets
+    from huggingface_hub import constants
+
+    own = () if remote.is_remote(root) else (root,)
+    return (*own, datasets.config.HF_DATASETS_CACHE, constants.HF_HUB_CACHE)

@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import random
+import re
 import tarfile
 import zlib
 from dataclasses import dataclass
@@ -35,8 +36,8 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from ..core import remote
 from ..core.atomic import write_dir
-from ..core.errors import ConfigError, DataError, DataLayoutError, MissingExtraError
-from .datasets import decode_image, imagenet_folders, transform_sample
+from ..core.errors import ConfigError, DataError, DataLayoutError, MissingExtraError, shown
+from .datasets import MAX_CLASSES, MAX_IMAGE_BYTES, decode_image, imagenet_folders, open_regular, transform_sample
 from .loader import Loader, StreamFailure, collate, sample_seed
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,11 @@ log = logging.getLogger(__name__)
 INDEX_FILE = "_info.json"
 FORMAT = "swinkit.shards/1"
 IMAGE_KEYS = ("jpg", "png", "webp", "bmp", "ppm", "pgm", "tif", "tiff", "gif")
-MAX_INDEX_BYTES = 256 << 20
-MAX_MEMBER_BYTES = 512 << 20  # larger than any image a shard holds
+MAX_INDEX_BYTES = 32 << 20  # ImageNet-22k's 14 million samples take an index of a few hundred kilobytes
+MAX_SAMPLE_BYTES = MAX_IMAGE_BYTES  # the members of one sample that swinkit reads, together
+MAX_LABEL_BYTES = 32  # a .cls member: a class index as text
+MAX_PATTERN_NAMES = 100_000  # a brace pattern that names more shards than this (and the index) is not expanded
+COMPRESSED = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ": "xz", b"\x28\xb5\x2f\xfd": "zstd"}
 
 
 @dataclass(frozen=True)
@@ -78,10 +82,16 @@ def is_shard_dir(root: str) -> bool:
 def _read_index(root: str) -> dict:
     index = remote.join(root, INDEX_FILE)
     try:
-        fs, path = remote.filesystem(index)  # the local file system for a local directory
-        if fs.size(path) > MAX_INDEX_BYTES:
-            raise DataError(f"{index}: larger than {MAX_INDEX_BYTES >> 20} MiB; not a shard index")
-        text = fs.cat_file(path)
+        if remote.is_remote(root):
+            fs, path = remote.filesystem(index)
+            if fs.size(path) > MAX_INDEX_BYTES:
+                raise DataError(f"{index}: larger than {MAX_INDEX_BYTES >> 20} MiB; not a shard index")
+            text = fs.cat_file(path)
+        else:
+            with open_regular(index) as f:
+                text = f.read(MAX_INDEX_BYTES + 1)
+            if len(text) > MAX_INDEX_BYTES:
+                raise DataError(f"{index}: larger than {MAX_INDEX_BYTES >> 20} MiB; not a shard index")
     except FileNotFoundError as err:
         raise DataLayoutError(f"{root}: no {INDEX_FILE}; write shards with `swinkit shard --data DIR --output "
                               f"{root}`") from err  # fmt: skip
@@ -91,8 +101,9 @@ def _read_index(root: str) -> dict:
         raise DataError(remote.cannot_read(index, err)) from err
     try:
         info = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(f"{index}: not JSON ({err}); write the shards again with `swinkit shard`") from err
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError) as err:
+        raise DataError(f"{index}: not JSON swinkit reads ({shown(str(err))}); write the shards again with "
+                        "`swinkit shard`") from err  # fmt: skip
     if not isinstance(info, dict) or not isinstance(info.get("splits"), dict):
         raise DataError(f"{index}: no \"splits\" table; not a shard index")
     return info
@@ -105,7 +116,7 @@ def _split_table(index: str, name: str, table: object) -> tuple[list[str], list[
     ok = ok and all(isinstance(f, str) and f and ".." not in Path(f).parts and not f.startswith("/") for f in files)
     ok = ok and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in lengths)
     if not ok:
-        raise DataError(f"{index}: split {name!r} needs equally long \"filenames\" (relative paths) and "
+        raise DataError(f"{index}: split {shown(name)} needs equally long \"filenames\" (relative paths) and "
                         "\"shard_lengths\" (counts) lists")  # fmt: skip
     return files, lengths
 
@@ -128,22 +139,81 @@ def open_shards(root: str, split: str) -> ShardSplit:
         from braceexpand import braceexpand
 
         known = {f: n for fs, ns in tables.values() for f, n in zip(fs, ns, strict=True)}
+        count = brace_count(split)
+        if count > max(len(known), MAX_PATTERN_NAMES):  # fewer are expanded, to name the first one not listed
+            raise DataLayoutError(f"{root}: {shown(split)} names {count} shards, more than the {len(known)} "
+                                  f"{INDEX_FILE} lists; select shards the index lists")  # fmt: skip
         files = list(braceexpand(split))
         missing = [f for f in files if f not in known]
         if missing:
-            raise DataLayoutError(f"{root}: {missing[0]} (from {split!r}) is not in {INDEX_FILE}; select shards the "
-                                  "index lists")  # fmt: skip
+            raise DataLayoutError(f"{root}: {missing[0][:200]} (from {shown(split)}) is not in {INDEX_FILE}; select "
+                                  "shards the index lists")  # fmt: skip
         lengths = [known[f] for f in files]
     else:
-        raise DataLayoutError(f"{root}: no split {split!r} in {INDEX_FILE} (it has {', '.join(tables) or 'none'}); "
-                              "set data.train_split / data.val_split")  # fmt: skip
+        have = shown(", ".join(tables) or "none")
+        raise DataLayoutError(f"{root}: no split {shown(split)} in {INDEX_FILE} (it has {have}); set "
+                              "data.train_split / data.val_split")  # fmt: skip
     classes = info.get("classes")
     if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
         raise DataError(f"{index}: no \"classes\" list of class names; add one (the folder names in label order)")
+    if len(classes) > MAX_CLASSES:
+        raise DataError(f"{index}: {len(classes)} classes, more than the {MAX_CLASSES} any dataset has; the index is "
+                        "corrupt")  # fmt: skip
+    if not remote.is_remote(root):
+        outside = next((f for f in files if not Path(root, f).resolve().is_relative_to(Path(root).resolve())), None)
+        if outside is not None:
+            raise DataLayoutError(f"{root}: shard {shown(outside)} is a link that leads outside the shard directory; "
+                                  "copy the shards into it")  # fmt: skip
     kept = [(f, n) for f, n in zip(files, lengths, strict=True) if n > 0]  # an empty shard feeds no stream
     if not kept:
         raise DataLayoutError(f"{root}: split {split!r} has no samples")
     return ShardSplit(root, split, tuple(remote.join(root, f) for f, _ in kept), tuple(n for _, n in kept), classes)
+
+
+def brace_count(pattern: str) -> int:
+    """How many names the brace pattern ``pattern`` expands to (``{a..b[..step]}``, ``{x,y}``, nested), counted
+    without expanding it (braceexpand materializes every range)."""
+    total, rest = 1, pattern
+    while (start := _brace_start(rest)) >= 0:
+        end = _brace_end(rest, start)
+        if end < 0:
+            break
+        total *= _group_count(rest[start + 1 : end])
+        rest = rest[end + 1 :]
+    return total
+
+
+def _brace_start(text: str) -> int:
+    return next((i for i, c in enumerate(text) if c == "{" and (i == 0 or text[i - 1] != "\\")), -1)
+
+
+def _brace_end(text: str, start: int) -> int:
+    depth = 0
+    for i in range(start, len(text)):
+        if text[i] == "{" and text[i - 1 : i] != "\\":
+            depth += 1
+        elif text[i] == "}" and text[i - 1 : i] != "\\":
+            depth -= 1
+            if depth == 0:
+                return i
+    return -1
+
+
+def _group_count(inner: str) -> int:
+    numbers = re.fullmatch(r"(-?\d{1,18})\.\.(-?\d{1,18})(?:\.\.(-?\d{1,18}))?", inner)
+    if numbers:
+        first, last, step = int(numbers[1]), int(numbers[2]), abs(int(numbers[3] or 1)) or 1
+        return abs(last - first) // step + 1
+    if re.fullmatch(r".\.\..(?:\.\.-?\d+)?", inner):  # a character range: at most the alphabet
+        return 256
+    alternatives, depth, begin = [], 0, 0
+    for i, c in enumerate(inner):
+        depth += (c == "{") - (c == "}")
+        if c == "," and depth == 0:
+            alternatives.append(inner[begin:i])
+            begin = i + 1
+    alternatives.append(inner[begin:])
+    return sum(brace_count(a) for a in alternatives) if len(alternatives) > 1 else brace_count(inner)
 
 
 # --- writing ------------------------------------------------------------------------------------------------------
@@ -225,7 +295,7 @@ def write_shards(data: str | Path, output: str, *, shard_bytes: int = 10**9, sha
 # --- reading ------------------------------------------------------------------------------------------------------
 def sample_index(key: str) -> int:
     """The sample's index for its augmentation seed: the key swinkit wrote, or a stable hash of another key."""
-    return int(key) if key.isdigit() else zlib.crc32(key.encode())
+    return int(key) if key.isascii() and key.isdigit() and len(key) <= 18 else zlib.crc32(key.encode())
 
 
 class ShardStream(IterableDataset):
@@ -331,11 +401,12 @@ class ShardStream(IterableDataset):
                 return
 
     def _decode(self, raw: dict, key: str, seed: int | None):
-        where = f"{raw.get('__url__', '?')}:{key}"
-        try:
-            target = int(raw["cls"])
-        except (KeyError, ValueError) as err:
-            raise DataError(f"{where}: no integer .cls label ({err}); write the shards with `swinkit shard`") from err
+        where = f"{raw.get('__url__', '?')}:{shown(key, 40)}"
+        label = raw.get("cls", b"")
+        if not re.fullmatch(rb"\s*\d{1,9}\s*", label) or int(label) >= len(self.split.classes):
+            raise DataError(f"{where}: .cls {shown(label, 40)} is not a class index of the {len(self.split.classes)} "
+                            f"classes in {INDEX_FILE}; write the shards with `swinkit shard`")  # fmt: skip
+        target = int(label)
         data = next((raw[k] for k in IMAGE_KEYS if k in raw), None)
         if data is None:
             return None, target, f"{where}: no image (none of .{', .'.join(IMAGE_KEYS)})"
@@ -363,35 +434,49 @@ class ShardStream(IterableDataset):
 
 
 def tar_samples(stream, url: str):
-    """webdataset's samples of a tar stream, read sequentially: consecutive files ``<key>.<ext>`` make one sample
-    ``{"__key__", "__url__", ext: bytes, ...}``. A member that declares more than ``MAX_MEMBER_BYTES`` is refused
-    before anything is allocated for it (a tar header can claim any size)."""
-    sample = None
-    with tarfile.open(fileobj=stream, mode="r|*") as tar:
+    """webdataset's samples of an uncompressed tar stream, read sequentially: consecutive files ``<key>.<ext>`` make
+    one sample ``{"__key__", "__url__", ext: bytes, ...}`` of the members swinkit reads (the image and ``.cls``;
+    others are skipped unread). Refused before anything is allocated for them: a compressed shard (its size would
+    not bound what it inflates to), a sparse member (a few bytes that expand to gigabytes), a member or a sample
+    larger than ``MAX_SAMPLE_BYTES``, a label larger than ``MAX_LABEL_BYTES`` (a tar header can claim any size)."""
+    magic = stream.read(6)
+    stream.seek(0)
+    kind = next((name for prefix, name in COMPRESSED.items() if magic.startswith(prefix)), None)
+    if kind is not None:
+        raise DataError(f"{url}: a {kind}-compressed shard; swinkit reads uncompressed tar shards (images are "
+                        "compressed already): write them with `swinkit shard`")  # fmt: skip
+    sample, size = None, 0
+    with tarfile.open(fileobj=stream, mode="r|") as tar:
         for member in tar:
             tar.members = []  # a streamed archive otherwise keeps every header it has read
+            if member.issparse():
+                raise DataError(f"{url}: {shown(member.name)} is a sparse member; not a shard swinkit can read")
             if not member.isreg():
                 continue
-            if member.size > MAX_MEMBER_BYTES:
-                raise DataError(f"{url}: {member.name} declares {member.size} bytes, more than any image "
-                                f"({MAX_MEMBER_BYTES >> 20} MiB); not a shard swinkit can read")  # fmt: skip
             directory, _, name = member.name.rpartition("/")
             stem, dot, ext = name.partition(".")
-            if not dot or stem.startswith("__"):
+            ext = ext.lower()
+            if not dot or stem.startswith("__") or (ext != "cls" and ext not in IMAGE_KEYS):
                 continue
             key = f"{directory}/{stem}" if directory else stem
             if sample is None or sample["__key__"] != key:
                 if sample is not None:
                     yield sample
-                sample = {"__key__": key, "__url__": url}
-            sample[ext.lower()] = tar.extractfile(member).read()
+                sample, size = {"__key__": key, "__url__": url}, 0
+            size += member.size
+            limit = MAX_LABEL_BYTES if ext == "cls" else MAX_SAMPLE_BYTES
+            if member.size > limit or size > MAX_SAMPLE_BYTES:
+                raise DataError(f"{url}: {shown(member.name)} declares {member.size} bytes, more than a "
+                                f"{'label' if ext == 'cls' else 'sample'} holds ({limit} bytes); not a shard swinkit "
+                                "can read")  # fmt: skip
+            sample[ext] = tar.extractfile(member).read()
     if sample is not None:
         yield sample
 
 
 def _open(url: str):
     if not remote.is_remote(url):
-        return open(url, "rb")
+        return open_regular(url)
     fs, path = remote.filesystem(url)
     try:
         return fs.open(path, "rb", block_size=8 << 20)
