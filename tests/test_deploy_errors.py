@@ -121,7 +121,8 @@ def test_a_full_disk_names_the_path_and_keeps_the_previous_file(tmp_path, tiny_c
 @pytest.mark.parametrize(
     "args, expected",
     [(["pretrain"], "--config is required"),
-     (["eval", "--checkpoint", "{tmp}/nothing"], "not a swinkit checkpoint directory"),
+     (["eval", "--checkpoint", "{tmp}/nothing"], "nothing: no such file or directory"),
+     (["eval", "--checkpoint", "{tmp}"], "not a swinkit checkpoint directory"),
      (["predict", "--model", "resnet50", "{tmp}/x.png"], "unknown model 'resnet50'"),
      (["export", "--model", "swinv2_tiny_window8_256", "--format", "onnx", "--output", "{tmp}/m.onnx",
        "--checkpoint", "{tmp}/empty.pth"], "is empty (0 bytes)"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import multiprocessing
@@ -239,6 +240,57 @@ def test_a_truncated_metrics_line_is_ignored_and_no_epoch_is_written_twice(tmp_p
     monkeypatch.undo()
     train(tiny_config(out, "sched.epochs=3"), resume=str(out))
     assert _epochs(out) == [1, 2, 3]
+
+
+def test_hostile_metrics_lines_are_left_out_of_the_plot(tmp_path):
+    out = tmp_path / "run"
+    train(tiny_config(out, "sched.epochs=1"))
+    with (out / "metrics.jsonl").open("a") as f:
+        f.write("[" * 200_000 + "\n")  # deeper than the JSON reader recurses
+        f.write('{"epoch": NaN, "train_loss": 1.0}\n{"epoch": 2, "train_loss": [1, 2], "val_top1": {"a": NaN}}\n')
+    assert [r["epoch"] for r in runs.read_metrics(out)] == [1, 2]
+    assert main(["plot", str(out)]) == 0
+
+
+FULL_DISK = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")  # torch.save's
+
+
+def test_a_full_disk_during_a_checkpoint_save_is_one_error_and_keeps_last(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    train(tiny_config(out, "sched.epochs=1"))
+    before = (out / "checkpoints" / "last" / ckpt.MODEL_FILE).read_bytes()
+
+    def full(obj, path, *args, **kwargs):
+        raise FULL_DISK
+
+    monkeypatch.setattr(ckpt.torch, "save", full)
+    assert main(["train", "--resume", str(out), "sched.epochs=2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "could not write" in err and "a full disk?" in err
+    assert "previous file is kept" in err
+    assert (out / "checkpoints" / "last" / ckpt.MODEL_FILE).read_bytes() == before
+    assert not [p for p in (out / "checkpoints").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_read_only_run_directory_is_one_error_before_any_work(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    train(tiny_config(out, "sched.epochs=1"))
+    real_open = os.open
+
+    def read_only(path, flags, *args):
+        if str(path).endswith(runs.LOCK_FILE):
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(runs.os, "open", read_only)
+    assert main(["train", "--resume", str(out), "sched.epochs=2"]) == 2
+    assert "cannot write the run's lock" in capsys.readouterr().err
+    monkeypatch.undo()
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # what a read-only mount answers, even to root
+    last = out / "checkpoints" / "last"
+    assert main(["eval", "--checkpoint", str(last)]) == 2
+    assert "is not writable; choose another --output" in capsys.readouterr().err
+    assert not (last / "eval.json").exists()
 
 
 @pytest.mark.parametrize("batch", [1, 3])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -56,7 +57,7 @@ def write_atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         fsync_path(path.parent)
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
-        _raise_storage_error(path, err)
+        raise_storage_error(path, err)
         raise
     return path
 
@@ -74,7 +75,7 @@ def write_dir(final: str | os.PathLike, write: Callable[[Path], None]) -> Path:
         commit_dir(tmp, final)
     except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
-        _raise_storage_error(final, err)
+        raise_storage_error(final, err)
         raise
     return final
 
@@ -98,19 +99,28 @@ def commit_dir(tmp: Path, final: str | os.PathLike) -> None:
     _swap_in(tmp, Path(final))
 
 
-def _raise_storage_error(path: Path, err: BaseException) -> None:
-    """Turn a failed write (disk full, no permission, read-only file system) into one clear error."""
-    if isinstance(err, StorageError) or not isinstance(err, OSError) or err.errno not in _STORAGE_ERRNOS:
+def raise_storage_error(path: Path, err: BaseException) -> None:
+    """Raise one clear ``StorageError`` for ``err`` if it is a failed write of ``path`` (disk full, no permission,
+    read-only file system); return otherwise. Writers report it their own way: an ``OSError``, safetensors'
+    "... (os error 28)", torch.save's failed ``inline_container``."""
+    if isinstance(err, StorageError):
+        return
+    number = err.errno if isinstance(err, OSError) else None
+    if number is None and (found := re.search(r"\(os error (\d+)\)", str(err))):
+        number = int(found[1])
+    torch_writer = isinstance(err, RuntimeError) and any(w in str(err) for w in ("inline_container", "StreamWriter"))
+    if number not in _STORAGE_ERRNOS and not torch_writer:
         return
     try:
         free = f"{shutil.disk_usage(path.parent).free / 2**20:.0f} MB free there"
     except OSError:
         free = "free space unknown"
+    what = os.strerror(number) if number in _STORAGE_ERRNOS else "torch.save could not write it (a full disk?)"
     error = StorageError(
-        f"could not write {path}: {os.strerror(err.errno)} ({free}); nothing was replaced, the previous file is kept. "
+        f"could not write {path}: {what} ({free}); nothing was replaced, the previous file is kept. "
         "Free some space or choose another location, then run the command again"
     )
-    error.errno = err.errno
+    error.errno = number if number in _STORAGE_ERRNOS else errno.ENOSPC
     raise error from err
 
 

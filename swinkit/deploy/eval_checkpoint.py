@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoints import load_checkpoint
+from ..core.atomic import check_output, write_atomic
 from ..core.errors import CheckpointError
 from ..data import build_loader, build_transform, build_val_dataset
 from ..engine import checkpoint as ckpt
@@ -79,6 +80,9 @@ def _run_eval(
     precision: str | None, compile: bool,
 ) -> dict:  # fmt: skip
     model, loader, ckpt_dir, path = checkpoint_and_loader(cfg, env, device, checkpoint)
+    out_dir = Path(output) if output else (ckpt_dir or path.parent)
+    if env.is_main and out_dir.is_dir():  # a read-only directory is refused before the evaluation, not after it
+        check_output(out_dir / "eval.json", (".json",), "the evaluation")
     ema = ckpt_dir is not None and ckpt.has_ema(ckpt_dir)
     # int8 replaces the model's linear layers in place: the EMA weights load into an fp32 copy.
     ema_model = copy.deepcopy(model) if ema and precision == "int8" else model
@@ -97,9 +101,8 @@ def _run_eval(
         ema_result = evaluate(runner, loader, device, autocast_precision)
         result.update({f"ema_{k}": v for k, v in ema_result.items() if k != "n"})
     if env.is_main:
-        out_dir = Path(output) if output else (ckpt_dir or path.parent)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+        text = json.dumps(result, indent=2) + "\n"
+        write_atomic(out_dir / "eval.json", lambda tmp: Path(tmp).write_text(text))
         line = f"eval {checkpoint}: top-1 {result['top1']:.2f}  top-5 {result['top5']:.2f}  loss {result['loss']:.4f}"
         if "ema_top1" in result:
             line += f"  |  EMA top-1 {result['ema_top1']:.2f}  top-5 {result['ema_top5']:.2f}"

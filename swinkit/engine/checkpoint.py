@@ -28,6 +28,7 @@ import torch
 import torch.distributed.checkpoint as dcp
 from safetensors import SafetensorError, safe_open
 from torch import nn
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 from torch.distributed.checkpoint.state_dict import (
     get_model_state_dict,
@@ -40,7 +41,7 @@ from ..checkpoints import save_checkpoint
 from ..checkpoints.io import read_file, save_safetensors
 from ..checkpoints.sharded import load_sharded, read_metadata, write_checksums
 from ..core import device as devices
-from ..core.atomic import commit_dir, previous_copy, temporary_dir, write_dir
+from ..core.atomic import commit_dir, previous_copy, raise_storage_error, temporary_dir, write_dir
 from ..core.distributed import barrier, broadcast_object, is_main_process
 from ..core.errors import CheckpointError, ConfigError
 from .config import Config, config_from_dict, load_config, parse_yaml, save_config, to_yaml
@@ -138,9 +139,11 @@ def save_sharded_checkpoint(
             torch.save(trainer_state, tmp / STATE_FILE)
             save_config(cfg, tmp / CONFIG_FILE)
             commit_dir(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if is_main_process():
             shutil.rmtree(tmp, ignore_errors=True)
+        for cause in [exc for exc, _ in err.failures.values()] if isinstance(err, CheckpointException) else [err]:
+            raise_storage_error(path, cause)  # a full disk in any process: one StorageError, last/ kept
         raise
     barrier()
     return path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from .run_dir import read_metrics
@@ -17,8 +18,9 @@ def plot_metrics(run_dir: str | Path, output: str | Path | None = None) -> Path:
     records = read_metrics(run_dir)
     out = Path(output) if output else Path(run_dir) / "curves.png"
 
-    def series(key: str) -> tuple[list, list]:
-        pts = [(r["epoch"], r[key]) for r in records if r.get(key) is not None]
+    def series(key: str) -> tuple[list, list]:  # finite numbers only: a hand-edited or foreign line may hold anything
+        pts = [(r["epoch"], r[key]) for r in records
+               if type(r.get(key)) in (int, float) and math.isfinite(r[key])]  # fmt: skip
         return [p[0] for p in pts], [p[1] for p in pts]
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))

@@ -162,7 +162,9 @@ def locked(run_dir: Path) -> Iterator[None]:
 
 # --- metrics.jsonl -------------------------------------------------------------------------------------------------
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
-    """The complete records of ``metrics.jsonl``; a line cut short by a kill mid-append is left out."""
+    """The complete records of ``metrics.jsonl``: JSON objects with an integer ``epoch``. A line cut short by a kill
+    mid-append, or one that is not such an object (nested past what the JSON reader takes, an epoch of NaN), is left
+    out."""
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         raise RunNotFoundError(f"{path} does not exist: is {run_dir} a swinkit run directory?")
@@ -170,9 +172,9 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
     for line in path.read_text().splitlines():
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError, ValueError):
             continue
-        if isinstance(record, dict) and "epoch" in record:
+        if isinstance(record, dict) and type(record.get("epoch")) is int:
             records.append(record)
     return records
 
