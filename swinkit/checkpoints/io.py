@@ -127,7 +127,7 @@ def check_weight_file(path: str | os.PathLike, suffix: str) -> None:
                 pass
         except (SafetensorError, OSError) as err:
             raise CheckpointError(f"not a complete safetensors file ({_first_line(err)})") from err
-    elif suffix in (".pth", ".pt", ".bin") and zipfile.is_zipfile(path):
+    elif suffix in (".pth", ".pt", ".bin") and _ends_like_zip(path):
         check_zip_sizes(path, path.stat().st_size, path)
         with zipfile.ZipFile(path) as archive:
             if not any(name.endswith("data.pkl") for name in archive.namelist()):
@@ -136,6 +136,15 @@ def check_weight_file(path: str | os.PathLike, suffix: str) -> None:
         raise CheckpointError("not a file torch.save wrote (no zip directory at its end: cut short?)")
     elif suffix in WEIGHT_SUFFIXES:
         read_file(path, suffix)
+
+
+def _ends_like_zip(path: Path) -> bool:
+    """Whether ``path`` ends with a zip directory; a broken one (``is_zipfile`` raises on some) counts, for
+    ``check_zip_sizes`` to refuse."""
+    try:
+        return zipfile.is_zipfile(path)
+    except Exception:
+        return True
 
 
 def _foreign_globals(path: Path) -> list[str]:

@@ -109,7 +109,13 @@ def read_metadata(directory: str | os.PathLike) -> dcp_metadata.Metadata:
     except Exception as err:  # the unpickler raises anything from EOFError to TypeError on garbage
         raise CheckpointError(f"{path} is not DCP metadata swinkit can read ({_first_line(err)}); refused without "
                               "running anything in it. Save the checkpoint again") from err  # fmt: skip
-    _check_metadata(metadata, directory)
+    try:
+        _check_metadata(metadata, directory)
+    except CheckpointError:
+        raise
+    except Exception as err:  # DCP's classes built with fields missing or of other types
+        raise CheckpointError(f"{path}: not the metadata of a sharded checkpoint ({_first_line(err)}); the checkpoint "
+                              "is corrupt or hostile. Save it again") from err  # fmt: skip
     return metadata
 
 

@@ -79,7 +79,12 @@ class HFImages:
         self.ds = ds.cast_column("image", datasets.Image(decode=False)).select_columns(["image"])
         feature = ds.features["label"]
         names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
-        self.targets = _class_indices(ds["label"], len(names) if names is not None else MAX_CLASSES, where)
+        try:
+            labels = list(ds["label"])
+        except Exception as err:  # pyarrow's errors on a damaged data file are of every kind, SystemError included
+            raise DataError(f"{where}: the label column cannot be read ({remote.reason(err)}); the dataset's files "
+                            "are damaged: write or download it again") from err  # fmt: skip
+        self.targets = _class_indices(labels, len(names) if names is not None else MAX_CLASSES, where)
         self.classes = names if names is not None else [str(c) for c in range(max(self.targets) + 1)]
         self.allowed = _image_dirs(root)
 
@@ -93,7 +98,12 @@ class HFImages:
         return self.targets[index]
 
     def load(self, index: int) -> Image.Image:
-        stored = self.ds[index]["image"]
+        try:
+            stored = self.ds[index]["image"]
+        except Exception as err:  # a damaged data file: this row is unreadable, like a corrupt image file
+            raise OSError(f"the row cannot be read ({remote.reason(err)})") from err
+        if not isinstance(stored, dict):
+            raise OSError(f"the row's image is a {type(stored).__name__}, not stored image bytes")
         if stored.get("bytes"):
             return decode_image(stored["bytes"], self.name(index))
         if stored.get("path"):
