@@ -496,14 +496,34 @@ def yaml_hostile(out: Path) -> dict[str, Path]:
     return made
 
 
+FLAT_CONFIG = """# a seed-style (MindSpore ModelZoo) config
+arch: cswin_64_24322_small_224
+data_url: ./data/imagenet
+set: ImageNet
+num_classes: 1000
+auto_augment: rand-m9-mstd0.5-inc1
+crop_ratio: 0.9
+lr_scheduler: cosine_lr
+base_lr: 0.001
+warmup_length: 20
+cool_length: 80
+cool_lr: 0.00001
+amp_level: O1
+beta: [ 0.9, 0.999 ]
+keep_bn_fp32: True
+epochs: 300
+"""
+
+
 def yaml_valid(out: Path) -> list[Path]:
     from swinkit.engine.config import CONFIG_DIR, load_config, to_yaml
 
-    seeds = Path(__file__).resolve().parents[2] / "shared" / "seed-configs"
-    files = [CONFIG_DIR / "quickstart.yaml", CONFIG_DIR / "swinv2_tiny_window8_256.yaml", *sorted(seeds.glob("*.yaml"))]
+    flat = out / "flat.yaml"
+    flat.write_text(FLAT_CONFIG)
     stored = out / "stored.safetensors"
     save_file({"w": torch.zeros(1)}, stored, metadata={"config": to_yaml(load_config("quickstart"))})
-    return [*files, stored]
+    shipped = [CONFIG_DIR / f"{name}.yaml" for name in ("quickstart", "swinv2_tiny_window8_256", "cswin_small_224")]
+    return [*shipped, flat, stored]
 
 
 # --- downloads ------------------------------------------------------------------------------------------------------
