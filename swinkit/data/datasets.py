@@ -74,7 +74,7 @@ class ImageFolder:
 
     def load(self, index: int) -> Image.Image:
         path, _ = self.samples[index]
-        return decode_image(Path(path).read_bytes(), path)
+        return decode_image(read_image_file(path), path)  # a FIFO named like an image is refused, not waited on
 
 
 def open_regular(path: str | os.PathLike, inside: Sequence[str | os.PathLike] = ()):
