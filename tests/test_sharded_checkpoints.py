@@ -18,18 +18,9 @@ from swinkit.checkpoints.sharded import CHECKSUMS_FILE, load_sharded, read_metad
 from swinkit.cli import main
 from swinkit.core.errors import CheckpointError
 from tests.engine_utils import REPO, tiny_config
+from tests.hostile_files import RunsCode
 
 pytestmark = pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
-
-
-class RunsCode:
-    """Unpickles into ``os.system(command)``: what a hostile file runs if anything unpickles it with code."""
-
-    def __init__(self, command: str) -> None:
-        self.command = command
-
-    def __reduce__(self):
-        return os.system, (self.command,)
 
 
 def _sharded_checkpoint(path: Path) -> Path:

@@ -20,7 +20,6 @@ Every failure is a ``CheckpointError`` naming the directory.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import math
@@ -40,6 +39,7 @@ from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from torch.distributed.checkpoint.filesystem import FileSystemReader, _StorageInfo
 from torch.distributed.checkpoint.planner import LoadItemType
 
+from ..core.digest import sha256_file
 from ..core.distributed import all_gather_objects
 from ..core.errors import CheckpointError, SwinkitError
 from .io import check_zip_sizes
@@ -50,7 +50,6 @@ METADATA_FILE = ".metadata"
 CHECKSUMS_FILE = "SHA256SUMS"
 MAX_METADATA_BYTES = 256 << 20
 _SHARD_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-_CHUNK = 1 << 20
 
 # What DCP metadata pickles reference (torch 2.4-2.14), and nothing else.
 _ALLOWED = {
@@ -194,19 +193,11 @@ def _check_metadata(metadata: object, directory: Path) -> None:
 
 
 # --- checksums ------------------------------------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _hash_share(directory: Path, names: list[str]) -> dict[str, str]:
     """This process's share of ``names`` hashed (the processes split the files between them)."""
     rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if (
         torch.distributed.is_initialized()) else (0, 1)  # fmt: skip
-    return {name: _sha256(directory / name) for name in names[rank::world]}
+    return {name: sha256_file(directory / name) for name in names[rank::world]}
 
 
 def write_checksums(directory: str | os.PathLike, write: bool) -> None:

@@ -46,6 +46,7 @@ from tqdm import tqdm
 from ..checkpoints.io import check_weight_file
 from ..core import remote
 from ..core.atomic import TMP_SUFFIX, write_atomic
+from ..core.digest import sha256_file
 from ..core.errors import CheckpointError, ConfigError, DownloadError
 
 log = logging.getLogger(__name__)
@@ -108,21 +109,13 @@ def _within(root: Path, segments: list[str]) -> Path | None:
     return path if plain and path.resolve().is_relative_to(root.resolve()) else None
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _record(path: Path) -> Path:
     return path.with_name(path.name + HASH_SUFFIX)
 
 
 def _verify_cached(path: Path, sha256: str, url: str) -> None:
     """Refuse a cached file whose SHA-256 is not the published one or the one recorded when it was downloaded."""
-    actual = _sha256(path)
+    actual = sha256_file(path)
     record = _record(path)
     expected = sha256.lower() or (record.read_text().strip() if record.is_file() else "")
     if not expected:  # placed by hand (an air-gapped cluster): trusted on first use, checked from now on
