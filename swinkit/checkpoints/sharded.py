@@ -131,18 +131,31 @@ def _is_shape(value: object, rank: int | None = None) -> bool:
             and (rank is None or len(value) == rank))  # fmt: skip
 
 
+def _bad(directory: Path, what: str) -> CheckpointError:
+    return CheckpointError(f"{directory / METADATA_FILE}: {what}; the checkpoint is corrupt or hostile. Save it again")
+
+
 def _check_metadata(metadata: object, directory: Path) -> None:
     """Refuse metadata whose structure is not DCP's or that declares more than the shard files hold."""
-    where = directory / METADATA_FILE
-
-    def bad(what: str) -> CheckpointError:
-        return CheckpointError(f"{where}: {what}; the checkpoint is corrupt or hostile. Save it again")
-
     if not (isinstance(metadata, dcp_metadata.Metadata) and isinstance(metadata.state_dict_metadata, dict)
             and isinstance(metadata.storage_data, dict)):  # fmt: skip
-        raise bad("not a DCP Metadata object with state_dict_metadata and storage_data tables")
+        raise _bad(directory, "not a DCP Metadata object with state_dict_metadata and storage_data tables")
+    files = _check_storage(metadata.storage_data, directory)
+    declared = _check_tensors(metadata, directory)
+    if declared > sum(files.values()):
+        raise _bad(directory, f"its tensors declare {declared} bytes, more than the {sum(files.values())} bytes of "
+                              "its shard files")  # fmt: skip
+
+
+def _check_storage(storage: dict, directory: Path) -> dict[str, int]:
+    """The size of every shard file the entries name; each must be a regular file directly inside ``directory``,
+    and each entry a byte range inside its file."""
+
+    def bad(what: str) -> CheckpointError:
+        return _bad(directory, what)
+
     files: dict[str, int] = {}
-    for index, info in metadata.storage_data.items():
+    for index, info in storage.items():
         if not (isinstance(index, dcp_metadata.MetadataIndex) and isinstance(info, _StorageInfo)):
             raise bad("a storage_data entry is not an index and a file range")
         name = info.relative_path
@@ -161,6 +174,16 @@ def _check_metadata(metadata: object, directory: Path) -> None:
                 and info.offset + info.length <= files[name]):  # fmt: skip
             raise CheckpointError(f"{directory / name}: entry {index.fqn[:100]!r} lies past the end of the file "
                                   f"({files[name]} bytes): the shard is truncated. Copy or save it again")  # fmt: skip
+    return files
+
+
+def _check_tensors(metadata: dcp_metadata.Metadata, directory: Path) -> int:
+    """The bytes the tensors declare; each tensor's chunks must lie inside its shape, tile it, and fit their
+    entries."""
+
+    def bad(what: str) -> CheckpointError:
+        return _bad(directory, what)
+
     declared = 0
     for fqn, entry in metadata.state_dict_metadata.items():
         if not isinstance(fqn, str):
@@ -188,8 +211,7 @@ def _check_metadata(metadata: object, directory: Path) -> None:
             declared += nbytes
         if covered != math.prod(entry.size):
             raise bad(f"the chunks of tensor {fqn[:100]!r} cover {covered} of its {math.prod(entry.size)} elements")
-    if declared > sum(files.values()):
-        raise bad(f"its tensors declare {declared} bytes, more than the {sum(files.values())} bytes of its shard files")
+    return declared
 
 
 # --- checksums ------------------------------------------------------------------------------------------------------
