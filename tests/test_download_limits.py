@@ -219,3 +219,16 @@ def test_an_unresponsive_s3_endpoint_is_given_up_in_bounded_attempts(silent_endp
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr[-2000:]
     assert "SWINKIT_REMOTE_TIMEOUT" in proc.stderr and "AWS_ENDPOINT_URL" in proc.stderr
     assert len(accepted) <= 4  # two requests (HEAD, then list), two attempts each
+
+
+def test_a_cache_that_cannot_be_written_is_still_read(server, weights, monkeypatch):
+    """An air-gapped cluster's read-only copy of the cache: no lock can be taken there, and none is needed."""
+    server.files[NAME] = weights
+    path = fetch_url(server.url + NAME, progress=False)
+    locks = download.cache_dir().parent / download.LOCKS_DIR
+    for lock in locks.iterdir():
+        lock.unlink()
+    locks.rmdir()
+    locks.write_text("")  # mkdir of it fails, as it does on a read-only file system
+    monkeypatch.setenv("SWINKIT_OFFLINE", "1")
+    assert fetch_url(server.url + NAME, progress=False) == path and server.gets(NAME) == 1

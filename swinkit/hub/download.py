@@ -148,15 +148,22 @@ def limits() -> tuple[float, float, int]:
 @contextlib.contextmanager
 def _entry_lock(path: Path):
     """Hold the lock of cache entry ``path`` (one process fetches it at a time; the others then find it cached),
-    and sweep the temporary files an earlier process killed mid-download left beside it."""
+    and sweep the temporary files an earlier process killed mid-download left beside it. A cache that cannot be
+    written (a read-only copy on an air-gapped cluster) is read without the lock: nothing will be written there."""
     locks = cache_dir().parent / LOCKS_DIR  # beside the cache, not in it: a listing of the cache is only weights
-    locks.mkdir(parents=True, exist_ok=True)
-    with open(locks / (hashlib.sha256(str(path).encode()).hexdigest()[:32] + ".lock"), "a") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)
-        if path.parent.is_dir():
-            for name in (path.name, _record(path).name, path.name + VERSION_SUFFIX):
-                for stale in path.parent.glob(f".{glob.escape(name)}.*{TMP_SUFFIX}"):
-                    stale.unlink(missing_ok=True)
+    with contextlib.ExitStack() as stack:
+        try:
+            locks.mkdir(parents=True, exist_ok=True)
+            held = stack.enter_context(open(locks / (hashlib.sha256(str(path).encode()).hexdigest()[:32] + ".lock"),
+                                            "a"))  # fmt: skip
+        except OSError:
+            held = None
+        if held is not None:
+            fcntl.flock(held, fcntl.LOCK_EX)
+            if path.parent.is_dir():
+                for name in (path.name, _record(path).name, path.name + VERSION_SUFFIX):
+                    for stale in path.parent.glob(f".{glob.escape(name)}.*{TMP_SUFFIX}"):
+                        stale.unlink(missing_ok=True)
         yield
 
 
