@@ -53,9 +53,9 @@ def checkpoint_and_loader(cfg: Config, env, device: torch.device, checkpoint: st
     model = build_model(cfg, num_classes=len(val_base.classes))
     check_step_fits(model, cfg.data.eval_batch_size or cfg.data.batch_size, model.img_size, device, training=False)
     path = local_file(checkpoint, exclude=(ckpt.STATE_FILE,))  # on s3:// (...): copied into the cache
-    if not path.exists():
-        raise CheckpointError(f"--checkpoint {checkpoint}: no such file or directory")
     ckpt_dir = None if path.is_file() else ckpt.find_checkpoint(path)  # last/, or the .last.old of a cut swap
+    if ckpt_dir is None and not path.exists():
+        raise CheckpointError(f"--checkpoint {checkpoint}: no such file or directory")
     if ckpt_dir is not None:
         ckpt.load_weights(model, ckpt_dir)
     elif path.is_file():

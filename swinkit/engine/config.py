@@ -486,6 +486,14 @@ def _in_interval(value: float, interval: str) -> bool:
         return False
 
 
+def _interval_text(interval: str) -> str:
+    """``[1, inf)`` as ``>= 1``, ``(0, inf)`` as ``> 0``; a bounded interval as itself, after ``in``."""
+    low, high = (bound.strip() for bound in interval[1:-1].split(","))
+    if high == "inf" and low != "-inf":
+        return f"{'>=' if interval[0] == '[' else '>'} {low}"
+    return f"in {interval}"
+
+
 def _check_range(dotted: str, value: Any) -> None:
     """Numbers inside their ``RANGES`` interval and finite, lists of their ``LENGTHS``, ``PAIRS`` in order; a device
     name torch knows; a run name inside runs/; an augmentation policy timm can parse."""
@@ -494,8 +502,8 @@ def _check_range(dotted: str, value: Any) -> None:
     if table_key in RANGES:
         for v in values:
             if isinstance(v, int | float) and not _in_interval(v, RANGES[table_key]):
-                raise ConfigError(f"{dotted}: {shown(value)} is out of range; it must be a finite number in "
-                                  f"{RANGES[table_key]}")  # fmt: skip
+                raise ConfigError(f"{dotted}: {shown(value)} is out of range; it must be a finite number "
+                                  f"{_interval_text(RANGES[table_key])}")  # fmt: skip
     if table_key in LENGTHS and isinstance(value, list) and len(value) != LENGTHS[table_key]:
         raise ConfigError(f"{dotted}: {shown(value)} has {len(value)} values; it takes {LENGTHS[table_key]}")
     if table_key in PAIRS and isinstance(value, list) and value[0] > value[1]:
