@@ -25,7 +25,8 @@ CREDENTIALS_HINT = (
     "is how many seconds an endpoint that does not answer is waited for"
 )
 REMOTE_TIMEOUT_S = 15.0
-BACKEND_PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs"}
+BACKEND_PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs",
+                    "http": "aiohttp", "https": "aiohttp"}
 
 
 def is_remote(path: object) -> bool:
