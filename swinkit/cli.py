@@ -459,12 +459,20 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(message)s")
     logging.getLogger(__package__).setLevel(level if rank == 0 else logging.WARNING)
     from .core.errors import SwinkitError
+    from .core.signals import Interrupted
     from .runtime import reuse_freed_memory
 
     if not getattr(args, "default_allocator", False):
         reuse_freed_memory()
     try:
         return args.func(args)
+    except Interrupted as stop:  # a signal stopped a run after saving last/: where, how to resume, 128 + signal
+        if rank == 0:
+            print(f"swinkit {args.command}: {stop}", file=sys.stderr)
+        return stop.exit_code
+    except KeyboardInterrupt:  # Ctrl-C outside a training loop, or a second one inside it
+        print(f"swinkit {args.command}: interrupted", file=sys.stderr)
+        return 130
     except SwinkitError as err:
         # A user's mistake: one line naming the problem and the fix. SWINKIT_DEBUG=1 shows where it was raised.
         if os.environ.get("SWINKIT_DEBUG"):

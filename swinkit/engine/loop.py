@@ -33,6 +33,7 @@ from tqdm import tqdm
 from ..core import device as devices
 from ..core.distributed import all_reduce_min, all_reduce_sum, barrier, broadcast_object
 from ..core.errors import ConfigError, NonFiniteLossError, RunFinishedError, TooManyBadImagesError
+from ..core.signals import StopSignals
 from ..data import Loader
 from . import checkpoint as ckpt
 from . import parallel
@@ -71,6 +72,7 @@ class Objective(Protocol):
 class Recipe(Protocol):
     """Builds a run: its datasets once, then an objective for each stage."""
 
+    command: str  # the swinkit command that runs it ("train", "pretrain"), named in how to resume
     kind: str  # named in the run's first log line, e.g. "swinv2_tiny_window8_256" or "moby swin_tiny_..."
     train_size: int  # training images
 
@@ -149,8 +151,8 @@ def fit(cfg: Config, resume: str | None, recipe: Recipe) -> dict:
             # Rank 0 picks the first free runs/<name>[-N]; the others must not see its lock and move on to the next.
             output = broadcast_object(str(runs.default_run_dir(cfg.name)) if s.env.is_main else None)
         run_dir, resume_dir = runs.resolve_run_dir(output, resume)
-        with _owned(run_dir, s):
-            return _fit(cfg, s, run_dir, resume_dir, recipe)
+        with _owned(run_dir, s), StopSignals() as signals:
+            return _fit(cfg, s, run_dir, resume_dir, recipe, signals)
 
 
 @contextlib.contextmanager
@@ -183,7 +185,8 @@ def _isolated_rng(seed: int) -> Iterator[None]:
         random.setstate(states[2])
 
 
-def _fit(cfg: Config, s: Session, run_dir: Path, resume_dir: Path | None, recipe: Recipe) -> dict:
+def _fit(cfg: Config, s: Session, run_dir: Path, resume_dir: Path | None, recipe: Recipe,
+         signals: StopSignals) -> dict:  # fmt: skip
     # ---- set-up -------------------------------------------------------------------------------------------------
     env, device, precision = s.env, s.device, s.precision
     ckpt_dir = run_dir / "checkpoints"
@@ -221,6 +224,8 @@ def _fit(cfg: Config, s: Session, run_dir: Path, resume_dir: Path | None, recipe
             f" x {accum} accum" if accum > 1 else "", recipe.train_size, cfg.sched.epochs, epoch_steps,
             cfg.optim.lr * lr_scale, lr_scale,
         )  # fmt: skip
+        if trainer_state:
+            log.info("resuming %s at epoch %d, step %d", run_dir, progress.epoch + 1, progress.step)
 
     record: dict = {}
     previous: Trainer | None = None
@@ -258,6 +263,8 @@ def _fit(cfg: Config, s: Session, run_dir: Path, resume_dir: Path | None, recipe
                     seed_everything(cfg.train.seed + env.rank + 1_000 * progress.step)
         model, net, optimizer, scaler, ema = (objective.model, trainer.net, trainer.optimizer, trainer.scaler,
                                               trainer.ema)  # fmt: skip
+        signals.armed = True  # from here on a stop signal saves last/ at the end of the step it arrives in
+        stopped = f"of {epoch_steps * cfg.sched.epochs}; resume with: swinkit {recipe.command} --resume {run_dir}"
 
         for epoch in range(max(stage.start, progress.epoch), stage.end):
             # ---- one epoch of training ----------------------------------------------------------------------------
@@ -303,8 +310,8 @@ def _fit(cfg: Config, s: Session, run_dir: Path, resume_dir: Path | None, recipe
                     continue
 
                 # ---- one optimizer step (every accum micro-batches) -------------------------------------------------
-                flags = torch.tensor([float(not window_finite), float(window_samples)], device=device)
-                nonfinite, samples = all_reduce_sum(flags).tolist()
+                flags = [float(not window_finite), float(window_samples), float(signals.received is not None)]
+                nonfinite, samples, signalled = all_reduce_sum(torch.tensor(flags, device=device)).tolist()
                 window_finite, window_samples = True, 0
                 if samples == 0:
                     optimizer.zero_grad(set_to_none=True)
@@ -335,8 +342,14 @@ def _fit(cfg: Config, s: Session, run_dir: Path, resume_dir: Path | None, recipe
                         tb.add_scalar("train/loss", progress.loss_sum / progress.loss_count, progress.step)
                         tb.add_scalar("train/lr", lr, progress.step)
                 stop = cfg.train.stop_after_steps is not None and progress.step >= cfg.train.stop_after_steps
-                if stop or (cfg.train.save_every_steps and progress.step % cfg.train.save_every_steps == 0):
+                due = cfg.train.save_every_steps and progress.step % cfg.train.save_every_steps == 0
+                if stop or signalled or due:
                     _save(cfg, s, ckpt_dir / "last", trainer, progress, record)
+                if signalled:  # every process agreed through the all-reduce; last/ holds this exact step
+                    bar.close()
+                    if tb is not None:
+                        tb.close()
+                    raise signals.interrupted(f"stopped at step {progress.step} {stopped}")
                 if stop:
                     bar.close()
                     log.info("stopped after step %d as train.stop_after_steps asks; resume with --resume %s",
@@ -370,6 +383,12 @@ def _fit(cfg: Config, s: Session, run_dir: Path, resume_dir: Path | None, recipe
                     for k, v in record.items():
                         tb.add_scalar(f"epoch/{k}", v, epoch + 1)
             barrier()
+            # A signal during the evaluation: last/ holds the end of this epoch (after the last one, the run is done).
+            flag = torch.tensor(float(signals.received is not None), device=device)
+            if all_reduce_sum(flag).item() and epoch + 1 < cfg.sched.epochs:
+                if tb is not None:
+                    tb.close()
+                raise signals.interrupted(f"stopped at step {progress.step} (the end of epoch {epoch + 1}) {stopped}")
         previous = trainer
 
     # ---- the end ----------------------------------------------------------------------------------------------------

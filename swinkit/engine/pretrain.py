@@ -49,6 +49,8 @@ def build_ssl_model(cfg: Config) -> MoBY | SimMIM:
 class PretrainRecipe:
     """The datasets of ``cfg.data`` (labels feed the kNN monitor only) and the meta-architecture with its loaders."""
 
+    command = "pretrain"
+
     def __init__(self, cfg: Config) -> None:
         moby = cfg.ssl.method == "moby"
         refused = {

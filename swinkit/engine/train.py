@@ -27,6 +27,8 @@ __all__ = ["NonFiniteLossError", "RunExistsError", "TooManyBadImagesError", "tra
 class SupervisedRecipe:
     """The datasets of ``cfg.data`` and, per stage, the classifier and its loaders."""
 
+    command = "train"
+
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.train_base, self.val_base = build_datasets(cfg.data)
