@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from .core import remote
@@ -261,7 +262,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 print(f"  {top['probability']:7.2%}  {top['index']:>5}  {top['label']}")
     if args.json:
         print(json.dumps(results, indent=1))
-    return 1 if any("error" in r for r in results) else 0
+    return 2 if any("error" in r for r in results) else 0  # each failed input had its own error line
 
 
 def cmd_bench_data(args: argparse.Namespace) -> int:
@@ -330,10 +331,11 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, help_, config_help, data_help in [
         ("train", cmd_train, "train a model; with no arguments, the quick start on the built-in digits",
          "recipe name (`swinkit configs`) or YAML file; default: quickstart",
-         "dataset directory in ImageNet layout (DIR/train/<class>/*, DIR/val/<class>/*)"),
+         "the data: an ImageNet-layout folder (DIR/train/<class>/*, DIR/val/<class>/*), a shard directory "
+         "(`swinkit shard`), a Hugging Face dataset, or their URL (s3://..., hf://datasets/...)"),
         ("pretrain", cmd_pretrain, "self-supervised pretraining (MoBY, SimMIM) with a kNN monitor each epoch",
          "recipe name (e.g. moby_quickstart, simmim_quickstart) or YAML",
-         "dataset directory in ImageNet layout (labels are used by the kNN monitor only)"),
+         "the data, as for train (its labels feed the kNN monitor only)"),
     ]:  # fmt: skip
         p = sub.add_parser(name, help=help_)
         p.add_argument("-c", "--config", help=config_help)
@@ -346,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="top-1/top-5 of a checkpoint on the validation set; writes eval.json")
     p.add_argument("-c", "--config", help="recipe name or YAML file (default: the checkpoint's config.yaml)")
     p.add_argument("--checkpoint", required=True, help="a checkpoint directory (RUN_DIR/checkpoints/best) or file")
-    p.add_argument("--data", help="dataset directory in ImageNet layout")
+    p.add_argument("--data", help="the data, as for train (its val split is evaluated)")
     p.add_argument("--output", help="directory for eval.json (default: the checkpoint directory)")
     _add_inference_flags(p, "default: the run's train.precision under autocast, as it validated during training")
     p.add_argument("overrides", nargs="*", metavar="key=value", help=overrides_help)
@@ -452,12 +454,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # Under torchrun only rank 0 prints; the other ranks log warnings and errors only. Other libraries' loggers
-    # (botocore's "Found credentials ...") say only warnings, unless --verbose.
+    # Under torchrun only rank 0 prints: the other ranks log errors only, and their Python warnings are silenced (the
+    # same warning from every process is noise). Other libraries' loggers (botocore's "Found credentials ...") say
+    # only warnings, unless --verbose.
     rank = int(os.environ.get("RANK", "0"))
     level = logging.DEBUG if args.verbose else logging.INFO
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(message)s")
-    logging.getLogger(__package__).setLevel(level if rank == 0 else logging.WARNING)
+    logging.getLogger(__package__).setLevel(level if rank == 0 else logging.ERROR)
+    if rank != 0:
+        warnings.simplefilter("ignore")
     from .core.errors import SwinkitError
     from .core.signals import Interrupted
     from .runtime import reuse_freed_memory

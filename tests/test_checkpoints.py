@@ -260,7 +260,7 @@ def test_a_config_class_does_not_admit_other_code(tmp_path):
 
 def test_missing_file_and_unknown_format(tmp_path):
     model = swinkit.create_model("swin_tiny_patch4_window7_224", depths=(1, 1, 1, 1))
-    with pytest.raises(CheckpointError, match="no such checkpoint file"):
+    with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(model, tmp_path / "absent.pth")
     with pytest.raises(ValueError, match="format must be one of"):
         load_checkpoint(model, model.state_dict(), format="keras")

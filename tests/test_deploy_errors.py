@@ -6,6 +6,7 @@ import errno
 import importlib
 import os
 import stat
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,7 +122,7 @@ def test_a_full_disk_names_the_path_and_keeps_the_previous_file(tmp_path, tiny_c
 @pytest.mark.parametrize(
     "args, expected",
     [(["pretrain"], "--config is required"),
-     (["eval", "--checkpoint", "{tmp}/nothing"], "nothing: no such file or directory"),
+     (["eval", "--checkpoint", "{tmp}/nothing"], "nothing does not exist"),
      (["eval", "--checkpoint", "{tmp}"], "not a swinkit checkpoint directory"),
      (["predict", "--model", "resnet50", "{tmp}/x.png"], "unknown model 'resnet50'"),
      (["export", "--model", "swinv2_tiny_window8_256", "--format", "onnx", "--output", "{tmp}/m.onnx",
@@ -143,3 +144,60 @@ def test_every_command_answers_a_mistake_with_one_line(tmp_path, capsys, args, e
     torch.save({"w": torch.zeros(1), "cfg": os.environ.__class__}, tmp_path / "tagged.pth")
     assert main([a.format(tmp=tmp_path) for a in args]) == 2
     _one_line(capsys, expected)
+
+
+def _other_format(kind: str, path: Path) -> str:
+    """Write a file of ``kind`` that is no checkpoint at ``path`` (a checkpoint's suffix); what the error calls it."""
+    linear = torch.nn.Linear(2, 2)
+    if kind == "onnx":
+        torch.onnx.export(linear, (torch.randn(1, 2),), path, dynamo=False)
+        return "is an ONNX model"
+    if kind == "torchscript":
+        torch.jit.save(torch.jit.script(linear), path)
+        return "is a TorchScript model"
+    if kind == "exported":
+        with open(path, "wb") as f:  # a stream: torch.export warns about a file not named .pt2
+            torch.export.save(torch.export.export(linear, (torch.randn(1, 2),)), f)
+        return "is a torch.export program"
+    if kind == "npz":
+        with open(path, "wb") as f:
+            np.savez(f, a=np.zeros(3))
+        return "is a NumPy archive"
+    Image.new("RGB", (4, 4)).save(path, format="PNG")
+    return "is an image"
+
+
+@pytest.mark.parametrize("kind", ["onnx", "torchscript", "exported", "npz", "image"])
+def test_files_that_are_no_checkpoint_are_named_for_what_they_are(tmp_path, capsys, kind):
+    """Routed by content before anything is unpickled; never the advice to unpickle them with weights_only=False."""
+    path = tmp_path / ("model.onnx" if kind == "onnx" else "model.pth")
+    what = _other_format(kind, path)
+    capsys.readouterr()
+    assert main(["convert", str(path), str(tmp_path / "out.safetensors"), "--model", "swinv2_tiny_window8_256"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and what in err and "not a checkpoint" in err and "weights_only" not in err
+
+
+@pytest.mark.parametrize("command", ["eval", "predict", "convert", "export"])
+def test_a_path_that_does_not_exist_is_called_that(tmp_path, capsys, command):
+    missing = str(tmp_path / "nowhere" / "model.pth")
+    argv = {"eval": ["eval", "--checkpoint", missing],
+            "predict": ["predict", "--checkpoint", missing, "--model", "swinv2_tiny_window8_256", "x.png"],
+            "convert": ["convert", missing, str(tmp_path / "out.safetensors"), "--model", "swinv2_tiny_window8_256"],
+            "export": ["export", "--model", "swinv2_tiny_window8_256", "--checkpoint", missing, "--format", "onnx",
+                       "--output", str(tmp_path / "m.onnx")]}[command]  # fmt: skip
+    assert main(argv) == 2
+    _one_line(capsys, f"{missing} does not exist")
+
+
+def test_a_checkpoint_of_another_architecture_is_named_before_its_head(tmp_path):
+    """A Swin V1 file into a 10-class Swin V2: the architecture is the problem, not the head's 1000 classes."""
+    v1 = swinkit.save_checkpoint(swinkit.create_model("swin_tiny_patch4_window7_224", **TINY), tmp_path / "v1.pth")
+    v2 = swinkit.create_model("swinv2_tiny_window8_256", **{**TINY, "num_classes": 10})
+    with pytest.raises(swinkit.CheckpointError, match="looks like Swin V1") as caught:
+        swinkit.load_checkpoint(v2, v1)
+    assert "head='reset'" not in str(caught.value)
+    # The same architecture with another class count still gets the head advice.
+    same = swinkit.save_checkpoint(swinkit.create_model("swinv2_tiny_window8_256", **TINY), tmp_path / "v2.pth")
+    with pytest.raises(swinkit.CheckpointError, match="head='reset'"):
+        swinkit.load_checkpoint(v2, same)

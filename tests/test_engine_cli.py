@@ -85,6 +85,23 @@ def test_train_mistakes_are_one_line_with_exit_2(tmp_path, capsys, overrides, ex
     assert not (tmp_path / "run").exists()  # nothing left behind
 
 
+def test_a_head_larger_than_the_datas_classes_is_refused_unless_asked_for(tmp_path, capsys):
+    """The seed configs say num_classes: 1000; on the 10 digits that trained silently to nothing."""
+    assert main(["train", "--output", str(tmp_path / "run"), *TINY, "model.num_classes=1000"]) == 2
+    err = capsys.readouterr().err
+    assert "model.num_classes=1000 but the training data has 10 classes; set model.num_classes=10" in err
+    assert "model.allow_unused_classes=true" in err and not (tmp_path / "run").exists()
+    assert main(["train", "--output", str(tmp_path / "run"), *TINY, "model.num_classes=12",
+                 "model.allow_unused_classes=true", "sched.epochs=1"]) == 0  # fmt: skip
+
+
+def test_help_describes_every_kind_of_data(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(kind in text for kind in ("ImageNet-layout folder", "shard directory", "Hugging Face dataset", "s3://"))
+
+
 def test_swinkit_debug_shows_the_traceback(tmp_path, monkeypatch):
     monkeypatch.setenv("SWINKIT_DEBUG", "1")
     with pytest.raises(ConfigError, match="make no full step"):

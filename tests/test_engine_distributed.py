@@ -16,10 +16,12 @@ from tests.engine_utils import NO_AUG, TINY, tiny_config, torchrun
 @pytest.mark.slow
 def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     single, ddp = tmp_path / "single", tmp_path / "ddp"
-    train(tiny_config(single, *NO_AUG, "data.batch_size=16"))
-    log = torchrun("train", "--config", "quickstart", "--output", str(ddp), *TINY, *NO_AUG, "data.batch_size=8",
+    warm = "sched.warmup_epochs=2"  # as long as the run: a warning every process would otherwise print
+    train(tiny_config(single, *NO_AUG, "data.batch_size=16", warm))
+    log = torchrun("train", "--config", "quickstart", "--output", str(ddp), *TINY, *NO_AUG, "data.batch_size=8", warm,
                     cwd=tmp_path)  # fmt: skip
     assert log.count("epoch 2/2  step") == 1  # only rank 0 prints
+    assert log.count("sched.warmup_epochs=2 is not shorter than the run") == 1  # and warns
     assert "batch 8 x 2 = 16 global" in log
     a, _ = read_file(single / "checkpoints/last/model.safetensors")
     b, _ = read_file(ddp / "checkpoints/last/model.safetensors")

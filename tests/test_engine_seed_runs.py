@@ -12,9 +12,9 @@ from .test_config import SEED_DIR, SEEDS
 
 # The seed CSWin-S shrunk for a CPU test: 32 px digits, maps 8/4/2/1, both stripe branches in stages 1-3.
 CSWIN_TINY = [
-    "data.dataset=digits", "model.img_size=32", "model.embed_dim=16", "model.depths=[1, 1, 1, 1]",
-    "model.num_heads=[2, 2, 4, 4]", "model.split_size=[1, 2, 2, 1]", "data.batch_size=8", "data.workers=0",
-    "data.max_train_samples=32", "data.max_val_samples=16", "train.threads=1",
+    "data.dataset=digits", "model.num_classes=10", "model.img_size=32", "model.embed_dim=16",
+    "model.depths=[1, 1, 1, 1]", "model.num_heads=[2, 2, 4, 4]", "model.split_size=[1, 2, 2, 1]", "data.batch_size=8",
+    "data.workers=0", "data.max_train_samples=32", "data.max_val_samples=16", "train.threads=1",
 ]  # fmt: skip
 # The three phases differ only in these (shared/seed-configs/README.md); the file holds phase 3's tail.
 PHASES = [

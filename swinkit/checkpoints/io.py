@@ -56,8 +56,11 @@ def read_file(path: str | os.PathLike, suffix: str | None = None) -> tuple[dict,
     """
     path = Path(path)
     suffix = path.suffix if suffix is None else suffix
+    if not path.exists():
+        raise CheckpointError(f"{path} does not exist; check the path")
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+        raise CheckpointError(f"{path} is not a file; give a checkpoint file (or a training checkpoint directory "
+                              "where a command takes one)")  # fmt: skip
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is empty (0 bytes): an interrupted download or save; fetch or save it again")
     if suffix == ".pdparams":
@@ -73,6 +76,11 @@ def read_file(path: str | os.PathLike, suffix: str | None = None) -> tuple[dict,
             raise CheckpointError(
                 f"{path} is not a readable safetensors file ({err}); it may be truncated: save or download it again"
             ) from err
+    other = other_format(path)
+    if other is not None:
+        raise CheckpointError(f"{path} is {other}, not a checkpoint. swinkit reads weights from .safetensors, "
+                              ".pth/.pt/.bin (torch.save), MindSpore .ckpt and PaddlePaddle .pdparams "
+                              "files")  # fmt: skip
     check_zip_sizes(path, path.stat().st_size, path)
     foreign = None
     try:
@@ -86,7 +94,10 @@ def read_file(path: str | os.PathLike, suffix: str | None = None) -> tuple[dict,
                 return torch.load(path, map_location="cpu", weights_only=True), {}
     except pickle.UnpicklingError as err:
         foreign = _foreign_globals(path) if foreign is None else foreign
-        reason = f"it references {', '.join(foreign)}" if foreign else _first_line(err)
+        if not foreign:  # not a pickle of objects at all: no advice to unpickle it
+            raise CheckpointError(f"{path} is not a PyTorch checkpoint or is corrupt ({_first_line(err)}); expected "
+                                  "a .pth/.pt/.bin saved by torch.save or a .safetensors file") from err  # fmt: skip
+        reason = f"it references {', '.join(foreign)}"
         raise CheckpointError(
             f"{path} holds Python objects other than tensors and plain containers, and swinkit refuses to unpickle "
             f"them because that can run code ({reason}). If you trust the file, load it yourself "
@@ -136,6 +147,32 @@ def check_weight_file(path: str | os.PathLike, suffix: str) -> None:
         raise CheckpointError("not a file torch.save wrote (no zip directory at its end: cut short?)")
     elif suffix in WEIGHT_SUFFIXES:
         read_file(path, suffix)
+
+
+def other_format(path: Path) -> str | None:
+    """What a file that is no checkpoint is, where its first bytes or its zip records tell (ONNX, TorchScript,
+    torch.export, NumPy, HDF5, an image, text); None otherwise. Read before any unpickling."""
+    with path.open("rb") as f:
+        head = f.read(16)
+    if head[:1] == b"\x08" and head[2:3] == b"\x12" or path.suffix == ".onnx":  # ModelProto: ir_version, producer
+        return "an ONNX model (what swinkit export writes, for ONNX Runtime)"
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        return "an HDF5 file (Keras or TensorFlow weights)"
+    if head.startswith((b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM")):
+        return "an image"
+    if _ends_like_zip(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except Exception:  # check_zip_sizes names a corrupt archive
+            return None
+        if any(n.endswith("constants.pkl") or "/code/" in n for n in names):
+            return "a TorchScript model (torch.jit.save: load it with torch.jit.load)"
+        if any(n.endswith(("/archive_format", "serialized_exported_program.json")) for n in names):
+            return "a torch.export program (torch.export.save: load it with torch.export.load)"
+        if names and all(n.endswith(".npy") for n in names):
+            return "a NumPy archive (.npz)"
+    return None
 
 
 def _ends_like_zip(path: Path) -> bool:

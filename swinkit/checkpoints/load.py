@@ -166,6 +166,32 @@ def prepare(
     return Prepared(source, format, state, ssl_dropped + dropped, dict(metadata), mindcv, bool(kind))
 
 
+def _check_fit(source: str, format: str, state: Mapping[str, torch.Tensor], model: HierarchicalModel,
+               model_state: Mapping[str, torch.Tensor], strict: bool,
+               ignore: tuple[str, ...]) -> tuple[list[str], list[str]]:  # fmt: skip
+    """Refuse ``state`` if a tensor differs in shape from ``model_state``'s, or (``strict``) if keys are missing or
+    unexpected, other than those in ``ignore``; returns ``(missing, unexpected)``."""
+    mismatched = [
+        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(model_state[k].shape)}"
+        for k, v in state.items()
+        if k in model_state and v.shape != model_state[k].shape
+    ]
+    if mismatched:
+        raise CheckpointError(
+            f"{source} does not fit this {type(model).__name__}: {len(mismatched)} tensors differ in shape "
+            f"({preview(mismatched, 5)}).{_architecture_hint(state, model)}"
+        )
+    missing = [k for k in model_state if k not in state and k not in ignore]
+    unexpected = [k for k in state if k not in model_state]
+    if strict and (missing or unexpected):
+        raise CheckpointError(
+            f"{source} ({format} layout) does not match the model: missing {len(missing)} "
+            f"[{preview(missing)}], unexpected {len(unexpected)} [{preview(unexpected)}]. "
+            f"{_architecture_hint(state, model).strip()} Use strict=False to load the matching part only."
+        )
+    return missing, unexpected
+
+
 def load_prepared(
     model: HierarchicalModel,
     prepared: Prepared,
@@ -188,28 +214,19 @@ def load_prepared(
         for name, module in model.named_modules()
         if isinstance(module, WindowAttentionV1)
     }
-    state, adapted, head_dropped = adapt_to_model(state, model_state, windows, label_map, head)
+    try:
+        state, adapted, head_dropped = adapt_to_model(state, model_state, windows, label_map, head)
+    except CheckpointError:
+        # The head does not fit; first say whether the rest does: a backbone of another architecture is the thing
+        # to fix, and no head setting would load it.
+        backbone = {k: v for k, v in state.items() if k not in HEAD_KEYS}
+        _check_fit(source, format, adapt_to_model(backbone, model_state, windows, None, head)[0], model, model_state,
+                   strict, ignore=HEAD_KEYS)  # fmt: skip
+        raise
     dropped += head_dropped
-
-    mismatched = [
-        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(model_state[k].shape)}"
-        for k, v in state.items()
-        if k in model_state and v.shape != model_state[k].shape
-    ]
-    if mismatched:
-        raise CheckpointError(
-            f"{source} does not fit this {type(model).__name__}: {len(mismatched)} tensors differ in shape "
-            f"({preview(mismatched, 5)}).{_architecture_hint(state, model)}"
-        )
     # With head='reset' a classifier the checkpoint lacks (or had to drop) is expected to stay freshly initialised.
-    missing = [k for k in model_state if k not in state and not (head == "reset" and k in HEAD_KEYS)]
-    unexpected = [k for k in state if k not in model_state]
-    if strict and (missing or unexpected):
-        raise CheckpointError(
-            f"{source} ({format} layout) does not match the model: missing {len(missing)} "
-            f"[{preview(missing)}], unexpected {len(unexpected)} [{preview(unexpected)}]. "
-            f"{_architecture_hint(state, model).strip()} Use strict=False to load the matching part only."
-        )
+    missing, unexpected = _check_fit(source, format, state, model, model_state, strict,
+                                     ignore=HEAD_KEYS if head == "reset" else ())
     model.load_state_dict({k: v for k, v in state.items() if k in model_state}, strict=False)
     if prepared.mindcv:
         adapted += mindspore.mindcv_numerics(model)

@@ -69,7 +69,8 @@ def load_model(
     if not source.is_file():
         found = find_checkpoint(source)  # a training checkpoint directory, or the .last.old of a cut swap
         if found is None:
-            raise CheckpointError(f"{source}: no such checkpoint file, nor a training checkpoint directory")
+            what = "holds no training checkpoint" if source.is_dir() else "does not exist"
+            raise CheckpointError(f"{source} {what}; give a checkpoint file or a run's checkpoints/best (or last)")
         source, classes = checkpoint_weights(found), stored_classes(found)  # a sharded one is consolidated here
     prepared = prepare(source, model_info(name).cls.family, format=format)  # read and converted once
     head = prepared.state.get("head.fc.weight")

@@ -55,7 +55,7 @@ def checkpoint_and_loader(cfg: Config, env, device: torch.device, checkpoint: st
     path = local_file(checkpoint, exclude=(ckpt.STATE_FILE,))  # on s3:// (...): copied into the cache
     ckpt_dir = None if path.is_file() else ckpt.find_checkpoint(path)  # last/, or the .last.old of a cut swap
     if ckpt_dir is None and not path.exists():
-        raise CheckpointError(f"--checkpoint {checkpoint}: no such file or directory")
+        raise CheckpointError(f"{checkpoint} does not exist; give a checkpoint file or a run's checkpoints/best")
     if ckpt_dir is not None:
         ckpt.load_weights(model, ckpt_dir)
     elif path.is_file():

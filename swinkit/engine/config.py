@@ -59,6 +59,7 @@ class ModelConfig:
     pretrained_format: str = "auto"
     label_map: str | None = None  # 22k->1k index file (one 22k index per line) for the pretrained head
     head: str = "match"  # "match": the head must fit; "reset": keep the fresh head when the class counts differ
+    allow_unused_classes: bool = False  # a num_classes above the data's class count is deliberate (else refused)
     grad_checkpointing: bool = False
     attention_chunks: int = 1  # window attention N groups of windows at a time (sequential self-attention)
 

@@ -17,6 +17,7 @@ process that has fewer batches than another with forwards of a one-image dummy (
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator
 
 import torch
@@ -88,8 +89,11 @@ def wrap(model: nn.Module, parallel: str, world_size: int, device: torch.device,
     if parallel == "fsdp":
         return shard(model, **shard_options)
     if world_size > 1:
+        # No buffer sync in forward (the models' buffers are constant tables). torch 2.14 renamed the switch.
+        new_name = "forward_sync_buffers" in inspect.signature(nn.parallel.DistributedDataParallel).parameters
+        no_sync = {"forward_sync_buffers" if new_name else "broadcast_buffers": False}
         return nn.parallel.DistributedDataParallel(
-            model, device_ids=None if device.type == "cpu" else [device.index], broadcast_buffers=False
+            model, device_ids=None if device.type == "cpu" else [device.index], **no_sync
         )
     return model
 

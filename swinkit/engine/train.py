@@ -33,12 +33,15 @@ class SupervisedRecipe:
         self.cfg = cfg
         self.train_base, self.val_base = build_datasets(cfg.data)
         self.train_size = len(self.train_base)
-        self.num_classes = cfg.model.num_classes or len(self.train_base.classes)
+        found = len(self.train_base.classes)
+        self.num_classes = cfg.model.num_classes or found
         self.kind = cfg.model.name
-        if self.num_classes < len(self.train_base.classes):
+        if self.num_classes < found or (self.num_classes > found and not cfg.model.allow_unused_classes):
+            more = (" (or model.allow_unused_classes=true where a larger head is deliberate: its extra outputs are "
+                    "never a target)") if self.num_classes > found else ""  # fmt: skip
             raise ConfigError(
-                f"model.num_classes={self.num_classes} but the training set has {len(self.train_base.classes)} "
-                "classes; leave model.num_classes unset to take the dataset's"
+                f"model.num_classes={self.num_classes} but the training data has {found} classes; set "
+                f"model.num_classes={found} or leave it unset to take the data's{more}"
             )
 
     def check(self, cfg: Config, s: Session) -> None:

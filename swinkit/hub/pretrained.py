@@ -59,7 +59,8 @@ def resolve(model: str, pretrained: bool | str) -> Weights | str:
         return text
     if Path(text).exists() or os.sep in text or "/" in text:
         if not Path(text).is_file():
-            raise CheckpointError(f"{text}: no such checkpoint file")
+            what = "is not a file" if Path(text).exists() else "does not exist"
+            raise CheckpointError(f"{text} {what}; give a checkpoint file, a URL or a tag")
         return text
     other, other_tag = split_name(text)
     if other_tag is not None:
