@@ -162,14 +162,14 @@ def test_padding_content_never_reaches_real_tokens(version, shifted, monkeypatch
 
 def test_feature_map_smaller_than_window_is_clamped(tiny_model, monkeypatch):
     seen = []
-    geometry_of = swinkit.models.swin_v2.window_geometry
+    geometry_of = swinkit.layers.window.window_geometry
 
     def recording(height, width, window, shifted):
         geometry = geometry_of(height, width, window, shifted)
         seen.append(geometry)
         return geometry
 
-    monkeypatch.setattr(swinkit.models.swin_v2, "window_geometry", recording)
+    monkeypatch.setattr(swinkit.layers.window, "window_geometry", recording)
     model = tiny_model(V2, window_size=8, depths=(2, 2, 2, 2)).eval()
     with torch.no_grad():
         logits = model(torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)))

@@ -1,7 +1,8 @@
 """torch.fx symbolic tracing and timm's intermediate-feature API, on tiny Swin V1, V2 and CSWin.
 
 Traced graphs must equal the eager model forward and backward, at a size whose stages pad and shift and at one whose
-last stage clamps its window; torchvision's ``create_feature_extractor`` must take the models; ``forward_intermediates``
+last stage clamps its window, and a graph traced at one size must run at others; torchvision's and timm's
+``create_feature_extractor`` must take the models; ``forward_intermediates``
 and ``prune_intermediate_layers`` must give what timm's give on the same weights, over the index forms timm accepts.
 """
 
@@ -59,6 +60,26 @@ def test_a_traced_graph_equals_the_model_forward_and_backward(name, img_size):
     graph = torch.fx.symbolic_trace(model)
     with torch.no_grad():
         assert _relative(graph(x), model(x)) < 1e-6
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_a_graph_traced_once_runs_at_every_size_eager_takes(name):
+    """Traced at the model's 64 px, run at 128 px (as timm-consuming tools do for a 224 model), at sizes whose
+    stages pad and clamp differently, and at 64: eager's output each time, through torch.fx, torchvision's and
+    timm's feature extraction."""
+    model = _model(name, 64).eval()
+    graph = torch.fx.symbolic_trace(model)
+    nodes = {f"layers.{i}": f"stage{i}" for i in range(4)}
+    extractors = [create_feature_extractor(model, return_nodes=nodes),
+                  timm.models.create_feature_extractor(model, return_nodes=nodes)]  # fmt: skip
+    with torch.no_grad():
+        for size in (128, 72, 40, 64):
+            x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(size))
+            assert _relative(graph(x), model(x)) < 1e-6, size
+            expected = model.forward_intermediates(x, output_fmt="NHWC", intermediates_only=True)
+            for extractor in extractors:
+                maps = list(extractor(x).values())
+                assert all(_relative(a, b) < 1e-6 for a, b in zip(maps, expected, strict=True)), size
 
 
 @pytest.mark.parametrize("name", sorted(TINY))

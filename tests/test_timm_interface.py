@@ -3,12 +3,15 @@ feature-extraction keywords with its FeatureInfo, checked against timm's own mod
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import timm
 import torch
 from PIL import Image
 from timm.data import create_transform, resolve_data_config
+from timm.models import PretrainedCfg
 
 import swinkit
 from swinkit.core.errors import ConfigError
@@ -35,6 +38,12 @@ def test_pretrained_cfg_describes_the_registered_preprocessing(name):
                                                                               info.interpolation)  # fmt: skip
     modules = dict(model.named_modules())
     assert isinstance(modules[cfg["first_conv"]], torch.nn.Conv2d) and cfg["classifier"] in modules
+    # Every field timm's cfgs carry (timm code reads them by key), with timm's meaning.
+    assert {f.name for f in dataclasses.fields(PretrainedCfg)} <= set(cfg)
+    with torch.no_grad():
+        last = model.forward_features(torch.randn(1, 3, 64, 64))
+    assert cfg["pool_size"] == tuple(last.shape[1:3]) and cfg["min_input_size"] == (3, 32, 32)
+    assert cfg["fixed_input_size"] is False and cfg["test_input_size"] is None
     # timm's data pipeline reads it: the same evaluation transform as swinkit's own
     resolved = resolve_data_config(model=model)
     assert resolved["input_size"] == (3, 64, 64) and resolved["crop_pct"] == info.crop_pct

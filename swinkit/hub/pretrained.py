@@ -164,9 +164,13 @@ def _features(model: nn.Module, features: dict) -> nn.Module:
 
 def pretrained_cfg(weights: Weights) -> dict:
     """A tag's record in timm's ``pretrained_cfg`` keys (plus swinkit's provenance)."""
+    base = base_pretrained_cfg(model_info(weights.model))
+    stride = base["min_input_size"][-1]
     return {
-        **base_pretrained_cfg(model_info(weights.model)),
+        **base,
         "tag": weights.tag, "source": weights.source, "origin": weights.origin, "format": weights.format,
+        "url": weights.url, "hf_hub_id": weights.hub_id or None,
+        "pool_size": (-(-weights.img_size[0] // stride), -(-weights.img_size[1] // stride)),
         "num_classes": weights.num_classes, "label_set": weights.label_set, "input_size": (3, *weights.img_size),
         "interpolation": weights.interpolation, "crop_pct": weights.crop_pct, "mean": weights.mean,
         "std": weights.std, "top1": weights.top1, "license": weights.license,

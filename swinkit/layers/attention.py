@@ -33,7 +33,7 @@ from ..core import machine
 from ..core.errors import ConfigError
 from .linear import Linear
 from .relative_position import log_spaced_coords, relative_position_index
-from .tracing import is_fx_symbolic_tracing, placement, tracing
+from .tracing import tracing
 from .window import WindowGeometry, attention_mask
 
 _MAX_CACHED_GEOMETRIES = 16
@@ -144,11 +144,9 @@ class WindowAttention(nn.Module):
         """x: (B * num_windows, N, C) windows of one geometry -> same shape."""
         bw, n, c = x.shape[0], geometry.window[0] * geometry.window[1], self.dim
         qkv = self.qkv(x, self.assembled_qkv_bias())
-        device, dtype = placement(qkv, self)
+        device, dtype = qkv.device, qkv.dtype
         bias = self.attention_bias(geometry, dtype, device)
         masks = bias.shape[0]  # 1, or num_windows when windows differ in their shift/padding mask
-        if is_fx_symbolic_tracing():  # the same count as an int: a proxy's size cannot shape the views below
-            masks = geometry.num_windows if geometry.needs_mask else 1
         heads = masks * self.num_heads
         # Windows that differ in mask are folded into the head dimension: SDPA then sees 4-D inputs and a
         # (1, nW * nH, N, N) mask broadcast over the images, which the fused kernels take (a 5-D input or a mask
@@ -192,7 +190,7 @@ def attend(
     kernel runs 2-2.7x slower than the three ops written out (Swin-T's windows of 64 tokens, AMD EPYC with
     AVX512-BF16; ``benchmarks/kernels.py``; with AMX the fused kernel is the faster one), so they are written out.
     """
-    if is_fx_symbolic_tracing() or not _written_out(q):  # under fx, q is a proxy
+    if not _written_out(q):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scale)
     if scale != 1.0:
         q = q * (q.shape[-1] ** -0.5 if scale is None else scale)
@@ -259,7 +257,7 @@ class WindowAttentionV1(WindowAttention):
         return q, k, v, None
 
     def position_bias(self, window: tuple[int, int]) -> torch.Tensor:
-        device = placement(self.relative_position_bias_table, self)[0]
+        device = self.relative_position_bias_table.device
         index = relative_position_index(window, self.window_size).to(device)
         n = window[0] * window[1]
         return self.relative_position_bias_table[index.view(-1)].view(n, n, -1).permute(2, 0, 1)
@@ -324,7 +322,7 @@ class WindowAttentionV2(WindowAttention):
 
     def position_bias(self, window: tuple[int, int]) -> torch.Tensor:
         pretrained = self.pretrained_window_size
-        device, dtype = placement(self.cpb_mlp[0].weight, self.cpb_mlp)
+        device, dtype = self.cpb_mlp[0].weight.device, self.cpb_mlp[0].weight.dtype
         coords = log_spaced_coords(window, pretrained).to(device, dtype)
         table = self.cpb_mlp(coords).view(-1, self.num_heads)
         index = relative_position_index(window).to(device)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from timm.layers import register_notrace_function
 from torch import nn
 
 from .linear import Linear
-from .tracing import map_size
 
 
 class PatchEmbed(nn.Module):
@@ -23,25 +23,28 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
 
-    def output_size(self, size: tuple[int, int]) -> tuple[int, int]:
-        """The token grid of an image of ``size``."""
-        return -(-size[0] // self.patch_size), -(-size[1] // self.patch_size)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = map_size(x, self, dims=(2, 3))
-        p = self.patch_size
-        if h % p or w % p:
-            x = F.pad(x, (0, (-w) % p, 0, (-h) % p))
-        return self.norm(self.proj(x).permute(0, 2, 3, 1))
+        return self.norm(self.proj(pad_to_patches(x, self.patch_size)).permute(0, 2, 3, 1))
 
 
-def merge_2x2(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(B, H, W, C) -> (B, ceil(H/2), ceil(W/2), 4C), odd sides zero-padded; ``size`` is (H, W) (``map_size``).
+@register_notrace_function
+@torch.fx.wrap
+def pad_to_patches(x: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """(B, C, H, W) zero-padded on the bottom/right to patch multiples. An fx leaf (``layers.tracing``)."""
+    h, w = x.shape[2], x.shape[3]
+    if h % patch_size or w % patch_size:
+        x = F.pad(x, (0, (-w) % patch_size, 0, (-h) % patch_size))
+    return x
+
+
+@register_notrace_function
+@torch.fx.wrap
+def merge_2x2(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, C) -> (B, ceil(H/2), ceil(W/2), 4C), odd sides zero-padded. An fx leaf (``layers.tracing``).
 
     Channel order is the official cat([x[0::2, 0::2], x[1::2, 0::2], x[0::2, 1::2], x[1::2, 1::2]]).
     """
-    b, c = x.shape[0], x.shape[3]
-    h, w = size
+    b, h, w, c = x.shape
     if h % 2 or w % 2:
         x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
         h, w = h + h % 2, w + w % 2
@@ -57,7 +60,7 @@ class PatchMerging(nn.Module):
         self.reduction = Linear(4 * dim, out_dim or 2 * dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.reduction(self.norm(merge_2x2(x, map_size(x, self))))
+        return self.reduction(self.norm(merge_2x2(x)))
 
 
 class PatchMergingV2(nn.Module):
@@ -70,4 +73,4 @@ class PatchMergingV2(nn.Module):
         self.norm = nn.LayerNorm(out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.reduction(merge_2x2(x, map_size(x, self))))
+        return self.norm(self.reduction(merge_2x2(x)))

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from timm.layers import register_notrace_function
 from torch._guards import active_fake_mode
 
 from ..core.errors import ConfigError
-from .tracing import placement
 
 # The official Swin code separates shifted-window regions with -100, not -inf; keep it for parity.
 SHIFT_MASK_VALUE = -100.0
@@ -216,7 +216,7 @@ def shifted_window_attention(x: torch.Tensor, geometry: WindowGeometry, attend) 
     if geometry.needs_padding:
         x = F.pad(x, (0, 0, 0, wp - w, 0, hp - h))
     if any(geometry.shift):
-        order, inverse = _shifted_window_order(geometry, placement(x, attend)[0])
+        order, inverse = _shifted_window_order(geometry, x.device)
         windows = attend(torch.index_select(x.reshape(b, hp * wp, c), 1, order).view(-1, n, c), geometry)
         x = torch.index_select(windows.reshape(b, hp * wp, c), 1, inverse).view(b, hp, wp, c)
     else:
@@ -224,6 +224,14 @@ def shifted_window_attention(x: torch.Tensor, geometry: WindowGeometry, attend) 
     if geometry.needs_padding:
         x = x[:, :h, :w, :].contiguous()
     return x
+
+
+@register_notrace_function  # and torch.fx.wrap'd by name where the blocks call it: fx patches the caller's globals
+def window_attention(x: torch.Tensor, attend, window_size: tuple[int, int], shifted: bool) -> torch.Tensor:
+    """``shifted_window_attention`` of a block's (B, H, W, C) map, its geometry decided by the map's own size
+    (the official clamping rule). An fx leaf (``layers.tracing``): a traced graph decides it per input too."""
+    geometry = window_geometry(x.shape[1], x.shape[2], window_size, shifted)
+    return shifted_window_attention(x, geometry, attend)
 
 
 # --- symbolic sizes: the same geometry by tensor operations (torch.export with a dynamic image size) ---------------

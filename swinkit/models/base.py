@@ -57,20 +57,7 @@ class HierarchicalModel(nn.Module):
             {"num_chs": dim, "reduction": stride * 2**i, "module": f"layers.{i}"}
             for i, dim in enumerate(self.embed_dims)
         ]
-        self._set_traced_sizes()
         self.pruned_prefixes: tuple[str, ...] = ()
-
-    def _set_traced_sizes(self) -> None:
-        """The map size every geometry-deciding module sees at ``img_size``: what it reads while torch.fx traces
-        (``swinkit.layers.tracing``)."""
-        self.patch_embed.traced_size = self.img_size
-        size = self.patch_embed.output_size(self.img_size)
-        for i, stage in enumerate(self.layers):
-            if i > 0:  # every merge halves each side, rounding up (odd sides are padded)
-                stage.downsample.traced_size = size
-                size = (-(-size[0] // 2), -(-size[1] // 2))
-            for block in stage.blocks:
-                block.traced_size = size
 
     @property
     def num_classes(self) -> int:

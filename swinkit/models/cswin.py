@@ -44,12 +44,12 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from timm.layers import register_notrace_function
 from torch import nn
 
 from ..core.errors import ConfigError
 from ..layers import DropPath, Mlp, build_stages, chunked_attention
 from ..layers.linear import Linear
-from ..layers.tracing import is_fx_symbolic_tracing, map_size, placement
 from .base import HierarchicalModel
 from .registry import register_model
 
@@ -165,42 +165,36 @@ class CSWinBlock(nn.Module):
         unit_w = math.lcm(*(min(a.split[1], width) for a in self.attns if a.split[1]))
         return height + (-height) % unit_h, width + (-width) % unit_w
 
-    def attention(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, H, W, C) normalised map -> (B, H, W, C) concatenated branch outputs, before ``proj``."""
-        b, c = x.shape[0], x.shape[3]
-        h, w = map_size(x, self)
-        qkv = self.qkv(x)  # (B, H, W, 3C)
-        if self.full_attention:  # the whole map is one window: no padding, no mask
-            return self.attns[0](qkv.view(b, h, w, 3, c), (h, w), None).view(b, h, w, c)
-        hp, wp = self.padded_size(h, w)
-        if (hp, wp) != (h, w):
-            # Padding after the projection leaves q, k and v of padded tokens at zero (no bias), which LePE needs.
-            qkv = F.pad(qkv, (0, 0, 0, wp - w, 0, hp - h))
-        qkv = qkv.view(b, hp, wp, 3, c)
-        # Each branch writes its channels of the output map: the stripe reverse and the concatenation in one copy. A
-        # graph traced by torch.fx concatenates instead: an in-place write has no users, so fx's dead-code
-        # elimination (torchvision's create_feature_extractor runs it) would drop it.
-        tracing = is_fx_symbolic_tracing()
-        out = None if tracing else qkv.new_empty(b, hp, wp, c)
-        branches, start, device = [], 0, placement(x, self)[0]
-        for attn in self.attns:
-            sh, sw = attn.stripe(h, w, (hp, wp))
-            mask = _padded_key_mask(h, w, (hp, wp), (sh, sw), device) if (hp, wp) != (h, w) else None
-            channels = slice(start, start + attn.dim)
-            y = attn(qkv[..., channels], (sh, sw), mask)  # (B * nS, sh * sw, C_branch)
-            y = y.view(b, hp // sh, wp // sw, sh, sw, attn.dim).transpose(2, 3)
-            if tracing:
-                branches.append(y.reshape(b, hp, wp, attn.dim))
-            else:
-                out[..., channels].view(b, hp // sh, sh, wp // sw, sw, attn.dim).copy_(y)
-            start += attn.dim
-        out = torch.cat(branches, dim=-1) if tracing else out
-        return out[:, :h, :w] if (hp, wp) != (h, w) else out
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, H, W, C)."""
-        x = x + self.drop_path1(self.proj_drop(self.proj(self.attention(self.norm1(x)))))
+        x = x + self.drop_path1(self.proj_drop(self.proj(stripe_attention(self, self.norm1(x)))))
         return x + self.drop_path2(self.mlp(self.norm2(x)))
+
+
+@register_notrace_function
+@torch.fx.wrap
+def stripe_attention(block: CSWinBlock, x: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, C) normalised map -> (B, H, W, C) concatenated branch outputs of ``block``, before ``proj``; the
+    stripes and padding decided by the map's own size. An fx leaf (``swinkit.layers.tracing``)."""
+    b, h, w, c = x.shape
+    qkv = block.qkv(x)  # (B, H, W, 3C)
+    if block.full_attention:  # the whole map is one window: no padding, no mask
+        return block.attns[0](qkv.view(b, h, w, 3, c), (h, w), None).view(b, h, w, c)
+    hp, wp = block.padded_size(h, w)
+    if (hp, wp) != (h, w):
+        # Padding after the projection leaves q, k and v of padded tokens at zero (no bias), which LePE needs.
+        qkv = F.pad(qkv, (0, 0, 0, wp - w, 0, hp - h))
+    qkv = qkv.view(b, hp, wp, 3, c)
+    # Each branch writes its channels of the output map: the stripe reverse and the concatenation in one copy.
+    out, start = qkv.new_empty(b, hp, wp, c), 0
+    for attn in block.attns:
+        sh, sw = attn.stripe(h, w, (hp, wp))
+        mask = _padded_key_mask(h, w, (hp, wp), (sh, sw), x.device) if (hp, wp) != (h, w) else None
+        y = attn(qkv[..., start : start + attn.dim], (sh, sw), mask)  # (B * nS, sh * sw, C_branch)
+        y = y.view(b, hp // sh, wp // sw, sh, sw, attn.dim).transpose(2, 3)
+        out[..., start : start + attn.dim].view(b, hp // sh, sh, wp // sw, sw, attn.dim).copy_(y)
+        start += attn.dim
+    return out[:, :h, :w] if (hp, wp) != (h, w) else out
 
 
 class ConvPatchEmbed(nn.Module):
@@ -213,11 +207,6 @@ class ConvPatchEmbed(nn.Module):
         super().__init__()
         self.proj = nn.Conv2d(in_chans, dim, kernel_size=2 * patch_size - 1, stride=patch_size, padding=patch_size // 2)
         self.norm = nn.LayerNorm(dim)
-
-    def output_size(self, size: tuple[int, int]) -> tuple[int, int]:
-        """The token grid of an image of ``size``."""
-        (k,), (s,), (p,) = self.proj.kernel_size[:1], self.proj.stride[:1], self.proj.padding[:1]
-        return tuple((side + 2 * p - k) // s + 1 for side in size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.proj(x).permute(0, 2, 3, 1))

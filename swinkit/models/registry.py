@@ -19,7 +19,7 @@ import functools
 import inspect
 import typing
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 
 from torch import nn
 
@@ -142,18 +142,31 @@ def create_model(
         )
     model = _BUILDERS[info.name](**{**info.defaults, **overrides})
     model.model_info = replace(info, img_size=model.img_size, num_classes=model.num_classes)
-    model.pretrained_cfg = base_pretrained_cfg(model.model_info, model.patch_embed.proj.in_channels)
+    model.pretrained_cfg = base_pretrained_cfg(model.model_info, model.patch_embed.proj.in_channels,
+                                               model.feature_info[-1]["reduction"])  # fmt: skip
     if features_only:
         return FeatureExtractor(model, out_indices, feature_cls=feature_cls, output_fmt=output_fmt)
     return model
 
 
-def base_pretrained_cfg(info: ModelInfo, in_chans: int = 3) -> dict:
-    """timm's ``pretrained_cfg`` of a model built without weights: its registered preprocessing. (Built through
-    ``swinkit.create_model``, the model gets its default tag's record instead, as in timm.)"""
+def base_pretrained_cfg(info: ModelInfo, in_chans: int = 3, stride: int | None = None) -> dict:
+    """timm's ``pretrained_cfg`` of a model built without weights: every field of timm's ``PretrainedCfg`` (timm's
+    defaults where swinkit has nothing to say), with its registered preprocessing. (Built through
+    ``swinkit.create_model``, the model gets its default tag's record instead, as in timm.)
+
+    ``pool_size`` is the last stage's map at ``input_size``. ``fixed_input_size`` is False, unlike timm's Swin:
+    swinkit's models run at any size (each stage pads to whole windows); ``min_input_size`` is one token in the last
+    stage without padding; ``stride`` is the last stage's (default: the registered architecture's)."""
+    from timm.models import PretrainedCfg
+
+    h, w = info.img_size
+    if stride is None:
+        stride = info.defaults.get("patch_size", 4) * 2 ** (len(info.defaults.get("depths", (0, 0, 0, 0))) - 1)
     return {
+        **asdict(PretrainedCfg()),
         "architecture": info.name, "tag": None, "source": info.source, "num_classes": info.num_classes,
-        "input_size": (in_chans, *info.img_size), "interpolation": info.interpolation, "crop_pct": info.crop_pct,
-        "crop_mode": "center", "mean": info.mean, "std": info.std, "first_conv": "patch_embed.proj",
-        "classifier": "head.fc", "license": "",
+        "input_size": (in_chans, h, w), "fixed_input_size": False, "min_input_size": (in_chans, stride, stride),
+        "pool_size": (-(-h // stride), -(-w // stride)), "interpolation": info.interpolation,
+        "crop_pct": info.crop_pct, "crop_mode": "center", "mean": info.mean, "std": info.std,
+        "first_conv": "patch_embed.proj", "classifier": "head.fc", "license": "",
     }  # fmt: skip

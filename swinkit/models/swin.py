@@ -17,13 +17,13 @@ from ..layers import (
     PatchMerging,
     WindowAttentionV1,
     build_stages,
-    shifted_window_attention,
     to_2tuple,
-    window_geometry,
+    window_attention,
 )
-from ..layers.tracing import map_size
 from .base import HierarchicalModel
 from .registry import register_model
+
+torch.fx.wrap("window_attention")  # an fx leaf: the window geometry is decided per input (layers.tracing)
 
 
 class SwinTransformerBlock(nn.Module):
@@ -55,8 +55,7 @@ class SwinTransformerBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, H, W, C)."""
-        geometry = window_geometry(*map_size(x, self), self.window_size, self.shifted)
-        x = x + self.drop_path1(shifted_window_attention(self.norm1(x), geometry, self.attn))
+        x = x + self.drop_path1(window_attention(self.norm1(x), self.attn, self.window_size, self.shifted))
         return x + self.drop_path2(self.mlp(self.norm2(x)))
 
 

@@ -19,13 +19,13 @@ from ..layers import (
     PatchMergingV2,
     WindowAttentionV2,
     build_stages,
-    shifted_window_attention,
     to_2tuple,
-    window_geometry,
+    window_attention,
 )
-from ..layers.tracing import map_size
 from .base import HierarchicalModel
 from .registry import register_model
+
+torch.fx.wrap("window_attention")  # an fx leaf: the window geometry is decided per input (layers.tracing)
 
 
 class SwinTransformerV2Block(nn.Module):
@@ -72,8 +72,7 @@ class SwinTransformerV2Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, H, W, C)."""
-        geometry = window_geometry(*map_size(x, self), self.window_size, self.shifted)
-        x = x + self.drop_path1(self.norm1(shifted_window_attention(x, geometry, self.attn)))
+        x = x + self.drop_path1(self.norm1(window_attention(x, self.attn, self.window_size, self.shifted)))
         x = x + self.drop_path2(self.norm2(self.mlp(x)))
         if self.norm3 is not None:
             x = self.norm3(x)
