@@ -1,6 +1,7 @@
-"""The README's data-loading table: `swinkit bench-data`'s measurement for the folder, shard and Hugging Face readers
-on the built-in digits (the quick start's pipeline) and on ImageNet-like JPEGs (500x375, Swin-T's 224 px recipe:
-RandAugment, random erasing), then swinkit's JPEG decoding (PIL) against torchvision's ``decode_jpeg``.
+"""The data-loading table (docs/data.md includes its output): `swinkit bench-data`'s measurement for the folder, shard
+and Hugging Face readers on the built-in digits (the quick start's pipeline) and on ImageNet-like JPEGs (500x375,
+Swin-T's 224 px recipe: RandAugment, random erasing), then swinkit's JPEG decoding (PIL) against torchvision's
+``decode_jpeg``.
 
     python benchmarks/data_table.py [--images 1500] [--output benchmarks/data_results.md]
 """

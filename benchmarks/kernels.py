@@ -1,5 +1,5 @@
-"""The kernel choices behind swinkit's CPU speed, timed on this machine: the measurements the README's lever table
-quotes, to rerun on another CPU.
+"""The kernel choices behind swinkit's CPU speed, timed on this machine: the measurements the performance page's lever
+table quotes, to rerun on another CPU.
 
     python benchmarks/kernels.py
 

@@ -1,5 +1,5 @@
-"""Produce the README's performance table: the CPU inference and training targets, measured with ``swinkit
-benchmark``.
+"""Produce the performance table (docs/performance.md includes its output): the CPU inference and training targets,
+measured with ``swinkit benchmark``.
 
     python benchmarks/performance_table.py [--rounds 7] [--output benchmarks/results.md] [--default-allocator]
 

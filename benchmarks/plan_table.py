@@ -1,4 +1,4 @@
-"""The README's "Large models" memory table: `swinkit plan` for SwinV2-B/L/H/G at 192 px on 8 GPUs.
+"""The "Large models" page's memory table: `swinkit plan` for SwinV2-B/L/H/G at 192 px on 8 GPUs.
 
 Per-GPU batch 16, bf16, AdamW, the `swinv2_tiny_window8_256` recipe with the model swapped; DDP, FSDP, and FSDP with
 every block checkpointed. Prints a markdown table (GiB per GPU) and the rows of the SwinV2-G FSDP plan.

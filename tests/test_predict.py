@@ -43,7 +43,7 @@ def test_predict_prints_top5_with_imagenet_names_and_one_error_line(tmp_path, ca
     monkeypatch.setattr(convert_module, "create_model", lambda name, **kw: original(name, **{**TINY, **kw}))
     code = main(args)
     out, err = capsys.readouterr()
-    assert code == 2  # the README's promise for any failed input; the readable images are still predicted
+    assert code == 2  # the docs' promise for any failed input; the readable images are still predicted
     assert err.count("\n") == 1 and str(text) in err and "not a readable image" in err
     for p in paths:
         assert p in out
