@@ -142,3 +142,13 @@ def test_the_ssl_block():
                        "total_steps": 100, "images": torch.randn(2, 3, 192, 192)}  # fmt: skip
     exec(_blocks(REPO / "docs" / "ssl.md")[0], namespace)
     assert namespace["loss"].ndim == 0 and torch.isfinite(namespace["loss"])
+
+
+def test_the_readme_stays_short_and_every_number_names_its_source():
+    """The README says what swinkit is and links the pages; measured numbers live on pages that name their command."""
+    readme = (REPO / "README.md").read_text()
+    assert len(readme.splitlines()) < 250
+    assert not re.search(r"\d+\.\d+ ?(%|img/s|GiB|MB\b)", readme)  # no measurement typed into the README
+    for page in ("performance.md", "data.md", "quickstart.md"):
+        text = (REPO / "docs" / page).read_text()
+        assert re.search(r"benchmarks/\w+\.py|--8<-- \"benchmarks/", text), page
