@@ -36,6 +36,13 @@ def torchrun(*args: str, cwd: Path) -> str:
     return proc.stdout + proc.stderr
 
 
+def capped_python(code: str, *args: str, gib: int = 4) -> subprocess.CompletedProcess:
+    """``python -c code args`` in the repository, unable to take more than ``gib`` GiB of address space (torch maps
+    about 3): what a test runs when memory that an input could claim is the point."""
+    capped = f"import resource; resource.setrlimit(resource.RLIMIT_AS, ({gib} << 30, {gib} << 30))\n{code}"
+    return subprocess.run([sys.executable, "-c", capped, *args], cwd=REPO, capture_output=True, text=True)
+
+
 def tiny_config(out: Path, *overrides: str) -> Config:
     """The quick-start recipe shrunk to a tiny model and a few steps, writing to ``out``."""
     return load_config("quickstart", [*TINY, f"train.output={out}", *overrides])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from swinkit.engine.config import (
     load_config,
     to_dict,
 )
-from tests.engine_utils import REPO
+from tests.engine_utils import REPO, capped_python
 
 SEED_DIR = Path(__file__).resolve().parents[2] / "shared" / "seed-configs"
 SEEDS = sorted(SEED_DIR.glob("*.yaml")) if SEED_DIR.is_dir() else []
@@ -166,18 +165,13 @@ ALIAS_BOMB = "\n".join(["a: &a [x, x, x, x, x, x, x, x, x, x]"] + [
 ] + ["model: *i", ""])  # 10^9 values once expanded, in about 700 bytes
 
 
-def _capped(code: str, *args: str) -> subprocess.CompletedProcess:
-    """``code`` in a subprocess that cannot take more than 4 GiB of address space (torch maps about 3)."""
-    capped = f"import resource; resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))\n{code}"
-    return subprocess.run([sys.executable, "-c", capped, *args], cwd=REPO, capture_output=True, text=True)
-
-
 def test_an_alias_bomb_is_refused_before_it_expands(tmp_path):
     """The bomb expands when anything walks it (an error message's repr, ``asdict``): refused from its node graph,
     in a process that could not hold the expansion, with a short message."""
     bomb = tmp_path / "bomb.yaml"
     bomb.write_text(ALIAS_BOMB)
-    proc = _capped("import sys; from swinkit.cli import main; sys.exit(main(['train', '-c', sys.argv[1]]))", str(bomb))
+    code = "import sys; from swinkit.cli import main; sys.exit(main(['train', '-c', sys.argv[1]]))"
+    proc = capped_python(code, str(bomb))
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.count("\n") == 1 and len(proc.stderr) < 500
     assert "bomb.yaml: its aliases expand to more than 10000 values" in proc.stderr
@@ -188,7 +182,7 @@ def test_the_same_bomb_in_a_checkpoints_metadata_is_refused_under_predict(tmp_pa
     save_file({"w": torch.zeros(1)}, weights, metadata={"config": ALIAS_BOMB})
     code = ("import sys; from swinkit.cli import main\n"
             "sys.exit(main(['predict', '--checkpoint', sys.argv[1], sys.argv[2]]))")
-    proc = _capped(code, str(weights), str(REPO / "examples" / "digit-7.png"))
+    proc = capped_python(code, str(weights), str(REPO / "examples" / "digit-7.png"))
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr[-2000:]
     assert "its aliases expand to more than" in proc.stderr and len(proc.stderr) < 600
 
