@@ -202,6 +202,9 @@ def test_broken_and_foreign_shards_give_one_clear_error(id_shards, tmp_path):
         open_shards(str(broken), "train")
     with pytest.raises(DataLayoutError, match="no split 'test'"):
         open_shards(str(shards), "test")
+    (tmp_path / "no_index").mkdir()
+    with pytest.raises(DataLayoutError, match="no _info.json; write shards with `swinkit shard"):
+        open_shards(str(tmp_path / "no_index"), "train")
     with pytest.raises(DataLayoutError, match="train-000008.tar .* is not in _info.json"):
         open_shards(str(shards), "train-{000000..000099}.tar")
     assert len(open_shards(str(shards), "train-{000000..000001}.tar")) == 24  # a brace pattern selects shards

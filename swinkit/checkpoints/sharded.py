@@ -42,6 +42,7 @@ from torch.distributed.checkpoint.planner import LoadItemType
 from ..core.digest import sha256_file
 from ..core.distributed import all_gather_objects
 from ..core.errors import CheckpointError, SwinkitError
+from ..core.remote import reason
 from .io import check_zip_sizes
 
 log = logging.getLogger(__name__)
@@ -106,20 +107,16 @@ def read_metadata(directory: str | os.PathLike) -> dcp_metadata.Metadata:
         with path.open("rb") as f:
             metadata = _MetadataUnpickler(io.BytesIO(f.read(MAX_METADATA_BYTES + 1))).load()
     except Exception as err:  # the unpickler raises anything from EOFError to TypeError on garbage
-        raise CheckpointError(f"{path} is not DCP metadata swinkit can read ({_first_line(err)}); refused without "
+        raise CheckpointError(f"{path} is not DCP metadata swinkit can read ({reason(err)}); refused without "
                               "running anything in it. Save the checkpoint again") from err  # fmt: skip
     try:
         _check_metadata(metadata, directory)
     except CheckpointError:
         raise
     except Exception as err:  # DCP's classes built with fields missing or of other types
-        raise CheckpointError(f"{path}: not the metadata of a sharded checkpoint ({_first_line(err)}); the checkpoint "
+        raise CheckpointError(f"{path}: not the metadata of a sharded checkpoint ({reason(err)}); the checkpoint "
                               "is corrupt or hostile. Save it again") from err  # fmt: skip
     return metadata
-
-
-def _first_line(err: BaseException) -> str:
-    return f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:200]}".rstrip(": ")
 
 
 def _is_int(value: object) -> bool:
@@ -345,11 +342,13 @@ def _stored_tensor(data: bytes, where: str, item, shape: torch.Size) -> torch.Te
     return tensor
 
 
-def load_sharded(state: dict, directory: str | os.PathLike, *, no_dist: bool = False) -> None:
+def load_sharded(state: dict, directory: str | os.PathLike, *, no_dist: bool = False,
+                 metadata: dcp_metadata.Metadata | None = None) -> None:  # fmt: skip
     """``torch.distributed.checkpoint.load(state, ...)`` from ``directory``, checked as the module docstring says
-    (call on every process, or in one with ``no_dist``)."""
+    (call on every process, or in one with ``no_dist``); ``metadata`` is ``read_metadata(directory)`` where the
+    caller has read it already."""
     directory = Path(directory)
-    metadata = read_metadata(directory)
+    metadata = read_metadata(directory) if metadata is None else metadata
     verify_checksums(directory)
     try:
         with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
@@ -358,11 +357,11 @@ def load_sharded(state: dict, directory: str | os.PathLike, *, no_dist: bool = F
     except CheckpointException as err:  # DCP's wrapper of every process's failure
         causes = [exc for exc, _ in err.failures.values()]
         raise next((c for c in causes if isinstance(c, SwinkitError)), None) or CheckpointError(
-            f"{directory}: the sharded checkpoint could not be read ({_first_line(causes[0]) if causes else err}); "
+            f"{directory}: the sharded checkpoint could not be read ({reason(causes[0]) if causes else err}); "
             "it is corrupt or was saved from another model. Copy or save it again"
         ) from err
     except SwinkitError:
         raise
     except Exception as err:
-        raise CheckpointError(f"{directory}: the sharded checkpoint could not be read ({_first_line(err)}); it is "
+        raise CheckpointError(f"{directory}: the sharded checkpoint could not be read ({reason(err)}); it is "
                               "corrupt or was saved from another model. Copy or save it again") from err

@@ -82,6 +82,7 @@ def open_regular(path: str | os.PathLike, inside: Sequence[str | os.PathLike] = 
     inside one of them once links are resolved; a FIFO, device or directory would hang or never end.
 
     Raises:
+        FileNotFoundError: there is no such file (for the caller to say what was expected there).
         DataError: anything else (names the path).
     """
     resolved = Path(path).resolve()
@@ -90,6 +91,8 @@ def open_regular(path: str | os.PathLike, inside: Sequence[str | os.PathLike] = 
                         "dataset reads its own files only")  # fmt: skip
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO opens at once instead of waiting for a writer
+    except FileNotFoundError:
+        raise
     except OSError as err:
         raise DataError(f"{path}: cannot be opened ({os.strerror(err.errno or 0)})") from err
     if not stat.S_ISREG(os.fstat(fd).st_mode):

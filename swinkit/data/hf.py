@@ -122,7 +122,7 @@ def _class_indices(labels: list, count: int, where: str) -> list[int]:
             kind = "no label (-1: a test split?)" if label == -1 else f"a {type(label).__name__} {shown(label, 40)}"
             raise DataError(f"{where}: row {row} has {kind}, not a class index in [0, {count}); labels must be "
                             "integer class indices")  # fmt: skip
-    return list(labels)
+    return labels
 
 
 def _image_dirs(root: str) -> tuple[str, ...]:

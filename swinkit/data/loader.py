@@ -76,7 +76,7 @@ class Loader(DataLoader):
     """The DataLoader of every swinkit run. ``set_epoch(epoch, start)`` chooses the epoch before a pass and skips the
     ``start`` samples of it this process has already trained on (a resumed run), for a map-style dataset through
     its ``EpochSampler`` and for a stream of shards through the stream itself. Its workers ignore the stop signals
-(``swinkit.core.signals``): the main process decides when to stop, after the step it is in."""
+    (``swinkit.core.signals``): the main process decides when to stop, after the step it is in."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, worker_init_fn=ignore_stop_signals, **kwargs)

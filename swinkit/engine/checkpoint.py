@@ -169,14 +169,15 @@ def consolidated_state(ckpt_dir: str | Path, ema: bool = False) -> dict[str, tor
     """The full weights (or EMA weights) of a sharded checkpoint, read in this process alone."""
     shards = Path(ckpt_dir) / SHARDS_DIR
     prefix = "ema." if ema else "model."
+    metadata = read_metadata(shards)
     template = {
         key.removeprefix(prefix): torch.empty(meta.size, dtype=meta.properties.dtype)
-        for key, meta in read_metadata(shards).state_dict_metadata.items()
+        for key, meta in metadata.state_dict_metadata.items()
         if key.startswith(prefix) and isinstance(meta, TensorStorageMetadata)
     }
     if not template:
         raise CheckpointError(f"{shards} holds no {'EMA ' if ema else ''}weights")
-    load_sharded({prefix[:-1]: template}, shards, no_dist=True)
+    load_sharded({prefix[:-1]: template}, shards, no_dist=True, metadata=metadata)
     return template
 
 
