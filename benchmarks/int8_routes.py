@@ -3,6 +3,7 @@ graphs (``swinkit export --format onnx --quantize int8``, dynamic and static ``-
 the fp32 ONNX graph, each against swinkit's fp32 eager forward, in one process.
 
     python benchmarks/int8_routes.py [--model swinv2_tiny_window8_256] [--batch-size 8] [--rounds 7]
+        [--output benchmarks/int8_results.md]
 
 The model gets random non-trivial weights; every route classifies the same batch in alternating rounds (after a
 warm-up) and the table gives the median img/s, its min-max spread, the ratio to fp32 eager and the largest logit
@@ -24,8 +25,8 @@ from pathlib import Path
 
 import torch
 from PIL import Image
+from recorded import recorded
 
-from swinkit.core.machine import describe
 from swinkit.deploy.export import export, onnx_runner
 from swinkit.deploy.inference import InferenceModel
 from swinkit.deploy.onnx_int8 import CALIBRATION_BATCH
@@ -39,6 +40,7 @@ def main() -> None:
     parser.add_argument("--model", default="swinv2_tiny_window8_256")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--output", default="benchmarks/int8_results.md")
     args = parser.parse_args()
     reuse_freed_memory()
     model = perturb_parameters(create_model(args.model, drop_path_rate=0.0), 0, std=0.02).eval()
@@ -74,15 +76,15 @@ def main() -> None:
             start = time.perf_counter()
             routes[name](x)
             times[name].append(time.perf_counter() - start)
-    print(f"{args.model}, batch {args.batch_size}, {args.rounds} rounds; {describe()}, {torch.get_num_threads()} "
-          f"threads, torch {torch.__version__}")  # fmt: skip
-    print("| route | img/s | spread | x fp32 eager | max logit difference |\n|---|---|---|---|---|")
     base = statistics.median(args.batch_size / t for t in times["swinkit fp32 eager"])
-    for name, seconds in times.items():
-        rates = [args.batch_size / t for t in seconds]
-        median = statistics.median(rates)
-        print(f"| {name} | {median:.2f} | {min(rates):.1f}-{max(rates):.1f} | {median / base:.2f} | "
-              f"{differences[name]:.1e} |")  # fmt: skip
+    with recorded(args.output):
+        print(f"`{args.model}`, random non-trivial weights, batch {args.batch_size}, {args.rounds} rounds:\n")
+        print("| route | img/s | spread | x fp32 eager | max logit difference |\n|---|---|---|---|---|")
+        for name, seconds in times.items():
+            rates = [args.batch_size / t for t in seconds]
+            median = statistics.median(rates)
+            print(f"| {name} | {median:.2f} | {min(rates):.1f}-{max(rates):.1f} | {median / base:.2f} | "
+                  f"{differences[name]:.1e} |")  # fmt: skip
 
 
 if __name__ == "__main__":

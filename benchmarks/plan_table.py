@@ -3,12 +3,15 @@
 Per-GPU batch 16, bf16, AdamW, the `swinv2_tiny_window8_256` recipe with the model swapped; DDP, FSDP, and FSDP with
 every block checkpointed. Prints a markdown table (GiB per GPU) and the rows of the SwinV2-G FSDP plan.
 
-    python benchmarks/plan_table.py
+    python benchmarks/plan_table.py [--output benchmarks/plan_results.md]
 """
 
 from __future__ import annotations
 
+import argparse
 import time
+
+from recorded import recorded
 
 from swinkit.engine.config import load_config
 from swinkit.engine.plan import GIB, plan
@@ -20,6 +23,9 @@ NPROC, BATCH = 8, 16
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", default="benchmarks/plan_results.md")
+    args = parser.parse_args()
     start = time.perf_counter()
     header = ["model", "params", *(name for name, _, _ in SETUPS)]
     rows, giant = [], None
@@ -36,13 +42,15 @@ def main() -> None:
             if name == MODELS[-1] and parallel == "fsdp" and not checkpointing:
                 giant = result
         rows.append(row)
-    print(f"| {' | '.join(header)} |\n|{'---|' * len(header)}")
-    for row in rows:
-        print(f"| {' | '.join(row)} |")
-    print()
-    print(giant)
+    with recorded(args.output):
+        print(f"Per GPU, {NPROC} GPUs, 192 px, batch {BATCH} per GPU, bf16, AdamW (GiB):\n")
+        print(f"| {' | '.join(header)} |\n|{'---|' * len(header)}")
+        for row in rows:
+            print(f"| {' | '.join(row)} |")
+        print(f"\nSwinV2-G with FSDP on {NPROC} GPUs (`swinkit plan -c swinv2_tiny_window8_256 "
+              f"model.name={MODELS[-1]} data.batch_size={BATCH} train.precision=bf16 --nproc {NPROC} "
+              f"--parallel fsdp`):\n\n```\n{giant}\n```")  # fmt: skip
     print(f"\n({time.perf_counter() - start:.0f} s)")
-
 
 if __name__ == "__main__":
     main()

@@ -1,7 +1,7 @@
 """What each inference precision does to a trained checkpoint: accuracy, top-1 agreement with fp32, and speed.
 
     python benchmarks/precision_table.py --checkpoint RUN_DIR/checkpoints/best [--compile] [--calibrate DIR]
-        [key=value ...]
+        [--output benchmarks/precision_results.md] [key=value ...]
 
 The validation set of the run's own config (or ``-c CONFIG``) is read once into memory; then fp32, bf16 and int8
 (and with ``--compile`` compiled fp32 and bf16) ``InferenceModel``s of the checkpoint classify every image, and so
@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 import torch
+from recorded import recorded
 
 from swinkit.core.distributed import DistEnv
-from swinkit.core.machine import describe
 from swinkit.data import build_datasets
 from swinkit.deploy.eval_checkpoint import checkpoint_and_loader
 from swinkit.deploy.export import export, onnx_runner
@@ -73,6 +73,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="add compiled fp32 and bf16 rows")
     parser.add_argument("--calibrate", metavar="DIR", help="the static int8 graph's calibration images (default: "
                         f"{CALIBRATION_IMAGES} of the run's training split)")  # fmt: skip
+    parser.add_argument("--output", default="benchmarks/precision_results.md")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args()
     reuse_freed_memory()
@@ -89,15 +90,13 @@ def main() -> None:
         batches.append(images)
         targets.append(labels)
     targets = torch.cat(targets)
-    print(f"{describe()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    print(f"{args.checkpoint}: {len(targets)} validation images in batches of {len(batches[0])}")
-    print("| precision | top-1 % | top-1 agreement with fp32 | img/s | x fp32 eager |\n|---|---|---|---|---|")
     reference = fp32_rate = None
     runners = [(precision + (", compiled" if compiled else ""),
                 lambda p=precision, c=compiled: InferenceModel(copy.deepcopy(model), p, compile=c))
                for precision, compiled in VARIANTS + (COMPILED if args.compile else [])]  # fmt: skip
     runners.append(("int8 dynamic, ONNX Runtime (`swinkit export --quantize int8`)",
                     lambda: onnx_int8(model, args.checkpoint)))  # fmt: skip
+    rows = []
     with tempfile.TemporaryDirectory() as scratch:
         calibrate = args.calibrate or write_training_images(cfg, Path(scratch))
         runners.append(("int8 static, ONNX Runtime (`swinkit export --quantize int8 --calibrate DIR`)",
@@ -108,7 +107,12 @@ def main() -> None:
                 reference, fp32_rate = predictions, rate
             top1 = 100.0 * (predictions == targets).float().mean().item()
             agreement = 100.0 * (predictions == reference).float().mean().item()
-            print(f"| {label} | {top1:.2f} | {agreement:.2f}% | {rate:.0f} | {rate / fp32_rate:.2f} |", flush=True)
+            rows.append(f"| {label} | {top1:.2f} | {agreement:.2f}% | {rate:.0f} | {rate / fp32_rate:.2f} |")
+    with recorded(args.output):  # the table alone: the ONNX exporter prints its progress to stdout
+        print(f"{len(targets)} validation images in batches of {len(batches[0])}:\n")
+        print("| precision | top-1 % | top-1 agreement with fp32 | img/s | x fp32 eager |\n|---|---|---|---|---|")
+        print("\n".join(rows))
+
 
 if __name__ == "__main__":
     main()

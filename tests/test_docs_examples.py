@@ -152,3 +152,16 @@ def test_the_readme_stays_short_and_every_number_names_its_source():
     for page in ("performance.md", "data.md", "quickstart.md"):
         text = (REPO / "docs" / page).read_text()
         assert re.search(r"benchmarks/\w+\.py|--8<-- \"benchmarks/", text), page
+
+
+def test_every_included_table_says_when_where_and_by_which_command_it_was_measured():
+    """The pages include the benchmark scripts' output as written; each file opens with its date, machine and
+    command (``benchmarks/recorded.py``, or the script's own header), so no table is typed by hand."""
+    included = set()
+    for page in (REPO / "docs").glob("*.md"):
+        included |= set(re.findall(r'^--8<-- "([^"]+)"', page.read_text(), flags=re.M))
+    assert {"benchmarks/results.md", "benchmarks/kernel_results.md", "benchmarks/plan_results.md",
+            "benchmarks/ssl_results.md"} <= included  # fmt: skip
+    for name in included:
+        first = (REPO / name).read_text().splitlines()[0]
+        assert re.match(r"Measured \d{4}-\d\d-\d\d on .+, by `python benchmarks/\w+\.py", first), (name, first)

@@ -178,7 +178,8 @@ class WindowAttention(nn.Module):
 def _frozen_name(geometry: WindowGeometry) -> str:
     """The buffer that keeps the attention mask of ``geometry`` for compiled inference (module docstring)."""
     (wh, ww), (sh, sw) = geometry.window, geometry.shift
-    return f"frozen_attention_bias_{geometry.height}x{geometry.width}_window{wh}x{ww}_shift{sh}x{sw}"
+    padding = "_visible_padding" if geometry.visible_padding else ""
+    return f"frozen_attention_bias_{geometry.height}x{geometry.width}_window{wh}x{ww}_shift{sh}x{sw}{padding}"
 
 
 def attend(
@@ -188,7 +189,8 @@ def attend(
 
     ``F.scaled_dot_product_attention``, except for bf16 and fp16 on a CPU without AMX: there PyTorch's fused CPU
     kernel runs 2-2.7x slower than the three ops written out (Swin-T's windows of 64 tokens, AMD EPYC with
-    AVX512-BF16; ``benchmarks/kernels.py``; with AMX the fused kernel is the faster one), so they are written out.
+    AVX512-BF16; ``benchmarks/kernel_choices.py``; with AMX the fused kernel is the faster one), so they are written
+    out.
     """
     if not _written_out(q):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scale)

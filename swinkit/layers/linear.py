@@ -12,7 +12,7 @@ equal to 1.4e-6 relative.
 - **fp32 training** (grad mode on): oneDNN's op has no autograd formula, so ``OneDNNLinear`` gives it one: the
   forward and the input's gradient (``dY W``, itself a linear of ``dY`` with ``W^T``) through oneDNN, the weight's
   gradient (``dY^T X``) and the bias's through PyTorch's matmul and sum (oneDNN's linear given the transposes took
-  1.32x longer than MKL's ``mm`` on Swin V2-T's shapes at batch 16, ``benchmarks/kernels.py``). The GELU stays a
+  1.32x longer than MKL's ``mm`` on Swin V2-T's shapes at batch 16, ``benchmarks/kernel_choices.py``). The GELU stays a
   separate op, since its backward needs the GEMM's output before it. One fp32 training step at batch 16 ran 1.12x
   faster than through ``F.linear`` for ``swinv2_tiny_window8_256`` and 1.14x for ``swin_tiny_patch4_window7_224``
   (AMD EPYC, one-process A/B), gradients equal to 3e-6 relative.

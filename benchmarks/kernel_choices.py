@@ -1,7 +1,7 @@
 """The kernel choices behind swinkit's CPU speed, timed on this machine: the measurements the performance page's lever
 table quotes, to rerun on another CPU.
 
-    python benchmarks/kernels.py
+    python benchmarks/kernel_choices.py [--output benchmarks/kernel_results.md]
 
 1. GEMM: ``F.linear`` (MKL's ``addmm``, what timm, torchvision and HF run) against oneDNN's linear
    (``swinkit.layers.linear``) on the 13 linear shapes of Swin V2-T at batch 8, fp32 and bf16.
@@ -18,13 +18,14 @@ Each figure is the best of several calls, in ms.
 
 from __future__ import annotations
 
+import argparse
 import math
 import time
 
 import torch
 import torch.nn.functional as F
+from recorded import recorded
 
-from swinkit.core.machine import describe
 from swinkit.layers import WindowAttentionV2
 from swinkit.layers import attention as attention_module
 from swinkit.layers.linear import _onednn_linear, linear
@@ -122,15 +123,19 @@ def weight_gradients() -> None:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", default="benchmarks/kernel_results.md")
+    args = parser.parse_args()
     reuse_freed_memory()
-    print(f"{describe()}, {torch.get_num_threads()} threads, torch {torch.__version__}\n")
-    gemms()
-    print()
-    attention()
-    print()
-    cosine_inputs()
-    print()
-    weight_gradients()
+    with recorded(args.output):
+        print("GEMMs of Swin V2-T's 13 linear shapes at batch 8:\n")
+        gemms()
+        print("\nAttention at Swin V2-T's stage-1 shape (8 x 64 windows, 3 heads, 64 tokens):\n")
+        attention()
+        print("\nV2's q and k norms at the stage-1 shifted block, fp32:\n")
+        cosine_inputs()
+        print("\nTraining's weight gradients on the same shapes at batch 16:\n")
+        weight_gradients()
 
 
 if __name__ == "__main__":
