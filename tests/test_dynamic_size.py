@@ -164,8 +164,8 @@ def test_feature_map_smaller_than_window_is_clamped(tiny_model, monkeypatch):
     seen = []
     geometry_of = swinkit.layers.window.window_geometry
 
-    def recording(height, width, window, shifted):
-        geometry = geometry_of(height, width, window, shifted)
+    def recording(height, width, window, shifted, visible_padding=False):
+        geometry = geometry_of(height, width, window, shifted, visible_padding)
         seen.append(geometry)
         return geometry
 

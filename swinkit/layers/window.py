@@ -5,6 +5,12 @@ the map, the map is padded on the bottom/right to a window multiple, and padded 
 as keys. When no padding is needed the mask is exactly the official shift mask, so the result is identical to the
 fixed-size implementations.
 
+The official dense-task backbones (Swin-Transformer-Semantic-Segmentation and -Object-Detection, mmseg's and mmdet's
+Swin, HF's ``SwinBackbone``, which partitions always) follow another rule, ``visible_padding``: windows are never
+clamped, every odd block shifts by half a window, and the padded positions are zero tokens that every query of their
+window attends to. Their weights were trained that way, so a segmentation or detection model uses it
+(``HierarchicalModel.set_window_padding``); with no padding and maps larger than the window the two rules agree.
+
 While ``torch.export`` traces a model with a dynamic image size, the sizes are symbolic and every Python decision
 on them would be frozen into the graph. The geometry is then *symbolic*: the window is the configured one (the map
 must be at least that large, checked), and padding, the shift (dropped where the map's smaller side equals the
@@ -37,7 +43,10 @@ class WindowGeometry:
         window: (wh, ww) after clamping.
         shift: (sh, sw) cyclic shift, zero for regular blocks and for clamped windows.
         symbolic: the sizes are symbolic (``torch.export`` with a dynamic size); ``shift`` is then the shift of an
-            unclamped map, applied only where the map's smaller side exceeds the window.
+            unclamped map, applied only where the map's smaller side exceeds the window (always with
+            ``visible_padding``).
+        visible_padding: padded positions are zero tokens seen as keys (the dense-task rule, see the module
+            docstring) rather than masked out.
     """
 
     height: int
@@ -45,6 +54,7 @@ class WindowGeometry:
     window: tuple[int, int]
     shift: tuple[int, int]
     symbolic: bool = False
+    visible_padding: bool = False
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -67,7 +77,7 @@ class WindowGeometry:
 
     @property
     def needs_mask(self) -> bool:
-        return self.needs_padding or any(self.shift)
+        return any(self.shift) or (self.needs_padding and not self.visible_padding)
 
 
 def to_2tuple(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
@@ -79,22 +89,24 @@ def to_2tuple(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     return value
 
 
-def window_geometry(height: int, width: int, window: tuple[int, int], shifted: bool) -> WindowGeometry:
-    """Apply the official clamping rule to a feature map.
+def window_geometry(height: int, width: int, window: tuple[int, int], shifted: bool,
+                    visible_padding: bool = False) -> WindowGeometry:  # fmt: skip
+    """Apply the official clamping rule to a feature map (none with ``visible_padding``: module docstring).
 
     Official Swin (and HF) clamp when ``min(H, W) <= window``: the window becomes the smaller map side and the
     shift is dropped. With a non-square window the rule compares against the smaller window side and caps each side
     at the map's smaller side, which reduces to the official rule for square windows. Sizes that are symbolic
     (a dynamic-size export) give a symbolic geometry: see the module docstring.
     """
+    shift = (window[0] // 2, window[1] // 2) if shifted else (0, 0)
     if exporting_dynamic_size(height, width):
-        shift = (window[0] // 2, window[1] // 2) if shifted else (0, 0)
-        return WindowGeometry(height, width, window, shift, symbolic=True)
+        return WindowGeometry(height, width, window, shift, symbolic=True, visible_padding=visible_padding)
+    if visible_padding:
+        return WindowGeometry(height, width, window, shift, visible_padding=True)
     smallest = min(height, width)
     if smallest <= min(window):
         window = (min(window[0], smallest), min(window[1], smallest))
         return WindowGeometry(height, width, window, (0, 0))
-    shift = (window[0] // 2, window[1] // 2) if shifted else (0, 0)
     return WindowGeometry(height, width, window, shift)
 
 
@@ -164,6 +176,8 @@ def _attention_mask_cpu(geometry: WindowGeometry) -> torch.Tensor | None:
     padded = window_partition(padded[None, :, :, None], geometry.window).squeeze(-1)  # (nW, N)
     mask = torch.zeros(region.shape[0], region.shape[1], region.shape[1])
     mask.masked_fill_(region[:, :, None] != region[:, None, :], SHIFT_MASK_VALUE)
+    if geometry.visible_padding:
+        return mask
     # A padded key is invisible to every query but itself; a padded query therefore never has an empty row,
     # which would turn the softmax (and its gradient) into NaN.
     own = torch.eye(region.shape[1], dtype=torch.bool)
@@ -227,16 +241,19 @@ def shifted_window_attention(x: torch.Tensor, geometry: WindowGeometry, attend) 
 
 
 @register_notrace_function  # and torch.fx.wrap'd by name where the blocks call it: fx patches the caller's globals
-def window_attention(x: torch.Tensor, attend, window_size: tuple[int, int], shifted: bool) -> torch.Tensor:
+def window_attention(x: torch.Tensor, attend, window_size: tuple[int, int], shifted: bool,
+                     visible_padding: bool = False) -> torch.Tensor:  # fmt: skip
     """``shifted_window_attention`` of a block's (B, H, W, C) map, its geometry decided by the map's own size
-    (the official clamping rule). An fx leaf (``layers.tracing``): a traced graph decides it per input too."""
-    geometry = window_geometry(x.shape[1], x.shape[2], window_size, shifted)
+    (the official clamping rule, or the dense-task rule with ``visible_padding``). An fx leaf (``layers.tracing``):
+    a traced graph decides it per input too."""
+    geometry = window_geometry(x.shape[1], x.shape[2], window_size, shifted, visible_padding)
     return shifted_window_attention(x, geometry, attend)
 
 
 # --- symbolic sizes: the same geometry by tensor operations (torch.export with a dynamic image size) ---------------
 # Nothing is padded: the gather into window order reads every padded position from token 0, the mask hides those
-# positions as keys, and the gather back reads only real tokens. Every index is computed by broadcast arithmetic from
+# positions as keys, and the gather back reads only real tokens (with visible padding they read a zero token
+# appended to the map, and nothing hides them). Every index is computed by broadcast arithmetic from
 # aranges, with no view of a symbolic size, so that no shape check freezes a size of the example (a one-window stage
 # at 256 px, two windows at 320) into the graph.
 
@@ -252,11 +269,11 @@ def _symbolic_positions(geometry: WindowGeometry, device: torch.device):
     """Each window position's source row and column (num_windows, N), whether it is a real token, and the shift.
 
     The shift is a tensor, (smallest side > window) * shift, so that the clamping rule's dropped shift at a map equal
-    to the window is decided by the graph rather than frozen into it.
+    to the window is decided by the graph rather than frozen into it (visible padding never drops it).
     """
     (wh, ww), (sh, sw) = geometry.window, geometry.shift
     h, w, nh, nw = _symbolic_sizes(geometry, device)
-    active = (torch.minimum(h, w) > min(geometry.window)).long()
+    active = torch.ones_like(h) if geometry.visible_padding else (torch.minimum(h, w) > min(geometry.window)).long()
     shift = (active * sh, active * sw)
     window = torch.arange(geometry.num_windows, device=device)[:, None]
     token = torch.arange(wh * ww, device=device)[None, :]
@@ -266,11 +283,12 @@ def _symbolic_positions(geometry: WindowGeometry, device: torch.device):
 
 
 def _symbolic_window_order(geometry: WindowGeometry, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token read by each window position (0 for padding), and each real token's position among the windows."""
+    """Token read by each window position (padding reads token 0, or with visible padding the zero token appended
+    after the map's H * W), and each real token's position among the windows."""
     wh, ww = geometry.window
     h, w, nh, nw = _symbolic_sizes(geometry, device)
     row, col, real, (sh, sw) = _symbolic_positions(geometry, device)
-    order = torch.where(real, row * w + col, 0).flatten()
+    order = torch.where(real, row * w + col, h * w if geometry.visible_padding else 0).flatten()
     row = torch.remainder(torch.arange(geometry.height, device=device)[:, None] - sh, nh * wh)
     col = torch.remainder(torch.arange(geometry.width, device=device)[None, :] - sw, nw * ww)
     inverse = ((row // wh) * nw + col // ww) * (wh * ww) + (row % wh) * ww + col % ww
@@ -287,6 +305,8 @@ def _symbolic_attention_mask(geometry: WindowGeometry, device: torch.device) -> 
     region = ((shifted_row >= hp - wh).long() + (shifted_row >= hp - sh).long()) * 3
     region = region + (shifted_col >= wp - ww).long() + (shifted_col >= wp - sw).long()
     mask = torch.where(region[:, :, None] != region[:, None, :], SHIFT_MASK_VALUE, 0.0)
+    if geometry.visible_padding:
+        return mask
     own = torch.eye(wh * ww, dtype=torch.bool, device=device)
     return mask.masked_fill(~real[:, None, :] & ~own, float("-inf"))
 
@@ -295,6 +315,9 @@ def _symbolic_window_attention(x: torch.Tensor, geometry: WindowGeometry, attend
     b, h, w, c = x.shape
     n = geometry.window[0] * geometry.window[1]
     order, inverse = _symbolic_window_order(geometry, x.device)
-    windows = torch.index_select(x.reshape(b, h * w, c), 1, order).view(b * geometry.num_windows, n, c)
+    tokens = x.reshape(b, h * w, c)
+    if geometry.visible_padding:
+        tokens = torch.cat([tokens, tokens.new_zeros(b, 1, c)], dim=1)
+    windows = torch.index_select(tokens, 1, order).view(b * geometry.num_windows, n, c)
     windows = attend(windows, geometry).view(b, geometry.num_windows * n, c)
     return torch.index_select(windows, 1, inverse).view(b, h, w, c)

@@ -16,6 +16,7 @@ from ..layers import ClassifierHead, to_2tuple
 
 # Parameters matched by name that the official recipes keep out of weight decay, besides every 1-D tensor.
 NO_WEIGHT_DECAY_KEYWORDS = ("cpb_mlp", "logit_scale", "relative_position_bias_table")
+WINDOW_PADDING = ("masked", "visible")
 
 
 def init_weights(module: nn.Module) -> None:
@@ -110,6 +111,19 @@ class HierarchicalModel(nn.Module):
             raise ConfigError(f"{type(self).__name__} has no window attention to compute in chunks")
         for module in attentions:
             module.attention_chunks = chunks
+
+    def set_window_padding(self, mode: str) -> None:
+        """How windows treat a map that is not a window multiple (``swinkit.layers.window``): 'masked' (the default:
+        padded keys masked out, windows clamped to small maps, as the official classifiers) or 'visible' (the
+        official segmentation and detection backbones' rule, which their weights were trained with: zero tokens
+        that every query sees, windows never clamped). Segmentation and detection models set 'visible'."""
+        if mode not in WINDOW_PADDING:
+            raise ConfigError(f"window_padding must be one of {', '.join(WINDOW_PADDING)}, got {mode!r}")
+        blocks = [m for m in self.modules() if hasattr(m, "visible_padding")]
+        if not blocks:
+            raise ConfigError(f"{type(self).__name__} has no shifted windows; window_padding applies to Swin V1/V2")
+        for block in blocks:
+            block.visible_padding = mode == "visible"
 
     def _take_indices(self, indices: int | Sequence[int] | None) -> tuple[list[int], int]:
         """timm's ``feature_take_indices``: None takes every stage, an int n the last n, a sequence its stages as given

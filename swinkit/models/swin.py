@@ -44,6 +44,7 @@ class SwinTransformerBlock(nn.Module):
         super().__init__()
         self.window_size = window_size
         self.shifted = shifted
+        self.visible_padding = False  # the dense-task window rule (layers.window), set by set_window_padding
         self.norm1 = nn.LayerNorm(dim)
         self.attn = WindowAttentionV1(
             dim, num_heads, window_size, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop
@@ -55,7 +56,8 @@ class SwinTransformerBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, H, W, C)."""
-        x = x + self.drop_path1(window_attention(self.norm1(x), self.attn, self.window_size, self.shifted))
+        x = x + self.drop_path1(window_attention(self.norm1(x), self.attn, self.window_size, self.shifted,
+                                                         self.visible_padding))
         return x + self.drop_path2(self.mlp(self.norm2(x)))
 
 

@@ -54,6 +54,7 @@ class SwinTransformerV2Block(nn.Module):
         super().__init__()
         self.window_size = window_size
         self.shifted = shifted
+        self.visible_padding = False  # the dense-task window rule (layers.window), set by set_window_padding
         self.attn = WindowAttentionV2(
             dim,
             num_heads,
@@ -72,7 +73,8 @@ class SwinTransformerV2Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, H, W, C)."""
-        x = x + self.drop_path1(self.norm1(window_attention(x, self.attn, self.window_size, self.shifted)))
+        x = x + self.drop_path1(self.norm1(window_attention(x, self.attn, self.window_size, self.shifted,
+                                                         self.visible_padding)))
         x = x + self.drop_path2(self.norm2(self.mlp(x)))
         if self.norm3 is not None:
             x = self.norm3(x)
