@@ -19,9 +19,10 @@ from torch import nn
 from ..core.errors import CheckpointError, ConfigError
 from ..layers import WindowAttentionV1
 from ..models.base import FeatureExtractor, HierarchicalModel
-from . import mindspore
+from ..models.upernet import UperNet
+from . import mindspore, segmentation
 from . import ssl as ssl_layout
-from .io import EMA_KEYS, container_key, extract_state_dict, read_file, save_safetensors
+from .io import EMA_KEYS, container_key, extract_state_dict, read_file, save_safetensors, write_tensors
 from .layouts import FORMATS, NATIVE, detect_format, preview, reader, write
 from .transfer import HEAD_KEYS, adapt_to_model
 
@@ -96,7 +97,8 @@ def load_checkpoint(
         src: a .pth/.pt/.bin (read with ``weights_only=True``), .safetensors or PaddlePaddle .pdparams (read with
             an unpickler that admits numpy arrays only) file, or an in-memory state dict. ``model``/``state_dict``
             containers and ``module.`` prefixes are unwrapped.
-        format: 'auto' or one of 'swinkit', 'microsoft', 'timm', 'hf', 'torchvision', 'mindspore', 'paddle'.
+        format: 'auto' or one of 'swinkit', 'microsoft', 'timm', 'hf', 'torchvision', 'mindspore', 'paddle'; for an
+            ``UperNet`` also 'mmseg' (see ``_load_upernet``).
             Weights in MindCV's Swin V2 layout also switch the model to the numerics MindCV trained them with
             (LayerNorm eps 1e-6, tanh GELU; reported under ``adapted``), as do swinkit files saved from such a model.
         strict: raise if the model has parameters the checkpoint lacks, or the checkpoint has extra weights.
@@ -116,12 +118,14 @@ def load_checkpoint(
         CheckpointError: unreadable file, unknown layout, wrong architecture, class-count mismatch, or (strict)
             missing/unexpected keys. The message names the problem and the fix.
     """
-    if format not in FORMATS:
+    if format not in FORMATS and not (isinstance(model, UperNet) and format in segmentation.LAYOUTS):
         raise ConfigError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
     if head not in ("match", "reset"):
         raise ConfigError(f"head must be 'match' or 'reset', got {head!r}")
     if hasattr(model, "load_ssl_checkpoint"):  # swinkit.ssl meta-architectures load part by part through here
         return model.load_ssl_checkpoint(src, format=format, strict=strict, ema=ema)
+    if isinstance(model, UperNet):
+        return _load_upernet(model, src, format=format, strict=strict, head=head, ema=ema)
     backbone = _backbone(model)
     return load_prepared(backbone, prepare(src, backbone.family, format=format, ema=ema), strict=strict,
                          label_map=label_map, head=head)  # fmt: skip
@@ -235,6 +239,63 @@ def load_prepared(
     )
 
 
+SEGMENTATION_HEAD_KEYS = ("decode_head.conv_seg.weight", "decode_head.conv_seg.bias",
+                         "auxiliary_head.conv_seg.weight", "auxiliary_head.conv_seg.bias")  # fmt: skip
+
+
+def _load_upernet(model: UperNet, src, *, format: str, strict: bool, head: str, ema: bool | None) -> LoadReport:
+    """A whole UperNet (swinkit's own, the official mmseg release, HF's ``UperNetForSemanticSegmentation``), or a
+    backbone for it (any classification or SSL checkpoint ``load_checkpoint`` reads, loaded into ``model.backbone``;
+    the heads stay initialised).
+
+    A whole model's backbone goes through the classification pipeline (window tables adapted as there); its output
+    norms and heads must fit exactly, except the per-pixel classifiers under ``head='reset'`` when the class counts
+    differ.
+    """
+    if isinstance(src, Mapping):
+        source, obj, metadata = "<state dict>", src, {}
+    else:
+        source = str(src)
+        obj, metadata = read_file(src)
+    state = extract_state_dict(obj, source, ema=ema)
+    layout = segmentation.detect(state)  # the layout of a whole UperNet tells itself; ``format`` is the backbone's
+    if layout is None:
+        backbone_format = "auto" if format == "mmseg" else format
+        return load_checkpoint(model.backbone, src, format=backbone_format, strict=strict, head="reset", ema=ema)
+    family = model.backbone.family
+    if layout != NATIVE:
+        state, dropped = segmentation.to_swinkit(state, layout, family)
+    else:
+        dropped = []
+    backbone_state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+    prepared = Prepared(source, layout, backbone_state, [k.removeprefix("backbone.") for k in dropped], metadata,
+                        mindcv=False, ssl=False)  # fmt: skip
+    report = load_prepared(model.backbone, prepared, strict=strict, head="reset")
+    rest = {k: v for k, v in state.items() if not k.startswith("backbone.")}
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")}
+    if head == "reset":
+        resized = [k for k in SEGMENTATION_HEAD_KEYS if k in rest and k in own and rest[k].shape != own[k].shape]
+        rest = {k: v for k, v in rest.items() if k not in resized}
+        report.adapted += [f"{k} left initialised ({model.num_classes} classes)" for k in resized[:1]]
+    mismatched = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+                  for k, v in rest.items() if k in own and v.shape != own[k].shape]  # fmt: skip
+    if mismatched:
+        hint = " (pass head='reset' to train a new classifier)" if all("conv_seg" in m for m in mismatched) else ""
+        raise CheckpointError(f"{source} does not fit this UperNet: {preview(mismatched, 4)}{hint}")
+    ignore = SEGMENTATION_HEAD_KEYS if head == "reset" else ()
+    missing = [k for k in own if k not in rest and k not in ignore]
+    unexpected = [k for k in rest if k not in own]
+    if strict and (missing or unexpected):
+        raise CheckpointError(f"{source} ({layout} layout) does not match the model: missing {len(missing)} "
+                              f"[{preview(missing)}], unexpected {len(unexpected)} [{preview(unexpected)}]. Use "
+                              "strict=False to load the matching part only.")  # fmt: skip
+    model.load_state_dict({k: v for k, v in rest.items() if k in own}, strict=False)
+    report.loaded = [f"backbone.{k}" for k in report.loaded] + sorted(k for k in rest if k in own)
+    report.missing = [f"backbone.{k}" for k in report.missing] + missing
+    report.unexpected = [f"backbone.{k}" for k in report.unexpected] + unexpected
+    return report
+
+
 def save_checkpoint(
     model: nn.Module,
     path: str | os.PathLike,
@@ -252,7 +313,12 @@ def save_checkpoint(
             exactly.
         metadata: extra safetensors metadata (swinkit format only).
         layout: for 'mindspore', 'mindcv' (Swin V2's default) or 'modelzoo' (official names, gamma/beta).
+
+    An ``UperNet`` is written as 'swinkit', 'mmseg' (the official release's layout, a .pth file holding
+    ``{"state_dict": ...}``) or 'hf' (``UperNetForSemanticSegmentation``'s names, .safetensors or .pth).
     """
+    if isinstance(model, UperNet):
+        return _save_upernet(model, path, format, metadata)
     model = _backbone(model)
     if format != NATIVE:
         return write(model, path, format, layout)
@@ -262,3 +328,15 @@ def save_checkpoint(
         meta["numerics"] = "mindcv"
     meta.update(metadata or {})
     return save_safetensors(model.state_dict(), path, meta)
+
+
+def _save_upernet(model: UperNet, path: str | os.PathLike, format: str, metadata: Mapping[str, str] | None) -> Path:
+    if format == NATIVE:
+        info = getattr(model, "model_info", None)
+        meta = {"format": NATIVE, "family": model.family, "backbone": model.backbone_name,
+                **({"model": info.name} if info else {}), **(metadata or {})}  # fmt: skip
+        return save_safetensors(model.state_dict(), path, meta)
+    if format not in segmentation.LAYOUTS:
+        raise ConfigError(f"an UperNet is written as {NATIVE}, {', '.join(segmentation.LAYOUTS)}; got {format!r}")
+    state = segmentation.from_swinkit(model, model.state_dict(), format)
+    return write_tensors(state, path, container="state_dict" if format == "mmseg" else None)

@@ -1,12 +1,13 @@
 """Model families and the registry. Importing a family module registers its builders."""
 
-from . import cswin, swin, swin_v2
+from . import cswin, swin, swin_v2, upernet
 from .base import FeatureExtractor, HierarchicalModel
 from .cswin import CSWinTransformer
 from .flops import count_flops
 from .registry import ModelInfo, base_pretrained_cfg, create_model, list_models, model_info
 from .swin import SwinTransformer
 from .swin_v2 import SwinTransformerV2
+from .upernet import UperNet
 
 __all__ = [
     "CSWinTransformer",
@@ -15,6 +16,7 @@ __all__ = [
     "ModelInfo",
     "SwinTransformer",
     "SwinTransformerV2",
+    "UperNet",
     "base_pretrained_cfg",
     "count_flops",
     "create_model",
@@ -23,4 +25,5 @@ __all__ = [
     "model_info",
     "swin",
     "swin_v2",
+    "upernet",
 ]

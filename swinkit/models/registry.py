@@ -23,9 +23,9 @@ from dataclasses import asdict, dataclass, field, replace
 
 from torch import nn
 
-from ..core.errors import UnknownArgumentError, UnknownModelError
+from ..core.errors import ConfigError, UnknownArgumentError, UnknownModelError
 from ..layers import to_2tuple
-from .base import FeatureExtractor
+from .base import FeatureExtractor, HierarchicalModel
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -37,9 +37,10 @@ class ModelInfo:
 
     ``defaults`` are keyword arguments for ``cls``; ``img_size`` is (H, W); ``crop_pct`` and ``interpolation``
     describe the evaluation transform (resize to size / crop_pct, centre crop); ``top1`` is the published
-    ImageNet-1k accuracy of the reference weights and ``source`` where it comes from. ``weights`` lists the published
-    checkpoints (``swinkit.hub.Weights``) when the entry comes from ``swinkit.model_info``; the registry itself does
-    not know them.
+    ImageNet-1k accuracy of the reference weights (``miou``: a segmentation model's published ADE20K mIoU) and
+    ``source`` where it comes from; ``task`` is 'classification' or 'segmentation' (``swinkit.models.upernet``).
+    ``weights`` lists the published checkpoints (``swinkit.hub.Weights``) when the entry comes from
+    ``swinkit.model_info``; the registry itself does not know them.
     """
 
     name: str
@@ -52,7 +53,9 @@ class ModelInfo:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     top1: float | None = None
+    miou: float | None = None
     source: str = ""
+    task: str = "classification"
     aliases: tuple[str, ...] = ()
     weights: tuple = ()
 
@@ -89,9 +92,12 @@ def register_model(*, defaults: dict, **metadata) -> Callable[[Callable[..., nn.
     return decorate
 
 
-def list_models(pattern: str = "*", include_aliases: bool = False) -> list[str]:
-    """Registered model names matching a shell-style pattern (case-insensitive), sorted."""
-    names = list(_MODELS) + (list(_ALIASES) if include_aliases else [])
+def list_models(pattern: str = "*", include_aliases: bool = False, task: str | None = "classification") -> list[str]:
+    """Registered model names matching a shell-style pattern (case-insensitive), sorted: the classifiers (timm's
+    meaning of a model list), or those of ``task`` ('segmentation'), or every one (``task=None``)."""
+    names = [n for n, info in _MODELS.items() if task is None or info.task == task]
+    if include_aliases:
+        names += [alias for alias, n in _ALIASES.items() if task is None or _MODELS[n].task == task]
     pattern = pattern.lower()
     return sorted(n for n in names if fnmatch.fnmatchcase(n.lower(), pattern))
 
@@ -144,6 +150,9 @@ def create_model(
     model.model_info = replace(info, img_size=model.img_size, num_classes=model.num_classes)
     model.pretrained_cfg = base_pretrained_cfg(model.model_info, model.patch_embed.proj.in_channels,
                                                model.feature_info[-1]["reduction"])  # fmt: skip
+    if features_only and not isinstance(model, HierarchicalModel):
+        raise ConfigError(f"features_only=True takes a classification backbone; {info.name} is a {model.family} "
+                          "model (its backbone is model.backbone)")  # fmt: skip
     if features_only:
         return FeatureExtractor(model, out_indices, feature_cls=feature_cls, output_fmt=output_fmt)
     return model
@@ -168,5 +177,6 @@ def base_pretrained_cfg(info: ModelInfo, in_chans: int = 3, stride: int | None =
         "input_size": (in_chans, h, w), "fixed_input_size": False, "min_input_size": (in_chans, stride, stride),
         "pool_size": (-(-h // stride), -(-w // stride)), "interpolation": info.interpolation,
         "crop_pct": info.crop_pct, "crop_mode": "center", "mean": info.mean, "std": info.std,
-        "first_conv": "patch_embed.proj", "classifier": "head.fc", "license": "",
+        "first_conv": getattr(info.cls, "first_conv", "patch_embed.proj"),
+        "classifier": getattr(info.cls, "classifier", "head.fc"), "license": "",
     }  # fmt: skip

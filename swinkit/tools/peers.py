@@ -20,19 +20,22 @@ TORCHVISION_NAMES = {
 
 
 def perturbed_state_dict(model: nn.Module, seed: int = 0, std: float = 0.1) -> dict[str, torch.Tensor]:
-    """The model's state dict with seeded Gaussian noise added to every parameter (buffers are copied as they are).
+    """The model's state dict with seeded Gaussian noise added to every parameter and to BatchNorm's running means,
+    and its running variances scaled by exp(noise) (other buffers are copied as they are).
 
     Swin V2 zero-initialises the res-post-norms (norm1/norm2), which makes every residual branch the identity and
-    hides attention and MLP numerics (and gradients) behind a zero; V1 and V2 start with zero biases. Noise on
-    everything gives non-trivial weights that still reproduce exactly for a given seed.
+    hides attention and MLP numerics (and gradients) behind a zero; V1 and V2 start with zero biases, and fresh
+    BatchNorm statistics are (0, 1). Noise on everything gives non-trivial weights that still reproduce exactly for
+    a given seed.
     """
     generator = torch.Generator().manual_seed(seed)
     params = dict(model.named_parameters())
     state = {}
     for name, value in model.state_dict().items():
-        if name in params:
-            noise = torch.randn(value.shape, generator=generator, dtype=value.dtype).to(value.device)
-            value = value + noise * std
+        noisy = name in params or name.endswith((".running_mean", ".running_var"))
+        if noisy:
+            noise = torch.randn(value.shape, generator=generator, dtype=value.dtype).to(value.device) * std
+            value = value * noise.exp() if name.endswith(".running_var") else value + noise
         state[name] = value.clone()
     return state
 
