@@ -1,0 +1,309 @@
+"""Semantic segmentation data: (image, label map) datasets, mmsegmentation's pipeline, and their loader.
+
+Datasets have ``load(i) -> (PIL RGB image, (H, W) uint8 label map)``, ``name(i)``, ``classes`` and ``len``:
+
+- ``SegmentationFolder``: ``root/images/<split>/*`` beside ``root/annotations/<split>/*.png`` paired by file stem,
+  ADE20K's release layout (splits ``training`` and ``validation``) and mmseg's ``img_dir``/``ann_dir`` one alike.
+  Classes come from ``root/classes.txt`` (one name per line), else ADE20K's 150. With ``reduce_zero_label`` (ADE20K)
+  label 0 ("other") becomes the ignore index 255 and every other label drops by one.
+- ``DigitScenes`` (``digit_scenes.py``): the built-in scenes.
+
+A label map must be a single-channel index map (PNG mode L, P or I;16 with values below 256) of its image's size,
+with values below the class count or equal to the ignore index; anything else is a ``DataError`` naming the file and
+the fix, raised in the training process (``Loader`` turns a worker's report into it).
+
+The pipeline is mmseg's for the Swin ADE20K configs, seeded per sample like every swinkit transform
+(``datasets.transform_sample``): random rescale of ``scale`` by a ratio in ``ratio_range`` keeping the aspect ratio,
+random crop to ``crop_size`` (re-drawn up to 10 times while one class covers more than ``cat_max_ratio`` of it),
+horizontal flip, photometric distortion, normalisation, padding to the crop (label 255). Evaluation rescales the image
+to ``scale`` keeping the ratio and keeps the label map at its own size: predictions are resized back to it.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..core.errors import DataError, DataLayoutError
+from .datasets import IMG_EXTENSIONS, decode_image, read_image_file, transform_sample
+from .loader import EpochSampler, Loader, StreamFailure
+
+IGNORE_INDEX = 255
+MAX_CROP_TRIES = 10
+ADE20K_CLASSES_FILE = Path(__file__).parent / "ade20k_classes.txt"
+
+
+class LabelMapError(DataError):
+    """A label map that does not fit its image or its classes."""
+
+
+def read_label_map(path: Path, size: tuple[int, int], num_classes: int, reduce_zero_label: bool) -> np.ndarray:
+    """The (H, W) uint8 label map at ``path`` for an image of ``size`` (W, H), checked and reduced."""
+    with Image.open(io.BytesIO(read_image_file(path))) as label:
+        mode, label_size = label.mode, label.size
+        if mode not in ("L", "P", "I;16", "I"):
+            raise LabelMapError(f"{path}: a {mode} image where a single-channel index map (PNG mode L or P) is "
+                                "expected; convert colour-coded masks to class indices first")  # fmt: skip
+        values = np.asarray(label)
+    if label_size != size:
+        raise LabelMapError(f"{path}: label map is {label_size[0]}x{label_size[1]} but its image is {size[0]}x"
+                            f"{size[1]}; the pair must be the same size (is it the right file?)")  # fmt: skip
+    if values.max(initial=0) > IGNORE_INDEX:
+        raise LabelMapError(f"{path}: label value {int(values.max())} does not fit an index map of 8 bits")
+    values = values.astype(np.uint8)
+    if reduce_zero_label:
+        values = np.where(values == 0, IGNORE_INDEX, values - 1).astype(np.uint8)
+        values[values == IGNORE_INDEX - 1] = IGNORE_INDEX
+    check_labels(values, num_classes, str(path))
+    return values
+
+
+def check_labels(values: np.ndarray, num_classes: int, name: str) -> None:
+    bad = values[(values >= num_classes) & (values != IGNORE_INDEX)]
+    if bad.size:
+        raise LabelMapError(f"{name}: label value {int(bad.max())} is outside the {num_classes} classes (0.."
+                            f"{num_classes - 1}, {IGNORE_INDEX} = ignore); fix the map, the class list, or "
+                            "data.reduce_zero_label")  # fmt: skip
+
+
+class SegmentationFolder:
+    """Images and label maps of one split of ``root`` (module docstring)."""
+
+    def __init__(self, root: str | Path, split: str, reduce_zero_label: bool = False,
+                 classes: Sequence[str] | None = None) -> None:  # fmt: skip
+        root = Path(root)
+        images, labels = root / "images" / split, root / "annotations" / split
+        for folder in (images, labels):
+            if not folder.is_dir():
+                raise DataLayoutError(f"{folder} does not exist; a segmentation folder holds images/{split}/ and "
+                                      f"annotations/{split}/ (ADE20K's layout)")  # fmt: skip
+        pictures = {p.stem: p for p in sorted(images.iterdir()) if p.suffix.lower() in IMG_EXTENSIONS}
+        maps = {p.stem: p for p in sorted(labels.iterdir()) if p.suffix.lower() == ".png"}
+        if not pictures:
+            raise DataLayoutError(f"{images}: no images in the {split} split")
+        unpaired = sorted(set(pictures) ^ set(maps))
+        if unpaired:
+            stem = unpaired[0]
+            lonely = pictures.get(stem) or maps[stem]
+            other = "label map" if stem in pictures else "image"
+            raise DataLayoutError(f"{lonely} has no {other} of the same name ({len(unpaired)} unpaired file(s) in "
+                                  f"{root}); every image needs its label map and the reverse")  # fmt: skip
+        self.pairs = [(pictures[stem], maps[stem]) for stem in sorted(pictures)]
+        self.classes = list(classes) if classes is not None else folder_classes(root)
+        self.reduce_zero_label = reduce_zero_label
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def name(self, index: int) -> str:
+        return str(self.pairs[index][0])
+
+    def load(self, index: int) -> tuple[Image.Image, np.ndarray]:
+        image_path, label_path = self.pairs[index]
+        image = decode_image(read_image_file(image_path), str(image_path))
+        return image, read_label_map(label_path, image.size, len(self.classes), self.reduce_zero_label)
+
+
+def folder_classes(root: Path) -> list[str]:
+    listed = root / "classes.txt"
+    path = listed if listed.is_file() else ADE20K_CLASSES_FILE
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """mmseg's training or evaluation pipeline (module docstring); ``scale`` (long, short) None keeps the size."""
+
+    train: bool
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    crop_size: tuple[int, int] | None = None
+    scale: tuple[int, int] | None = None
+    ratio_range: tuple[float, float] = (0.5, 2.0)
+    cat_max_ratio: float = 0.75
+    flip: float = 0.5
+    photometric: bool = True
+
+    def __call__(self, sample: tuple[Image.Image, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        image, labels = sample
+        pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float()
+        target = torch.from_numpy(labels.astype(np.int64))
+        if self.train:
+            scale = self.scale
+            if scale is not None:
+                ratio = random.uniform(*self.ratio_range)
+                scale = (int(scale[0] * ratio), int(scale[1] * ratio))
+                pixels, target = rescale(pixels, scale), rescale(target, scale, nearest=True)
+            if self.crop_size is not None:
+                pixels, target = random_crop(pixels, target, self.crop_size, self.cat_max_ratio)
+            if random.random() < self.flip:
+                pixels, target = pixels.flip(-1), target.flip(-1)
+            if self.photometric:
+                pixels = photometric_distortion(pixels)
+        elif self.scale is not None:
+            pixels = rescale(pixels, self.scale)
+        mean, std = torch.tensor(self.mean).view(3, 1, 1) * 255, torch.tensor(self.std).view(3, 1, 1) * 255
+        pixels = (pixels - mean) / std
+        if self.train and self.crop_size is not None:
+            pixels, target = pad_to(pixels, target, self.crop_size)
+        return pixels, target
+
+
+def rescale(x: torch.Tensor, scale: tuple[int, int], nearest: bool = False) -> torch.Tensor:
+    """Resize (C, H, W) or (H, W) to fit ``scale`` (long side, short side) keeping the aspect ratio, as mmcv's
+    ``imrescale``: bilinear (half-pixel centres, no antialiasing) for images, nearest for labels."""
+    h, w = x.shape[-2:]
+    factor = min(max(scale) / max(h, w), min(scale) / min(h, w))
+    size = (int(h * factor + 0.5), int(w * factor + 0.5))
+    batch = x[None] if x.ndim == 3 else x[None, None].float()
+    if nearest:
+        return F.interpolate(batch, size=size, mode="nearest")[0, 0].long()
+    return F.interpolate(batch, size=size, mode="bilinear", align_corners=False)[0].clamp(0, 255)
+
+
+def random_crop(pixels: torch.Tensor, target: torch.Tensor, crop: tuple[int, int],
+                cat_max_ratio: float) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """A random crop of at most ``crop`` (H, W); while one class fills more than ``cat_max_ratio`` of the crop's
+    labelled pixels (and there are at least two), drawn again, up to 10 times in all (mmseg's rule)."""
+    h, w = target.shape
+    ch, cw = min(crop[0], h), min(crop[1], w)
+
+    def draw() -> tuple[int, int]:
+        return random.randint(0, h - ch), random.randint(0, w - cw)
+
+    top, left = draw()
+    if cat_max_ratio < 1.0:
+        for _ in range(MAX_CROP_TRIES - 1):
+            window = target[top : top + ch, left : left + cw]
+            counts = torch.bincount(window[window != IGNORE_INDEX].flatten())
+            counts = counts[counts > 0]
+            if len(counts) > 1 and counts.max() / counts.sum() < cat_max_ratio:
+                break
+            top, left = draw()
+    return pixels[:, top : top + ch, left : left + cw], target[top : top + ch, left : left + cw]
+
+
+def photometric_distortion(pixels: torch.Tensor) -> torch.Tensor:
+    """mmseg's ``PhotoMetricDistortion`` on 0..255 RGB: brightness ±32, contrast x0.5-1.5 (before or after the
+    colour changes), saturation x0.5-1.5 and hue ±18° in HSV, each applied with probability 1/2, clipped to 0..255
+    after each step."""
+    x = pixels
+    if random.randint(0, 1):
+        x = (x + random.uniform(-32, 32)).clamp(0, 255)
+    contrast_first = random.randint(0, 1)
+
+    def contrast(x: torch.Tensor) -> torch.Tensor:
+        return (x * random.uniform(0.5, 1.5)).clamp(0, 255) if random.randint(0, 1) else x
+
+    if contrast_first:
+        x = contrast(x)
+    saturate, hue = random.randint(0, 1), random.randint(0, 1)
+    if saturate or hue:
+        hsv = rgb_to_hsv(x / 255.0)
+        if saturate:
+            hsv[1] = (hsv[1] * random.uniform(0.5, 1.5)).clamp(0, 1)
+        if hue:
+            hsv[0] = torch.remainder(hsv[0] + random.randint(-18, 18) / 360.0, 1.0)
+        x = (hsv_to_rgb(hsv) * 255.0).clamp(0, 255)
+    if not contrast_first:
+        x = contrast(x)
+    return x
+
+
+def rgb_to_hsv(rgb: torch.Tensor) -> torch.Tensor:
+    """(3, H, W) RGB in 0..1 -> HSV with hue in 0..1."""
+    high, _ = rgb.max(0)
+    low, _ = rgb.min(0)
+    span = high - low
+    r, g, b = rgb
+    safe = torch.where(span > 0, span, torch.ones_like(span))
+    hue = torch.where(high == r, torch.remainder((g - b) / safe, 6.0),
+                      torch.where(high == g, (b - r) / safe + 2.0, (r - g) / safe + 4.0)) / 6.0  # fmt: skip
+    hue = torch.where(span > 0, hue, torch.zeros_like(hue))
+    saturation = torch.where(high > 0, span / high.clamp(min=1e-12), torch.zeros_like(high))
+    return torch.stack([hue, saturation, high])
+
+
+def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
+    hue, saturation, value = hsv
+    sector = hue * 6.0
+    k = lambda n: torch.remainder(n + sector, 6.0)  # noqa: E731
+    channel = lambda n: value - value * saturation * (torch.minimum(k(n), 4.0 - k(n)).clamp(0, 1))  # noqa: E731
+    return torch.stack([channel(5.0), channel(3.0), channel(1.0)])
+
+
+def pad_to(pixels: torch.Tensor, target: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad bottom/right to ``size``: image with 0 (after normalisation, as mmseg's ``Pad``), label with 255."""
+    dh, dw = size[0] - target.shape[0], size[1] - target.shape[1]
+    if dh <= 0 and dw <= 0:
+        return pixels, target
+    dh, dw = max(dh, 0), max(dw, 0)
+    return F.pad(pixels, (0, dw, 0, dh)), F.pad(target, (0, dw, 0, dh), value=IGNORE_INDEX)
+
+
+class SegmentationSamples(torch.utils.data.Dataset):
+    """``(image, labels, "")`` of each ``(index, seed)`` key, seeded like ``datasets.TransformedDataset``; an unreadable
+    image gives ``(None, None, "name: reason")`` (skipped and counted), a label map that does not fit raises in the
+    training process through the collate (``LabelMapError`` cannot be skipped: the data itself is wrong)."""
+
+    def __init__(self, base, transform: Pipeline) -> None:
+        self.base, self.transform = base, transform
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key):
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        wrong: list[LabelMapError] = []
+
+        def load():
+            try:
+                return self.base.load(index)
+            except LabelMapError as err:  # transform_sample would count it as an unreadable image
+                wrong.append(err)
+                raise
+
+        x, _, message = transform_sample(load, self.base.name(index), -1, self.transform, seed)
+        if wrong:
+            return wrong[0], None, ""
+        if x is None:
+            return None, None, message
+        return x[0], x[1], ""
+
+
+def collate_segmentation(batch: list):
+    """``(images, label maps, unreadable)`` of equally sized samples, or a ``StreamFailure`` carrying a label map's
+    error to the training process."""
+    for x, _, _ in batch:
+        if isinstance(x, LabelMapError):
+            return StreamFailure(str(x))
+    good = [(x, y) for x, y, _ in batch if x is not None]
+    bad = [message for x, _, message in batch if x is None]
+    if not good:
+        return torch.empty(0), torch.empty(0, dtype=torch.long), bad
+    return torch.stack([x for x, _ in good]), torch.stack([y for _, y in good]), bad
+
+
+def segmentation_loader(base, transform: Pipeline, *, batch_size: int, train: bool, rank: int = 0,
+                        world_size: int = 1, seed: int = 0, workers: int = 0, pin_memory: bool = False,
+                        shuffle: bool = True) -> Loader:  # fmt: skip
+    """A seeded, exact, resumable loader of (image, label map) batches, like ``loader.map_loader``."""
+    return Loader(
+        SegmentationSamples(base, transform),
+        batch_size=batch_size,
+        sampler=EpochSampler(len(base), rank, world_size, shuffle=train and shuffle, seed=seed),
+        num_workers=workers,
+        collate_fn=collate_segmentation,
+        drop_last=train,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+        generator=torch.Generator().manual_seed(seed),
+    )

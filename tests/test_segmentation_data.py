@@ -1,0 +1,105 @@
+"""Segmentation data: folder pairs and their checks, mmseg's pipeline, and the loader's exactness and errors."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from swinkit.core.errors import DataError, DataLayoutError
+from swinkit.data.digit_scenes import DigitScenes
+from swinkit.data.segmentation import (
+    IGNORE_INDEX,
+    LabelMapError,
+    Pipeline,
+    SegmentationFolder,
+    rescale,
+    segmentation_loader,
+)
+
+RAW = dict(mean=(0.0, 0.0, 0.0), std=(1 / 255, 1 / 255, 1 / 255))  # normalisation that keeps 0..255 pixels
+
+
+def write_pair(root, split, stem, labels, size=None, mode="L"):
+    (root / "images" / split).mkdir(parents=True, exist_ok=True)
+    (root / "annotations" / split).mkdir(parents=True, exist_ok=True)
+    h, w = labels.shape
+    pixels = np.stack([labels * 10 % 256] * 3, axis=-1).astype(np.uint8)
+    Image.fromarray(pixels).resize(size or (w, h)).save(root / "images" / split / f"{stem}.jpg")
+    label = Image.fromarray(labels.astype(np.uint8))
+    label.convert(mode).save(root / "annotations" / split / f"{stem}.png")
+
+
+def test_folder_pairs_by_stem_and_reduces_zero_label(tmp_path):
+    labels = np.array([[0, 1, 2], [3, 0, 150]])
+    write_pair(tmp_path, "training", "a", labels)
+    data = SegmentationFolder(tmp_path, "training", reduce_zero_label=True)
+    assert len(data) == 1 and len(data.classes) == 150  # ADE20K's classes without a classes.txt
+    _, loaded = data.load(0)
+    assert loaded.tolist() == [[IGNORE_INDEX, 0, 1], [2, IGNORE_INDEX, 149]]
+
+
+@pytest.mark.parametrize("case,expected", [
+    ("unpaired image", "has no label map"),
+    ("unpaired label", "has no image"),
+    ("rgb label", "single-channel index map"),
+    ("size", "label map is 3x2 but its image is 6x4"),
+    ("range", "label value 7 is outside the 3 classes"),
+    ("empty", "no images"),
+])  # fmt: skip
+def test_bad_pairs_name_the_file_and_the_fix(tmp_path, case, expected):
+    labels = np.array([[0, 1, 2], [2, 1, 0]])
+    (tmp_path / "classes.txt").write_text("a\nb\nc\n")
+    if case == "empty":
+        (tmp_path / "images" / "val").mkdir(parents=True)
+        (tmp_path / "annotations" / "val").mkdir(parents=True)
+    else:
+        write_pair(tmp_path, "val", "x", np.where(labels == 2, 7, labels) if case == "range" else labels,
+                   size=(6, 4) if case == "size" else None, mode="RGB" if case == "rgb label" else "L")  # fmt: skip
+    if case == "unpaired image":
+        (tmp_path / "annotations" / "val" / "x.png").unlink()
+    if case == "unpaired label":
+        write_pair(tmp_path, "val", "y", labels)
+        (tmp_path / "images" / "val" / "x.jpg").unlink()
+    with pytest.raises(DataError, match=expected):
+        SegmentationFolder(tmp_path, "val").load(0)
+
+
+def test_training_pipeline_keeps_image_and_labels_aligned_and_pads_with_ignore():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 20, size=(40, 50))
+    image = Image.fromarray(np.stack([labels * 10] * 3, axis=-1).astype(np.uint8))
+    pipeline = Pipeline(train=True, crop_size=(48, 48), photometric=False, cat_max_ratio=1.0, **RAW)
+    for seed in range(6):
+        torch.manual_seed(seed)
+        random.seed(seed)
+        pixels, target = pipeline((image, labels.astype(np.uint8)))
+        assert pixels.shape == (3, 48, 48) and target.shape == (48, 48)
+        real = target != IGNORE_INDEX
+        assert real.sum() == 40 * 48  # the 50-wide image cropped to 48, the 40 rows padded to 48
+        assert torch.equal(pixels[0][real].round(), (target[real] * 10).float())
+
+
+def test_rescale_fits_mmcv_rule():
+    assert rescale(torch.zeros(3, 100, 200), (2048, 512)).shape == (3, 512, 1024)
+    assert rescale(torch.zeros(300, 100, dtype=torch.long), (2048, 512), nearest=True).shape == (1536, 512)
+
+
+def test_loader_is_seeded_and_a_bad_label_map_stops_with_its_name(tmp_path):
+    scenes = DigitScenes("train", length=8, size=32)
+    pipeline = Pipeline(train=True, crop_size=(32, 32), scale=(64, 32), **RAW)
+    first = [b for b in segmentation_loader(scenes, pipeline, batch_size=4, train=True, seed=3)]
+    again = [b for b in segmentation_loader(scenes, pipeline, batch_size=4, train=True, seed=3)]
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, again, strict=True))
+    assert first[0][0].shape == (4, 3, 32, 32) and first[0][1].dtype == torch.long
+
+    (tmp_path / "classes.txt").write_text("a\nb\n")
+    write_pair(tmp_path, "train", "bad", np.array([[0, 5], [1, 1]]))
+    loader = segmentation_loader(SegmentationFolder(tmp_path, "train"), Pipeline(train=False, **RAW), batch_size=1,
+                                 train=False)  # fmt: skip
+    with pytest.raises(DataError, match=r"bad\.png: label value 5 is outside the 2 classes"):
+        next(iter(loader))
+    assert issubclass(LabelMapError, DataError) and not issubclass(DataLayoutError, LabelMapError)
