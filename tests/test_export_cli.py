@@ -79,6 +79,22 @@ def test_dynamic_size_export_matches_eager_at_sizes_that_pad_shift_and_clamp_dif
         assert (actual - expected).abs().max() <= 1e-5 * expected.abs().max(), size
 
 
+@pytest.mark.parametrize("name", ["swinv2_tiny_window8_256", "swin_tiny_patch4_window7_224"])
+def test_dynamic_size_export_keeps_the_dense_task_window_rule(name, tmp_path):
+    """With visible padding (segmentation and detection backbones) the symbolic path reads padded positions as zero
+    tokens and never drops the shift: one exported graph equals eager at sizes that pad differently."""
+    model = small_dynamic_model(name)
+    model.set_window_padding("visible")
+    export(name, tmp_path / "m.pt2", format="exported-program", model=model, img_size=128, dynamic_size=True)
+    run = torch.export.load(str(tmp_path / "m.pt2")).module()
+    for size in ((192, 192), (160, 224), (128, 128)):
+        x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(sum(size)))
+        with torch.no_grad():
+            expected = model(x)
+            actual = run(x)
+        assert (actual - expected).abs().max() <= 1e-5 * expected.abs().max(), size
+
+
 @pytest.mark.parametrize(
     "name, fmt, img_size, message",
     [
