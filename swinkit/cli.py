@@ -252,11 +252,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .deploy import predict
 
     results = predict(args.model, args.checkpoint, args.images, topk=args.topk, weights=_weights(args),
-                      precision=args.precision or "fp32", compile=args.compile)  # fmt: skip
+                      precision=args.precision or "fp32", compile=args.compile, output=args.output)  # fmt: skip
     for result in results:
         if "error" in result:
             print(f"swinkit predict: error: {result['image']}: {result['error']}", file=sys.stderr)
-        elif not args.json:
+        elif args.json:
+            continue
+        elif "overlay" in result:  # a segmentation model: the files it wrote and the largest classes
+            print(f"{result['image']} -> {result['labels']}, {result['overlay']}")
+            for label, share in list(result["classes"].items())[: args.topk]:
+                print(f"  {share:7.2%}  {label}")
+        else:
             print(result["image"])
             for top in result["top"]:
                 print(f"  {top['probability']:7.2%}  {top['index']:>5}  {top['label']}")
@@ -419,6 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_weights_flags(p)
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--output", default="predictions", metavar="DIR",
+                   help="segmentation models: where each image's label map and overlay PNG go (default: predictions)")
     _add_inference_flags(p, "default: fp32")
     p.set_defaults(func=cmd_predict)
 

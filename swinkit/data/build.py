@@ -15,8 +15,10 @@ from pathlib import Path
 from ..core import remote
 from ..core.errors import ConfigError, DataLayoutError
 from .datasets import Digits, first, imagenet_folders, require_root
+from .digit_scenes import DigitScenes
 from .hf import HUB_PREFIX, HFImages
 from .loader import Loader, map_loader
+from .segmentation import SegmentationFolder
 from .shards import ShardSplit, is_shard_dir, open_shards, stream_loader
 
 
@@ -60,6 +62,28 @@ def build_datasets(data) -> tuple:
                                   "classes")  # fmt: skip
         return train, val
     return first(train, data.max_train_samples), first(val, data.max_val_samples)
+
+
+SEGMENTATION_DATASETS = ("digit_scenes", "segmentation")
+
+
+def build_segmentation_datasets(data, seg, splits: tuple[str, ...] = ("train", "val")) -> list:
+    """The ``splits`` ('train', 'val') of a segmentation run: ``data.dataset=digit_scenes`` (built in;
+    ``seg.scenes``, ``seg.val_scenes``, ``seg.scene_size``) or ``segmentation`` (a folder of ``images/<split>`` and
+    ``annotations/<split>``: ADE20K's layout, ``swinkit.data.segmentation``)."""
+    if data.dataset not in SEGMENTATION_DATASETS:
+        raise ConfigError(f"data.dataset={data.dataset} holds classified images; a segmentation model trains on "
+                          f"data.dataset= one of {', '.join(SEGMENTATION_DATASETS)}")  # fmt: skip
+    out = []
+    for split in splits:
+        limit = data.max_train_samples if split == "train" else data.max_val_samples
+        if data.dataset == "digit_scenes":
+            dataset = DigitScenes(split, seg.scenes if split == "train" else seg.val_scenes, seg.scene_size)
+        else:
+            name = data.train_split if split == "train" else data.val_split
+            dataset = SegmentationFolder(require_root(data.root), name, seg.reduce_zero_label)
+        out.append(first(dataset, limit))
+    return out
 
 
 def build_val_dataset(data):

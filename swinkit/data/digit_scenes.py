@@ -1,13 +1,14 @@
 """Digit scenes: the built-in dense-task dataset, generated from the digits that ship in scikit-learn (no download).
 
 Each scene is a ``size`` x ``size`` RGB image: a textured background (a smooth two-colour gradient, stripes at a random
-angle and pixel noise) with one to ``max_digits`` handwritten digits pasted at random scales (``size / 4`` to
-``size / 2``) and positions, each in its own colour. Scenes are made from the digits of the classification split
+angle and pixel noise) with two to ``max_digits`` handwritten digits pasted at random scales (``size / 3`` to
+``size * 5 / 8``) and positions (where they do not overlap, if a free place is found in 20 draws), each in its own
+colour. Scenes are made from the digits of the classification split
 (``Digits``: 1,437 training, 360 validation), so no validation digit is ever seen in training, and scene ``i`` of a
 split is generated from a generator seeded with (split, i): the set is fixed without being stored.
 
 Labels: a per-pixel map, 0 for background and ``1 + digit`` (1-10) where a digit's ink covers the pixel (its upscaled
-intensity at least half its peak), later digits over earlier ones; and per digit an instance (class ``1 + digit``,
+intensity at least a third of its peak), later digits over earlier ones; and per digit an instance (class ``1 + digit``,
 its visible mask and the box around it) for detection. A digit hidden entirely by later ones is left out.
 """
 
@@ -24,6 +25,8 @@ from .datasets import Digits
 
 CLASSES = ["background", *(str(d) for d in range(10))]
 SPLIT_SEEDS = {"train": 0, "val": 1}
+PLACE_TRIES = 20
+INK_THRESHOLD = 1 / 3  # of a digit's peak intensity: the pixels labelled as the digit
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,7 @@ class DigitScenes:
         if split not in SPLIT_SEEDS:
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
         if size < 32:
-            raise ValueError(f"digit scenes need size >= 32 px (digits are pasted at size/4 and up), got {size}")
+            raise ValueError(f"digit scenes need size >= 32 px (digits are pasted at size/3 and up), got {size}")
         self.split, self.size, self.max_digits = split, size, max_digits
         self.digits = Digits(split)
         self.length = length if length is not None else (1000 if split == "train" else 200)
@@ -63,18 +66,19 @@ class DigitScenes:
         image = _background(rng, size)
         labels = np.zeros((size, size), dtype=np.uint8)
         owner = np.full((size, size), -1, dtype=np.int64)
-        placed = []
-        for k in range(int(rng.integers(1, self.max_digits + 1))):
+        placed, boxes = [], []
+        for k in range(int(rng.integers(2, self.max_digits + 1))):
             which = int(rng.integers(len(self.digits)))
-            side = int(rng.integers(size // 4, size // 2 + 1))
-            top, left = (int(v) for v in rng.integers(0, size - side + 1, size=2))
+            side = int(rng.integers(size * 5 // 16, size // 2 + 1))
+            top, left = _free_place(rng, size, side, boxes)
+            boxes.append((top, left, side))
             ink = _upscale(self.digits.images[which], side)
             colour = rng.uniform(0.0, 1.0, size=3)
             colour[int(rng.integers(3))] = 1.0 - 0.2 * rng.random()  # one bright channel: visible on any texture
             region = (slice(top, top + side), slice(left, left + side))
             alpha = ink[..., None]
             image[region] = image[region] * (1.0 - alpha) + colour * alpha
-            covered = ink >= 0.5 * ink.max()
+            covered = ink >= INK_THRESHOLD * ink.max()
             labels[region][covered] = 1 + self.digits.target(which)
             owner[region][covered] = k
             placed.append(1 + self.digits.target(which))
@@ -91,6 +95,16 @@ class DigitScenes:
     def load(self, index: int) -> tuple[Image.Image, np.ndarray]:
         image, labels, _ = self.scene(index)
         return image, labels
+
+
+def _free_place(rng: np.random.Generator, size: int, side: int, boxes: list[tuple[int, int, int]]) -> tuple[int, int]:
+    """A random (top, left) for a ``side`` square whose box overlaps no earlier digit's, in up to ``PLACE_TRIES``
+    draws (the last draw when none is free: digits then overlap, the later one in front)."""
+    for _ in range(PLACE_TRIES):
+        top, left = (int(v) for v in rng.integers(0, size - side + 1, size=2))
+        if all(top + side <= t or t + s <= top or left + side <= lf or lf + s <= left for t, lf, s in boxes):
+            break
+    return top, left
 
 
 def _upscale(digit: np.ndarray, side: int) -> np.ndarray:

@@ -15,8 +15,9 @@ the fix, raised in the training process (``Loader`` turns a worker's report into
 The pipeline is mmseg's for the Swin ADE20K configs, seeded per sample like every swinkit transform
 (``datasets.transform_sample``): random rescale of ``scale`` by a ratio in ``ratio_range`` keeping the aspect ratio,
 random crop to ``crop_size`` (re-drawn up to 10 times while one class covers more than ``cat_max_ratio`` of it),
-horizontal flip, photometric distortion, normalisation, padding to the crop (label 255). Evaluation rescales the image
-to ``scale`` keeping the ratio and keeps the label map at its own size: predictions are resized back to it.
+horizontal flip, photometric distortion, normalisation, padding to the crop (label 255). Evaluation normalises the
+image at its own size beside its label map; ``swinkit.engine.segmentation_eval`` rescales it (to ``scale`` and each
+test-time ratio) and resizes the predictions back to the label map.
 """
 
 from __future__ import annotations
@@ -118,9 +119,27 @@ def folder_classes(root: Path) -> list[str]:
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+class Repeated:
+    """A dataset repeated end to end to ``length`` entries: an epoch of a fixed number of iterations (mmseg's
+    iteration-based runs). ``EpochSampler``'s permutation of it draws every image equally often, to within one."""
+
+    def __init__(self, base, length: int) -> None:
+        self.base, self.length, self.classes = base, length, base.classes
+
+    def __len__(self) -> int:
+        return self.length
+
+    def name(self, index: int) -> str:
+        return self.base.name(index % len(self.base))
+
+    def load(self, index: int):
+        return self.base.load(index % len(self.base))
+
+
 @dataclass(frozen=True)
 class Pipeline:
-    """mmseg's training or evaluation pipeline (module docstring); ``scale`` (long, short) None keeps the size."""
+    """mmseg's training pipeline, or the evaluation one (normalisation only), see the module docstring; ``scale``
+    (long, short) None keeps the training image's size."""
 
     train: bool
     mean: tuple[float, float, float]
@@ -148,8 +167,6 @@ class Pipeline:
                 pixels, target = pixels.flip(-1), target.flip(-1)
             if self.photometric:
                 pixels = photometric_distortion(pixels)
-        elif self.scale is not None:
-            pixels = rescale(pixels, self.scale)
         mean, std = torch.tensor(self.mean).view(3, 1, 1) * 255, torch.tensor(self.std).view(3, 1, 1) * 255
         pixels = (pixels - mean) / std
         if self.train and self.crop_size is not None:

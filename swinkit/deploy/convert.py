@@ -9,8 +9,9 @@ from pathlib import Path
 
 from torch import nn
 
-from ..checkpoints import WRITE_FORMATS, save_checkpoint
+from ..checkpoints import WRITE_FORMATS, load_checkpoint, save_checkpoint
 from ..checkpoints.common import DERIVED_BUFFERS
+from ..checkpoints.io import extract_state_dict, read_file
 from ..checkpoints.layouts import preview, suffixes
 from ..checkpoints.load import LoadReport, load_prepared, prepare
 from ..checkpoints.transfer import read_label_map
@@ -72,6 +73,11 @@ def load_model(
             what = "holds no training checkpoint" if source.is_dir() else "does not exist"
             raise CheckpointError(f"{source} {what}; give a checkpoint file or a run's checkpoints/best (or last)")
         source, classes = checkpoint_weights(found), stored_classes(found)  # a sharded one is consolidated here
+    if model_info(name).task == "segmentation":
+        num_classes, stored = segmentation_head(source)
+        model = create_model(name, **{**(overrides or {}), "num_classes": num_classes})
+        report = load_checkpoint(model, source)
+        return model.eval(), report, classes or stored
     prepared = prepare(source, model_info(name).cls.family, format=format)  # read and converted once
     head = prepared.state.get("head.fc.weight")
     num_classes = len(read_label_map(label_map)) if label_map is not None else (0 if head is None else len(head))
@@ -80,6 +86,17 @@ def load_model(
     if "classes" in prepared.metadata:
         classes = json.loads(prepared.metadata["classes"])
     return model.eval(), report, classes
+
+
+def segmentation_head(source: str | os.PathLike) -> tuple[int, list[str] | None]:
+    """The class count of a segmentation checkpoint's decode head, and the class names a swinkit run stored."""
+    obj, metadata = read_file(source)
+    state = extract_state_dict(obj, str(source))
+    for key in ("decode_head.conv_seg.weight", "decode_head.classifier.weight"):
+        if key in state:
+            return len(state[key]), json.loads(metadata["classes"]) if "classes" in metadata else None
+    raise CheckpointError(f"{source} holds no segmentation head (decode_head.conv_seg); give a segmentation model's "
+                          "checkpoint, or load a classification checkpoint as the backbone with model.pretrained")
 
 
 def convert(

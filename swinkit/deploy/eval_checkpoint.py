@@ -1,4 +1,5 @@
-"""``swinkit eval``: top-1/top-5 of a checkpoint on a validation set, at the run's precision or an inference one."""
+"""``swinkit eval``: top-1/top-5 of a checkpoint on a validation set, at the run's precision or an inference one; a
+segmentation checkpoint's mIoU, mAcc, aAcc and per-class IoU (``swinkit.engine.segmentation_eval``)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,16 @@ from ..checkpoints import load_checkpoint
 from ..core.atomic import check_output, write_atomic
 from ..core.errors import CheckpointError
 from ..data import build_loader, build_transform, build_val_dataset
+from ..data.build import build_segmentation_datasets
+from ..data.segmentation import Pipeline, segmentation_loader
 from ..engine import checkpoint as ckpt
 from ..engine.config import Config
 from ..engine.evaluate import evaluate
+from ..engine.miou import table
+from ..engine.segmentation_eval import evaluate_segmentation
 from ..engine.setup import build_model, check_step_fits, session
 from ..hub import local_file
+from ..models import model_info
 from .inference import InferenceModel, inference_precision
 
 log = logging.getLogger(__name__)
@@ -40,7 +46,25 @@ def run_eval(
             ``swinkit.deploy.int8``), as does ``compile``.
     """
     with session(cfg) as s:
+        if model_info(cfg.model.name).task == "segmentation":
+            return _run_segmentation_eval(cfg, s.env, s.device, s.precision, checkpoint, output, precision)
         return _run_eval(cfg, s.env, s.device, s.precision, checkpoint, output, precision, compile)
+
+
+def load_weights(model, checkpoint: str, label_map: str | None = None) -> tuple[Path | None, Path]:
+    """``checkpoint``'s weights into ``model``: a swinkit checkpoint directory or a weights file, local or remote.
+    Returns the checkpoint directory (None for a file) and the local path."""
+    path = local_file(checkpoint, exclude=(ckpt.STATE_FILE,))  # on s3:// (...): copied into the cache
+    ckpt_dir = None if path.is_file() else ckpt.find_checkpoint(path)  # last/, or the .last.old of a cut swap
+    if ckpt_dir is None and not path.exists():
+        raise CheckpointError(f"{checkpoint} does not exist; give a checkpoint file or a run's checkpoints/best")
+    if ckpt_dir is not None:
+        ckpt.load_weights(model, ckpt_dir)
+    elif path.is_file():
+        load_checkpoint(model, str(path), label_map=label_map)
+    else:
+        raise CheckpointError(f"{path}: not a swinkit checkpoint directory (no {ckpt.MODEL_FILE}) nor a file")
+    return ckpt_dir, path
 
 
 def checkpoint_and_loader(cfg: Config, env, device: torch.device, checkpoint: str):
@@ -52,16 +76,7 @@ def checkpoint_and_loader(cfg: Config, env, device: torch.device, checkpoint: st
     val_base = build_val_dataset(cfg.data)
     model = build_model(cfg, num_classes=len(val_base.classes))
     check_step_fits(model, cfg.data.eval_batch_size or cfg.data.batch_size, model.img_size, device, training=False)
-    path = local_file(checkpoint, exclude=(ckpt.STATE_FILE,))  # on s3:// (...): copied into the cache
-    ckpt_dir = None if path.is_file() else ckpt.find_checkpoint(path)  # last/, or the .last.old of a cut swap
-    if ckpt_dir is None and not path.exists():
-        raise CheckpointError(f"{checkpoint} does not exist; give a checkpoint file or a run's checkpoints/best")
-    if ckpt_dir is not None:
-        ckpt.load_weights(model, ckpt_dir)
-    elif path.is_file():
-        load_checkpoint(model, str(path), label_map=cfg.model.label_map)
-    else:
-        raise CheckpointError(f"{path}: not a swinkit checkpoint directory (no {ckpt.MODEL_FILE}) nor a file")
+    ckpt_dir, path = load_weights(model, checkpoint, cfg.model.label_map)
     model.to(device)
     loader = build_loader(
         val_base,
@@ -107,4 +122,36 @@ def _run_eval(
         if "ema_top1" in result:
             line += f"  |  EMA top-1 {result['ema_top1']:.2f}  top-5 {result['ema_top5']:.2f}"
         log.info("%s  (n=%d) -> %s", line, result["n"], out_dir / "eval.json")
+    return result
+
+
+def _run_segmentation_eval(cfg: Config, env, device: torch.device, train_precision: str, checkpoint: str,
+                           output: str | None, precision: str | None) -> dict:  # fmt: skip
+    """mmseg's scores of a segmentation checkpoint on the run's validation split (``seg.*``: whole or sliding
+    inference, test-time ratios and flip); writes ``eval.json`` with the per-class IoU and prints the table."""
+    (val_base,) = build_segmentation_datasets(cfg.data, cfg.seg, ("val",))
+    classes = list(val_base.classes)
+    model = build_model(cfg, num_classes=len(classes))
+    ckpt_dir, path = load_weights(model, checkpoint)
+    model.to(device)
+    out_dir = Path(output) if output else (ckpt_dir or path.parent)
+    if env.is_main and out_dir.is_dir():
+        check_output(out_dir / "eval.json", (".json",), "the evaluation")
+    info = model.model_info
+    mean = tuple(cfg.data.mean) if cfg.data.mean else info.mean
+    std = tuple(cfg.data.std) if cfg.data.std else info.std
+    loader = segmentation_loader(val_base, Pipeline(train=False, mean=mean, std=std), rank=env.rank,
+                                 batch_size=cfg.data.eval_batch_size or 1, train=False, world_size=env.world_size)
+    if precision is None:
+        runner, autocast_precision = model, train_precision
+    else:
+        precision = inference_precision(precision, device)
+        runner, autocast_precision = InferenceModel(model, precision), "fp32"
+    result = evaluate_segmentation(runner, loader, device, autocast_precision, len(classes), cfg.seg, classes)
+    if precision is not None:
+        result["precision"] = precision
+    if env.is_main:
+        text = json.dumps(result, indent=2) + "\n"
+        write_atomic(out_dir / "eval.json", lambda tmp: Path(tmp).write_text(text))
+        log.info("eval %s (n=%d):\n%s\n-> %s", checkpoint, result["n"], table(result), out_dir / "eval.json")
     return result

@@ -15,13 +15,16 @@ import torch
 from timm.data import ImageNetInfo
 
 from ..core.errors import ConfigError
-from ..engine.checkpoint import STATE_FILE
+from ..engine.checkpoint import STATE_FILE, stored_config
+from ..engine.config import SegConfig
 from ..engine.setup import check_step_fits
 from ..hub import local_file
 from ..hub.weights import IMAGENET_LABEL_SETS
+from ..models.upernet import UperNet
 from .convert import load_model
 from .inference import InferenceModel, inference_precision
 from .preprocess import IMAGE_ERRORS, evaluation_transform, read_rgb
+from .segment_images import segment_images
 
 
 def class_names(num_classes: int, stored: list[str] | None) -> list[str]:
@@ -43,8 +46,10 @@ def predict(
     weights: bool | str | None = None,
     precision: str = "fp32",
     compile: bool = False,
+    output: str | os.PathLike = "predictions",
 ) -> list[dict]:
-    """Classify image files.
+    """Classify image files, or segment them with a segmentation model (``swinkit.deploy.segment_images``: a label
+    map and an overlay per image written into ``output``).
 
     ``overrides`` are constructor arguments for ``create_model``; ``weights`` loads published weights instead of a
     checkpoint (see ``load_model``). ``precision`` ('fp32', 'bf16', 'int8' or 'auto') and ``compile`` are
@@ -59,6 +64,13 @@ def predict(
     if checkpoint is not None:
         checkpoint = local_file(checkpoint, exclude=(STATE_FILE,))  # fetched once: weights and transform
     model, _, stored = load_model(name, checkpoint, overrides=overrides, weights=weights)
+    if isinstance(model, UperNet):
+        run = stored_config(checkpoint) if checkpoint is not None else None
+        seg, data = (run.seg, run.data) if run is not None else (SegConfig(), None)
+        mean = tuple(data.mean) if data is not None and data.mean else model.model_info.mean
+        std = tuple(data.std) if data is not None and data.std else model.model_info.std
+        names = class_names(model.num_classes, stored)
+        return segment_images(model, images, output, names, mean, std, seg)
     check_step_fits(model, 1, model.img_size, torch.device("cpu"), training=False)
     runner = InferenceModel(model, inference_precision(precision, torch.device("cpu")), compile=compile)
     transform = evaluation_transform(model, checkpoint)

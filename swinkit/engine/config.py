@@ -62,6 +62,8 @@ class ModelConfig:
     allow_unused_classes: bool = False  # a num_classes above the data's class count is deliberate (else refused)
     grad_checkpointing: bool = False
     attention_chunks: int = 1  # window attention N groups of windows at a time (sequential self-attention)
+    backbone: str | None = None  # a segmentation model's backbone (a classifier); the width keys above apply to it
+    window_padding: str | None = None  # masked | visible (a segmentation model's default: the official dense rule)
 
 
 @dataclass
@@ -142,6 +144,12 @@ class SchedConfig:
     tail_lr: float = 1e-6
     over_epochs: float = 0
     over_lr: float = 1e-7
+    # Counted in iterations (optimizer steps) instead, as mmseg's recipes: ``iterations`` in all, of which
+    # ``warmup_iterations``; the run's epochs are then ``train.iterations_per_epoch`` iterations each.
+    iterations: int | None = None
+    warmup_iterations: int | None = None
+    warmup_ratio: float = 1e-6  # poly: the warmup starts at this fraction of the scheduled rate (mmcv's 'linear')
+    power: float = 1.0  # poly: (1 - step / steps) ** power from lr down to min_lr
 
 
 @dataclass
@@ -169,6 +177,7 @@ class TrainConfig:
     linear_probe_drop_path: bool = False  # official MoBY quirk: keep the frozen backbone in train mode (drop path on)
     stages: list[StageConfig] = field(default_factory=list)
     eval_every: int = 1  # epochs between evaluations (the last epoch is always evaluated)
+    iterations_per_epoch: int | None = None  # an epoch of this many iterations over a repeated training set
     save_every_steps: int = 0  # also write last/ every n optimizer steps (0: at the end of each epoch only)
     stop_after_steps: int | None = None  # stop (after saving last/) once this many optimizer steps are done
     max_nonfinite: int = 3  # consecutive non-finite losses (fp32/bf16) before the run stops
@@ -218,6 +227,46 @@ class SSLConfig:
 
 
 @dataclass
+class HeadConfig:
+    """A segmentation model's decode and auxiliary heads (``UperNet``'s arguments; None keeps the model's)."""
+
+    channels: int | None = None
+    pool_scales: list[int] | None = None
+    dropout: float | None = None
+    auxiliary: bool | None = None
+    auxiliary_channels: int | None = None
+    auxiliary_index: int | None = None
+    auxiliary_weight: float = 0.4  # the auxiliary head's loss weight (the decode head's is 1)
+
+
+@dataclass
+class SegConfig:
+    """Semantic segmentation: mmseg's pipeline (``swinkit.data.segmentation``) and inference, the built-in scenes.
+
+    ``scale`` is (long side, short side) the image is rescaled to fit, by a ratio in ``ratio_range`` for training
+    (None: kept); ``crop_size`` the training crop (H, W). Evaluation runs the whole rescaled image (``inference:
+    whole``) or ``slide_crop`` windows every ``slide_stride`` pixels (``slide``), at each ratio of ``tta_ratios``
+    (empty: the scale alone) and also flipped with ``tta_flip``; the scores are mmseg's (``swinkit.engine.miou``).
+    """
+
+    crop_size: list[int] = field(default_factory=lambda: [512, 512])
+    scale: list[int] | None = field(default_factory=lambda: [2048, 512])
+    ratio_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    cat_max_ratio: float = 0.75
+    photometric: bool = True
+    reduce_zero_label: bool = False  # ADE20K: label 0 ("other") is ignored and the rest shift down by one
+    class_weight: list[float] | None = None  # per-class loss weights (mmseg's CrossEntropyLoss class_weight)
+    inference: str = "whole"
+    slide_crop: list[int] = field(default_factory=lambda: [512, 512])
+    slide_stride: list[int] = field(default_factory=lambda: [341, 341])
+    tta_ratios: list[float] = field(default_factory=list)
+    tta_flip: bool = False
+    scene_size: int = 64  # data.dataset=digit_scenes: scene side, training and validation scene counts
+    scenes: int = 1000
+    val_scenes: int = 200
+
+
+@dataclass
 class Config:
     name: str = "custom"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -226,16 +275,20 @@ class Config:
     sched: SchedConfig = field(default_factory=SchedConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     ssl: SSLConfig = field(default_factory=SSLConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    seg: SegConfig = field(default_factory=SegConfig)
 
 
 CHOICES = {
     "model.head": ("match", "reset"),
-    "data.dataset": ("folder", "wds", "hf", "digits", "auto"),
+    "model.window_padding": ("masked", "visible"),
+    "data.dataset": ("folder", "wds", "hf", "digits", "auto", "segmentation", "digit_scenes"),
     "data.mixup_mode": ("batch", "pair", "elem"),
     "data.re_mode": ("const", "rand", "pixel"),
     "data.interpolation": ("bilinear", "bicubic", "nearest", "random"),
     "optim.name": ("adamw", "sgd"),
-    "sched.name": ("cosine", "constant"),
+    "sched.name": ("cosine", "constant", "poly"),
+    "seg.inference": ("whole", "slide"),
     "train.precision": ("auto", "fp32", "bf16", "fp16"),
     "train.parallel": ("ddp", "fsdp"),
     "ssl.method": ("moby", "simmim"),
@@ -260,7 +313,15 @@ RANGES = {
     "sched.epochs": "[1, inf)", "sched.warmup_epochs": "[0, inf)", "sched.warmup_lr": "[0, inf)",
     "sched.min_lr": "[0, inf)", "sched.cooldown_epochs": "[0, inf)", "sched.cool_epochs": "[0, inf)",
     "sched.cool_lr": "[0, inf)", "sched.tail_epochs": "[0, inf)", "sched.tail_lr": "[0, inf)",
-    "sched.over_epochs": "[0, inf)", "sched.over_lr": "[0, inf)",
+    "sched.over_epochs": "[0, inf)", "sched.over_lr": "[0, inf)", "sched.iterations": "[1, inf)",
+    "sched.warmup_iterations": "[0, inf)", "sched.warmup_ratio": "(0, 1]", "sched.power": "(0, inf)",
+    "train.iterations_per_epoch": "[1, inf)",
+    "head.channels": "[1, inf)", "head.pool_scales": "[1, inf)", "head.dropout": "[0, 1)",
+    "head.auxiliary_channels": "[1, inf)", "head.auxiliary_index": "[0, inf)", "head.auxiliary_weight": "[0, inf)",
+    "seg.crop_size": "[1, inf)", "seg.class_weight": "[0, inf)", "seg.scale": "[1, inf)", "seg.ratio_range": "(0, inf)",
+    "seg.cat_max_ratio": "(0, 1]",
+    "seg.slide_crop": "[1, inf)", "seg.slide_stride": "[1, inf)", "seg.tta_ratios": "(0, inf)",
+    "seg.scene_size": "[32, inf)", "seg.scenes": "[1, inf)", "seg.val_scenes": "[1, inf)",
     "train.seed": f"[0, {2**62}]", "train.ema_decay": "[0, 1]", "train.stages.epochs": "[1, inf)",
     "train.stages.img_size": "[1, inf)", "train.stages.window_size": "[1, inf)", "train.eval_every": "[1, inf)",
     "train.log_every": "[1, inf)", "train.save_every_steps": "[0, inf)", "train.stop_after_steps": "[1, inf)",
@@ -274,8 +335,9 @@ RANGES = {
 }  # fmt: skip
 # Lists of a fixed length; PAIRS hold (low, high) and must not decrease.
 LENGTHS = {"optim.betas": 2, "data.scale": 2, "data.ratio": 2, "ssl.blur_prob": 2, "ssl.blur_sigma": 2,
-           "ssl.solarize_prob": 2}  # fmt: skip
-PAIRS = ("data.scale", "data.ratio", "ssl.blur_sigma")
+           "ssl.solarize_prob": 2, "seg.crop_size": 2, "seg.scale": 2, "seg.ratio_range": 2, "seg.slide_crop": 2,
+           "seg.slide_stride": 2}  # fmt: skip
+PAIRS = ("data.scale", "data.ratio", "ssl.blur_sigma", "seg.ratio_range")
 DEVICE = re.compile(r"^(auto|cpu|cuda|mps|xpu|npu|hpu)(:\d+)?$")
 
 
@@ -470,7 +532,7 @@ def _build(cls: type, data: dict, prefix: str = "") -> Any:
             valid = [f"{prefix}.{n}" if prefix else n for n in names]
             raise ConfigError(f"unknown config key {shown(dotted)}{_hint(dotted, valid)}")
         value = _coerce(value, hints[key], dotted)
-        if dotted in CHOICES and value not in CHOICES[dotted]:
+        if dotted in CHOICES and value is not None and value not in CHOICES[dotted]:
             raise ConfigError(f"{dotted}: {shown(value)} is not one of {', '.join(map(repr, CHOICES[dotted]))}")
         _check_range(dotted, value)
         kwargs[key] = value
@@ -551,6 +613,27 @@ def check_schedule(cfg: Config) -> None:
             f"sched: warmup and the constant phases take {fixed:g} epochs, more than the run's {epochs}; shorten them "
             "or raise sched.epochs"
         )
+
+
+def resolve_iterations(cfg: Config) -> Config:
+    """A schedule counted in iterations (``sched.iterations``, ``sched.warmup_iterations``) as the epochs the loop
+    counts in: ``sched.iterations / train.iterations_per_epoch`` epochs, each one evaluation and checkpoint interval.
+    A config without ``sched.iterations`` is returned as it is."""
+    s, per = cfg.sched, cfg.train.iterations_per_epoch
+    if s.iterations is None:
+        if s.warmup_iterations is not None or per is not None:
+            raise ConfigError("sched.warmup_iterations and train.iterations_per_epoch count in iterations: set "
+                              "sched.iterations too (or use sched.epochs and sched.warmup_epochs)")  # fmt: skip
+        return cfg
+    if per is None:
+        raise ConfigError(f"sched.iterations={s.iterations} needs train.iterations_per_epoch: the iterations between "
+                          "evaluations and checkpoints (e.g. 16000 for mmseg's 160k schedule)")  # fmt: skip
+    if s.iterations % per:
+        raise ConfigError(f"sched.iterations={s.iterations} is not a multiple of train.iterations_per_epoch={per}")
+    if cfg.train.stages:
+        raise ConfigError("train.stages count in epochs; a schedule in sched.iterations has one stage")
+    warmup = (s.warmup_iterations or 0) / per
+    return dataclasses.replace(cfg, sched=dataclasses.replace(s, epochs=s.iterations // per, warmup_epochs=warmup))
 
 
 def _all_keys(cls: type = Config, prefix: str = "") -> list[str]:

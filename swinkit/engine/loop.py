@@ -38,7 +38,7 @@ from ..data import Loader
 from . import checkpoint as ckpt
 from . import parallel
 from . import run_dir as runs
-from .config import Config, check_schedule, save_config, to_dict
+from .config import Config, check_schedule, resolve_iterations, save_config, to_dict
 from .ema import ModelEMA
 from .optim import build_optimizer, freeze_modules
 from .schedule import lr_at, lr_scale_factor
@@ -89,7 +89,10 @@ class Stage:
 
 
 def steps_per_epoch(cfg: Config, train_size: int, world_size: int) -> int:
-    """Optimizer steps in an epoch: each process's full batches, grouped by ``optim.accum_steps``."""
+    """Optimizer steps in an epoch: ``train.iterations_per_epoch`` (an iteration schedule, whose recipe repeats the
+    training set to that many), or each process's full batches, grouped by ``optim.accum_steps``."""
+    if cfg.train.iterations_per_epoch:
+        return cfg.train.iterations_per_epoch
     return (train_size // world_size // cfg.data.batch_size) // cfg.optim.accum_steps
 
 
@@ -142,6 +145,7 @@ def fit(cfg: Config, resume: str | None, recipe: Recipe) -> dict:
         NonFiniteLossError: the loss stayed non-finite (fp32/bf16); ``last/`` keeps the last good state.
         TooManyBadImagesError: more than ``data.max_bad_fraction`` of the training images are unreadable.
     """
+    cfg = resolve_iterations(cfg)
     check_schedule(cfg)
     if cfg.train.stages:
         cfg = replace(cfg, sched=replace(cfg.sched, epochs=sum(s.epochs for s in cfg.train.stages)))

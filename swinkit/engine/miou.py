@@ -19,7 +19,9 @@ import math
 
 import torch
 
-IGNORE_INDEX = 255
+from ..data.segmentation import IGNORE_INDEX
+
+__all__ = ["IGNORE_INDEX", "area_histograms", "scores", "table"]
 
 
 def area_histograms(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int,

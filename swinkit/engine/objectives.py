@@ -1,15 +1,20 @@
-"""What the loop trains: classification (supervised training, fine-tuning, linear probing) and self-supervised
-pretraining (MoBY, SimMIM). Each owns its loss on a micro-batch and what it measures at the end of an epoch."""
+"""What the loop trains: classification (supervised training, fine-tuning, linear probing), semantic segmentation and
+self-supervised pretraining (MoBY, SimMIM). Each owns its loss on a micro-batch and what it measures at the end of an
+epoch."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from ..core.errors import ConfigError
 from ..ssl import momentum_at
 from .config import Config
 from .evaluate import evaluate
 from .knn import knn_accuracy
+from .miou import IGNORE_INDEX
+from .segmentation_eval import evaluate_segmentation
 from .setup import Session, autocast
 
 
@@ -103,6 +108,76 @@ class Classification:
         if "ema_val_top1" in record:
             line += f"  EMA top-1 {record['ema_val_top1']:.2f}"
         return line
+
+
+class Segmentation:
+    """Per-pixel cross-entropy of a segmentation model and its auxiliary head (weighed ``head.auxiliary_weight``),
+    mmseg's mIoU on the validation set.
+
+    The loss is mmseg's: averaged over every pixel of the batch, the ignored ones (255) counting as zeros (mmseg's
+    ``avg_non_ignore=False``, the Swin recipes'), each head's logits at the input's size, each pixel's term weighed
+    by its class's ``seg.class_weight`` when given (mmseg's ``class_weight``).
+    """
+
+    metric = "val_miou"
+    full_batches = False
+
+    def __init__(self, cfg: Config, s: Session, model: nn.Module, train_loader, val_loader,
+                 classes: list[str]) -> None:  # fmt: skip
+        self.cfg, self.session = cfg, s
+        self.model, self.train_loader, self.val_loader = model, train_loader, val_loader
+        self.classes = list(classes)
+        weights = cfg.seg.class_weight
+        if weights is not None and len(weights) != len(self.classes):
+            raise ConfigError(f"seg.class_weight has {len(weights)} weights for {len(self.classes)} classes; give one "
+                              "per class")  # fmt: skip
+        self.class_weight = None if weights is None else torch.tensor(weights, device=s.device)
+
+    def train_epoch(self, epoch: int) -> None:
+        pass
+
+    def loss(self, net: nn.Module, images: torch.Tensor, targets: torch.Tensor, step: int) -> torch.Tensor:
+        device = self.session.device
+        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        if self.cfg.train.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(device, self.session.precision):
+            outputs = net(images)
+        losses = [pixel_cross_entropy(logits.float(), targets, self.class_weight) for logits in outputs]
+        return losses[0] + self.cfg.head.auxiliary_weight * sum(losses[1:])
+
+    def initial_metrics(self) -> dict:
+        return {}
+
+    def evaluate(self, model: nn.Module) -> dict:
+        s = self.session
+        return evaluate_segmentation(model, self.val_loader, s.device, s.precision, len(self.classes), self.cfg.seg,
+                                     self.classes)  # fmt: skip
+
+    def epoch_metrics(self, epoch: int, step: int, last_epoch: bool, ema: nn.Module | None) -> dict:
+        if not ((epoch + 1) % self.cfg.train.eval_every == 0 or last_epoch):
+            return {}
+        val = self.evaluate(self.model)
+        record = {"val_miou": val["mIoU"], "val_macc": val["mAcc"], "val_aacc": val["aAcc"]}
+        if ema is not None:
+            val_ema = self.evaluate(ema)
+            record.update({"ema_val_miou": val_ema["mIoU"], "ema_val_macc": val_ema["mAcc"],
+                           "ema_val_aacc": val_ema["aAcc"]})  # fmt: skip
+        return record
+
+    def summary(self, record: dict) -> str:
+        line = ""
+        if "val_miou" in record:
+            line += f"  val mIoU {record['val_miou']:.2f} mAcc {record['val_macc']:.2f} aAcc {record['val_aacc']:.2f}"
+        if "ema_val_miou" in record:
+            line += f"  EMA mIoU {record['ema_val_miou']:.2f}"
+        return line
+
+
+def pixel_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """mmseg's ``CrossEntropyLoss`` of (B, K, H, W) logits: the mean over all B * H * W pixels of each pixel's term
+    (times its class's ``weight``), 0 at ignored ones."""
+    return F.cross_entropy(logits, labels, weight=weight, ignore_index=IGNORE_INDEX, reduction="none").mean()
 
 
 class SelfSupervised:

@@ -27,6 +27,8 @@ def lr_at(step: int, steps_per_epoch: int, cfg: SchedConfig, base_lr: float, sca
     """
     spe = steps_per_epoch
     warmup = round(cfg.warmup_epochs * spe)
+    if cfg.name == "poly":
+        return poly_lr(step, cfg.epochs * spe, warmup, cfg, base_lr) * scale
     if step < warmup:
         rate = cfg.warmup_lr + step * (base_lr - cfg.warmup_lr) / warmup
         return rate * scale
@@ -65,3 +67,13 @@ def lr_scale_factor(lr_base_batch: int | None, global_batch: int, accum_steps: i
     if not lr_base_batch:
         return 1.0
     return global_batch * accum_steps / lr_base_batch
+
+
+def poly_lr(step: int, total: int, warmup: int, cfg: SchedConfig, base_lr: float) -> float:
+    """mmcv's ``PolyLrUpdaterHook`` with its 'linear' warmup, as the mmseg recipes run it: ``(lr - min_lr) * (1 -
+    step / total) ** power + min_lr``, multiplied during the ``warmup`` steps by a factor rising linearly from
+    ``warmup_ratio`` to 1."""
+    rate = (base_lr - cfg.min_lr) * (1 - step / total) ** cfg.power + cfg.min_lr
+    if step < warmup:
+        rate *= 1 - (1 - step / warmup) * (1 - cfg.warmup_ratio)
+    return rate

@@ -32,6 +32,8 @@ MODEL_OVERRIDES = (
     "num_classes", "img_size", "window_size", "pretrained_window_sizes", "drop_path_rate", "drop_rate",
     "patch_size", "in_chans", "embed_dim", "depths", "num_heads", "mlp_ratio", "split_size",
 )  # fmt: skip
+SEGMENTATION_OWN = ("num_classes", "img_size", "drop_path_rate")  # UperNet's; the other model keys are its backbone's
+HEAD_KEYS = ("channels", "pool_scales", "dropout", "auxiliary", "auxiliary_channels", "auxiliary_index")
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -86,13 +88,23 @@ def session(cfg: Config) -> Iterator[Session]:
 
 
 def model_overrides(cfg: Config) -> dict:
-    """The constructor arguments the config sets (lists as tuples)."""
+    """The constructor arguments the config sets (lists as tuples). A segmentation model takes its own (classes,
+    size, drop path, ``model.backbone``, ``model.window_padding`` and ``head.*``) and hands the rest to its backbone
+    as ``backbone_args``."""
     overrides = {}
     for key in MODEL_OVERRIDES:
         value = getattr(cfg.model, key)
         if value is not None:
             overrides[key] = tuple(value) if isinstance(value, list) else value
-    return overrides
+    if models.model_info(cfg.model.name).task != "segmentation":
+        return overrides
+    own = {k: overrides.pop(k) for k in SEGMENTATION_OWN if k in overrides}
+    own.update({k: v for k in ("backbone", "window_padding") if (v := getattr(cfg.model, k)) is not None})
+    for key in HEAD_KEYS:
+        value = getattr(cfg.head, key)
+        if value is not None:
+            own[key] = tuple(value) if isinstance(value, list) else value
+    return {**own, **({"backbone_args": overrides} if overrides else {})}
 
 
 def build_model(cfg: Config, num_classes: int | None = None, img_size=None, window_size=None) -> nn.Module:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 
+from .. import models
 from ..core import device as devices
 from ..core.errors import ConfigError, NonFiniteLossError, RunExistsError, TooManyBadImagesError
 from ..data import build_datasets, build_loader, build_transform
@@ -17,6 +18,7 @@ from .config import Config
 from .loop import Stage, fit
 from .objectives import Classification
 from .optim import freeze_backbone
+from .segment import SegmentationRecipe
 from .setup import Session, build_model, check_step_fits
 
 log = logging.getLogger(__name__)
@@ -73,4 +75,6 @@ def train(cfg: Config, resume: str | None = None) -> dict:
         NonFiniteLossError: the loss stayed non-finite (fp32/bf16); ``last/`` keeps the last good state.
         TooManyBadImagesError: more than ``data.max_bad_fraction`` of the training images are unreadable.
     """
+    if models.model_info(cfg.model.name).task == "segmentation":
+        return fit(cfg, resume, SegmentationRecipe(cfg))
     return fit(cfg, resume, SupervisedRecipe(cfg))
