@@ -36,7 +36,7 @@ def _section(page: str, heading: str) -> list[str]:
 def test_every_python_block_is_one_a_test_runs():
     """A new block must get its test here: the counts are the blocks the tests below run."""
     counts = {page.relative_to(REPO).as_posix(): len(_blocks(page)) for page in PAGES if _blocks(page)}
-    assert counts == {"README.md": 1, "docs/models.md": 5, "docs/ssl.md": 1}
+    assert counts == {"README.md": 1, "docs/models.md": 5, "docs/segmentation.md": 1, "docs/ssl.md": 1}
 
 
 def test_the_readme_example(tmp_path, monkeypatch):
@@ -142,6 +142,12 @@ def test_the_ssl_block():
                        "total_steps": 100, "images": torch.randn(2, 3, 192, 192)}  # fmt: skip
     exec(_blocks(REPO / "docs" / "ssl.md")[0], namespace)
     assert namespace["loss"].ndim == 0 and torch.isfinite(namespace["loss"])
+
+
+def test_the_segmentation_block():
+    namespace: dict = {}
+    exec(_blocks(REPO / "docs" / "segmentation.md")[0], namespace)
+    assert namespace["logits"].shape == (1, 150, 512, 683) and namespace["labels"].shape == (1, 512, 683)
 
 
 def test_the_readme_stays_short_and_every_number_names_its_source():
