@@ -21,7 +21,7 @@ from ..engine.checkpoint import STATE_FILE, checkpoint_weights, find_checkpoint,
 from ..engine.setup import model_overrides
 from ..hub import create_model as create_pretrained
 from ..hub import local_file, locate, split_name
-from ..models import create_model, model_info
+from ..models import create_model, is_segmentation, model_info
 
 
 def load_model(
@@ -73,7 +73,7 @@ def load_model(
             what = "holds no training checkpoint" if source.is_dir() else "does not exist"
             raise CheckpointError(f"{source} {what}; give a checkpoint file or a run's checkpoints/best (or last)")
         source, classes = checkpoint_weights(found), stored_classes(found)  # a sharded one is consolidated here
-    if model_info(name).task == "segmentation":
+    if is_segmentation(name):
         num_classes, stored = segmentation_head(source)
         model = create_model(name, **{**(overrides or {}), "num_classes": num_classes})
         report = load_checkpoint(model, source)

@@ -23,7 +23,7 @@ from ..engine.miou import table
 from ..engine.segmentation_eval import evaluate_segmentation
 from ..engine.setup import build_model, check_step_fits, session
 from ..hub import local_file
-from ..models import model_info
+from ..models import is_segmentation
 from .inference import InferenceModel, inference_precision
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def run_eval(
             ``swinkit.deploy.int8``), as does ``compile``.
     """
     with session(cfg) as s:
-        if model_info(cfg.model.name).task == "segmentation":
+        if is_segmentation(cfg.model.name):
             return _run_segmentation_eval(cfg, s.env, s.device, s.precision, checkpoint, output, precision)
         return _run_eval(cfg, s.env, s.device, s.precision, checkpoint, output, precision, compile)
 

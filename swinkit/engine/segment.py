@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 
+from torch import nn
+
 from ..core import device as devices
 from ..core.errors import ConfigError
 from ..data.build import build_segmentation_datasets
@@ -51,6 +53,9 @@ class SegmentationRecipe:
         cfg, env = self.cfg, s.env
         crop = tuple(cfg.seg.crop_size)
         model = build_model(cfg, len(self.classes), crop)
+        if env.enabled and devices.has_sync_batchnorm(s.device):
+            # the heads' BatchNorm over the global batch, as mmseg's SyncBN; CPU runs keep per-process statistics
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         check_step_fits(model, cfg.data.batch_size, crop, s.device, training=True)
         info = model.model_info
         mean = tuple(cfg.data.mean) if cfg.data.mean else info.mean

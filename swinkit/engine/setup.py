@@ -96,7 +96,7 @@ def model_overrides(cfg: Config) -> dict:
         value = getattr(cfg.model, key)
         if value is not None:
             overrides[key] = tuple(value) if isinstance(value, list) else value
-    if models.model_info(cfg.model.name).task != "segmentation":
+    if not models.is_segmentation(cfg.model.name):
         return overrides
     own = {k: overrides.pop(k) for k in SEGMENTATION_OWN if k in overrides}
     own.update({k: v for k in ("backbone", "window_padding") if (v := getattr(cfg.model, k)) is not None})

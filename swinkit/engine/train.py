@@ -75,6 +75,6 @@ def train(cfg: Config, resume: str | None = None) -> dict:
         NonFiniteLossError: the loss stayed non-finite (fp32/bf16); ``last/`` keeps the last good state.
         TooManyBadImagesError: more than ``data.max_bad_fraction`` of the training images are unreadable.
     """
-    if models.model_info(cfg.model.name).task == "segmentation":
+    if models.is_segmentation(cfg.model.name):
         return fit(cfg, resume, SegmentationRecipe(cfg))
     return fit(cfg, resume, SupervisedRecipe(cfg))

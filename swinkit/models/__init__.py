@@ -4,7 +4,7 @@ from . import cswin, swin, swin_v2, upernet
 from .base import FeatureExtractor, HierarchicalModel
 from .cswin import CSWinTransformer
 from .flops import count_flops
-from .registry import ModelInfo, base_pretrained_cfg, create_model, list_models, model_info
+from .registry import ModelInfo, base_pretrained_cfg, create_model, is_segmentation, list_models, model_info
 from .swin import SwinTransformer
 from .swin_v2 import SwinTransformerV2
 from .upernet import UperNet
@@ -20,6 +20,7 @@ __all__ = [
     "base_pretrained_cfg",
     "count_flops",
     "create_model",
+    "is_segmentation",
     "cswin",
     "list_models",
     "model_info",

@@ -102,6 +102,12 @@ def list_models(pattern: str = "*", include_aliases: bool = False, task: str | N
     return sorted(n for n in names if fnmatch.fnmatchcase(n.lower(), pattern))
 
 
+def is_segmentation(name: str) -> bool:
+    """Whether ``name`` (or its alias) is a registered segmentation model; False for any other name, unregistered
+    ones (``timm:NAME`` backbones) included."""
+    return _MODELS.get(_ALIASES.get(name, name), ModelInfo(name, nn.Module)).task == "segmentation"
+
+
 def model_info(name: str) -> ModelInfo:
     """The registry entry of a model name or alias; an unknown name raises ValueError with the closest names."""
     canonical = _ALIASES.get(name, name)
