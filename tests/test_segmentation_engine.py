@@ -177,6 +177,14 @@ def test_predict_writes_a_label_map_and_an_overlay(trained, tmp_path):
     assert overlay.size[0] > 64 and "digit-scene.overlay.png" in proc.stdout
 
 
+def test_a_classifier_refuses_an_iteration_schedule(tmp_path):
+    from tests.engine_utils import tiny_config
+
+    cfg = tiny_config(tmp_path / "run", "sched.iterations=100", "train.iterations_per_epoch=50")
+    with pytest.raises(ConfigError, match="counts its schedule in passes over the data"):
+        train(cfg)
+
+
 def test_class_count_mismatch_is_refused_at_start(tmp_path):
     with pytest.raises(ConfigError, match="model.num_classes=11"):
         train(small_config(tmp_path / "run", "model.num_classes=12"))

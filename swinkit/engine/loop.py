@@ -73,6 +73,7 @@ class Recipe(Protocol):
     """Builds a run: its datasets once, then an objective for each stage."""
 
     command: str  # the swinkit command that runs it ("train", "pretrain"), named in how to resume
+    counts_iterations: bool  # its epochs may be train.iterations_per_epoch steps (it repeats its training set)
     kind: str  # named in the run's first log line, e.g. "swinv2_tiny_window8_256" or "moby swin_tiny_..."
     train_size: int  # training images
 
@@ -145,6 +146,9 @@ def fit(cfg: Config, resume: str | None, recipe: Recipe) -> dict:
         NonFiniteLossError: the loss stayed non-finite (fp32/bf16); ``last/`` keeps the last good state.
         TooManyBadImagesError: more than ``data.max_bad_fraction`` of the training images are unreadable.
     """
+    if cfg.sched.iterations is not None and not recipe.counts_iterations:
+        raise ConfigError(f"sched.iterations: `swinkit {recipe.command}` of {recipe.kind} counts its schedule in "
+                          "passes over the data; set sched.epochs (iteration schedules are for segmentation runs)")
     cfg = resolve_iterations(cfg)
     check_schedule(cfg)
     if cfg.train.stages:

@@ -50,6 +50,7 @@ class PretrainRecipe:
     """The datasets of ``cfg.data`` (labels feed the kNN monitor only) and the meta-architecture with its loaders."""
 
     command = "pretrain"
+    counts_iterations = False
 
     def __init__(self, cfg: Config) -> None:
         moby = cfg.ssl.method == "moby"

@@ -28,6 +28,7 @@ class SegmentationRecipe:
     """The datasets of ``cfg.data`` and, per stage, the segmentation model and its loaders."""
 
     command = "train"
+    counts_iterations = True
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg

@@ -30,6 +30,7 @@ class SupervisedRecipe:
     """The datasets of ``cfg.data`` and, per stage, the classifier and its loaders."""
 
     command = "train"
+    counts_iterations = False
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
