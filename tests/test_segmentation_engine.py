@@ -188,3 +188,18 @@ def test_a_classifier_refuses_an_iteration_schedule(tmp_path):
 def test_class_count_mismatch_is_refused_at_start(tmp_path):
     with pytest.raises(ConfigError, match="model.num_classes=11"):
         train(small_config(tmp_path / "run", "model.num_classes=12"))
+
+
+def test_a_classifier_checkpoint_starts_the_backbone_of_a_run(tmp_path):
+    from swinkit.checkpoints import save_checkpoint
+
+    classifier = create_model("swin_tiny_patch4_window7_224", num_classes=7, embed_dim=16, depths=(2, 2, 2, 2),
+                              num_heads=(1, 2, 4, 8), window_size=4)  # fmt: skip
+    classifier = perturb_parameters(classifier, seed=5)
+    save_checkpoint(classifier, tmp_path / "imagenet.pth", format="microsoft")
+    cfg = small_config(tmp_path / "run", f"model.pretrained={tmp_path / 'imagenet.pth'}", "sched.iterations=4",
+                       "sched.warmup_iterations=0", "optim.lr=0", "seg.val_scenes=2")  # fmt: skip
+    train(cfg)
+    trained, _ = read_file(tmp_path / "run" / "checkpoints" / "last" / "model.safetensors")
+    expected = {f"backbone.{k}": v for k, v in classifier.state_dict().items() if not k.startswith(("head.", "norm."))}
+    assert all(torch.equal(trained[k], v) for k, v in expected.items() if "relative_position_index" not in k)
