@@ -203,3 +203,18 @@ def test_a_classifier_checkpoint_starts_the_backbone_of_a_run(tmp_path):
     trained, _ = read_file(tmp_path / "run" / "checkpoints" / "last" / "model.safetensors")
     expected = {f"backbone.{k}": v for k, v in classifier.state_dict().items() if not k.startswith(("head.", "norm."))}
     assert all(torch.equal(trained[k], v) for k, v in expected.items() if "relative_position_index" not in k)
+
+
+def test_the_curves_plot_draws_the_miou(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    from swinkit.engine.plot import plot_metrics
+
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 1, "train_loss": 1.0, "val_miou": 12.5, "val_macc": 20.0}\n'
+                                            '{"epoch": 2, "train_loss": 0.8, "val_miou": 20.0, "val_macc": 30.0}\n')
+    drawn = []
+    plot = matplotlib.axes.Axes.plot
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", lambda self, *a, **k: drawn.append(k.get("label")) or plot(
+        self, *a, **k))
+    plot_metrics(tmp_path)
+    assert {"mIoU", "mAcc"} <= set(drawn)

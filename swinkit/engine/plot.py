@@ -30,12 +30,13 @@ def plot_metrics(run_dir: str | Path, output: str | Path | None = None) -> Path:
             axes[0].plot(x, y, marker=".", label=label)
     axes[0].set_title("loss")
     accuracy = [("val_top1", "top-1"), ("val_top5", "top-5"), ("ema_val_top1", "top-1 (EMA)"),
-                ("knn_top1", "kNN top-1")]  # fmt: skip
+                ("knn_top1", "kNN top-1"), ("val_miou", "mIoU"), ("val_macc", "mAcc"),
+                ("ema_val_miou", "mIoU (EMA)")]  # fmt: skip
     for key, label in accuracy:
         x, y = series(key)
         if x:
             axes[1].plot(x, y, marker=".", label=label)
-    axes[1].set_title("validation accuracy (%)")
+    axes[1].set_title("validation accuracy / mIoU (%)")
     x, y = series("lr")
     axes[2].plot(x, y, marker=".")
     axes[2].set_title("learning rate (end of epoch)")
