@@ -144,16 +144,19 @@ class Prepared:
     ssl: bool  # the encoder of an SSL checkpoint: there is no classifier to match
 
 
+def _read(src: str | os.PathLike | Mapping[str, torch.Tensor], ema: bool | None) -> tuple[str, object, dict, dict]:
+    """``(its name, the object read, its metadata, its state dict)`` of a file, or of a state dict in memory."""
+    if isinstance(src, Mapping):
+        return "<state dict>", src, {}, extract_state_dict(src, "<state dict>", ema=ema)
+    obj, metadata = read_file(src)
+    return str(src), obj, metadata, extract_state_dict(obj, str(src), ema=ema)
+
+
 def prepare(
     src: str | os.PathLike | Mapping[str, torch.Tensor], family: str, *, format: str = "auto", ema: bool | None = None
 ) -> Prepared:
     """Read ``src`` once, unwrap it, detect its layout (``format='auto'``) and convert it for a ``family`` model."""
-    if isinstance(src, Mapping):
-        source, obj, metadata = "<state dict>", src, {}
-    else:
-        source = str(src)
-        obj, metadata = read_file(src)
-    state = extract_state_dict(obj, source, ema=ema)
+    source, obj, metadata, state = _read(src, ema)
     if isinstance(obj, Mapping) and container_key(obj, source, ema) in EMA_KEYS:
         source = f"{source} (EMA weights, {container_key(obj, source, ema)!r})"
     ssl_dropped: list[str] = []
@@ -252,12 +255,7 @@ def _load_upernet(model: UperNet, src, *, format: str, strict: bool, head: str, 
     norms and heads must fit exactly, except the per-pixel classifiers under ``head='reset'`` when the class counts
     differ.
     """
-    if isinstance(src, Mapping):
-        source, obj, metadata = "<state dict>", src, {}
-    else:
-        source = str(src)
-        obj, metadata = read_file(src)
-    state = extract_state_dict(obj, source, ema=ema)
+    source, _, metadata, state = _read(src, ema)
     layout = segmentation.detect(state)  # the layout of a whole UperNet tells itself; ``format`` is the backbone's
     if layout is None:
         backbone_format = "auto" if format == "mmseg" else format

@@ -105,13 +105,22 @@ def map_loader(
     shuffle: bool = True,
 ) -> Loader:
     """A loader over a map-style dataset (``load(i)``, ``target(i)``, ``name(i)``): seeded, exact, resumable."""
-    sampler = EpochSampler(len(base), rank, world_size, shuffle=train and shuffle, seed=seed)
+    return indexed_loader(TransformedDataset(base, transform), collate, batch_size=batch_size, train=train, rank=rank,
+                          world_size=world_size, seed=seed, workers=workers, pin_memory=pin_memory,
+                          shuffle=shuffle)  # fmt: skip
+
+
+def indexed_loader(dataset, collate_fn, *, batch_size: int, train: bool, rank: int, world_size: int, seed: int,
+                   workers: int, pin_memory: bool, shuffle: bool) -> Loader:  # fmt: skip
+    """The ``Loader`` of a dataset indexed by ``EpochSampler`` keys: what ``map_loader`` and the segmentation
+    loader share."""
+    sampler = EpochSampler(len(dataset), rank, world_size, shuffle=train and shuffle, seed=seed)
     return Loader(
-        TransformedDataset(base, transform),
+        dataset,
         batch_size=batch_size,
         sampler=sampler,
         num_workers=workers,
-        collate_fn=collate,
+        collate_fn=collate_fn,
         drop_last=train,
         pin_memory=pin_memory,
         persistent_workers=False,

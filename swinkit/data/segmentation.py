@@ -35,7 +35,7 @@ from PIL import Image
 
 from ..core.errors import DataError, DataLayoutError
 from .datasets import IMG_EXTENSIONS, decode_image, read_image_file, transform_sample
-from .loader import EpochSampler, Loader, StreamFailure
+from .loader import Loader, StreamFailure, indexed_loader
 
 IGNORE_INDEX = 255
 MAX_CROP_TRIES = 10
@@ -313,14 +313,6 @@ def segmentation_loader(base, transform: Pipeline, *, batch_size: int, train: bo
                         world_size: int = 1, seed: int = 0, workers: int = 0, pin_memory: bool = False,
                         shuffle: bool = True) -> Loader:  # fmt: skip
     """A seeded, exact, resumable loader of (image, label map) batches, like ``loader.map_loader``."""
-    return Loader(
-        SegmentationSamples(base, transform),
-        batch_size=batch_size,
-        sampler=EpochSampler(len(base), rank, world_size, shuffle=train and shuffle, seed=seed),
-        num_workers=workers,
-        collate_fn=collate_segmentation,
-        drop_last=train,
-        pin_memory=pin_memory,
-        persistent_workers=False,
-        generator=torch.Generator().manual_seed(seed),
-    )
+    return indexed_loader(SegmentationSamples(base, transform), collate_segmentation, batch_size=batch_size,
+                          train=train, rank=rank, world_size=world_size, seed=seed, workers=workers,
+                          pin_memory=pin_memory, shuffle=shuffle)  # fmt: skip
