@@ -26,6 +26,13 @@ NO_AUG = ["data.scale=[1.0, 1.0]", "data.ratio=[1.0, 1.0]", "data.hflip=0.0", "d
           "data.re_prob=0.0", "model.drop_path_rate=0.0"]  # fmt: skip
 
 
+# upernet_digits at a size that trains in seconds: 32 px scenes, fewer of them, a short iteration schedule.
+TINY_UPERNET = ("seg.scene_size=32", "seg.crop_size=[32,32]", "seg.scale=[32,32]", "seg.scenes=48",
+                "seg.val_scenes=10", "data.batch_size=4", "sched.iterations=12", "sched.warmup_iterations=3",
+                "train.iterations_per_epoch=4", "head.channels=16", "head.auxiliary_channels=8",
+                "model.embed_dim=16")  # fmt: skip
+
+
 def torchrun(*args: str, cwd: Path) -> str:
     """``torchrun --standalone --nproc_per_node 2 -m swinkit ARGS`` (gloo, one thread each); its output."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

@@ -26,12 +26,9 @@ from swinkit.engine.segmentation_eval import evaluate_segmentation, predict_logi
 from swinkit.engine.train import train
 from swinkit.models import create_model
 from swinkit.tools.peers import perturb_parameters
-from tests.engine_utils import REPO, state_dicts_equal, torchrun
+from tests.engine_utils import REPO, TINY_UPERNET, state_dicts_equal, torchrun
 
-# upernet_digits at a size that trains in seconds: 32 px scenes, fewer of them, a short iteration schedule.
-SMALL = ("seg.scene_size=32", "seg.crop_size=[32,32]", "seg.scale=[32,32]", "seg.scenes=48", "seg.val_scenes=10",
-         "data.batch_size=4", "sched.iterations=12", "sched.warmup_iterations=3", "train.iterations_per_epoch=4",
-         "head.channels=16", "head.auxiliary_channels=8", "model.embed_dim=16")  # fmt: skip
+SMALL = TINY_UPERNET
 
 
 def small_config(out: Path, *overrides: str):
