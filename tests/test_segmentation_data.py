@@ -49,6 +49,7 @@ def test_folder_pairs_by_stem_and_reduces_zero_label(tmp_path):
     ("size", "label map is 3x2 but its image is 6x4"),
     ("range", "label value 7 is outside the 3 classes"),
     ("empty", "no images"),
+    ("16-bit", "label value 300 does not fit an index map of 8 bits"),
 ])  # fmt: skip
 def test_bad_pairs_name_the_file_and_the_fix(tmp_path, case, expected):
     labels = np.array([[0, 1, 2], [2, 1, 0]])
@@ -59,6 +60,9 @@ def test_bad_pairs_name_the_file_and_the_fix(tmp_path, case, expected):
     else:
         write_pair(tmp_path, "val", "x", np.where(labels == 2, 7, labels) if case == "range" else labels,
                    size=(6, 4) if case == "size" else None, mode="RGB" if case == "rgb label" else "L")  # fmt: skip
+    if case == "16-bit":
+        wide = np.array([[0, 300, 2], [2, 1, 0]], dtype=np.uint16)
+        Image.fromarray(wide).save(tmp_path / "annotations" / "val" / "x.png")
     if case == "unpaired image":
         (tmp_path / "annotations" / "val" / "x.png").unlink()
     if case == "unpaired label":
