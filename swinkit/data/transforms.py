@@ -21,6 +21,14 @@ def posterize(img: Image.Image, bits_to_keep: int, **_) -> Image.Image:
     return ImageOps.posterize(img, bits_to_keep)
 
 
+def mean_std(data, info) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The normalisation a run uses: the data config's ``mean``/``std`` where it sets them, else the model's
+    (``info``: a ``ModelInfo`` or anything with ``mean``/``std``). ``data`` may be None (no run config)."""
+    mean = data.mean if data is not None and data.mean else info.mean
+    std = data.std if data is not None and data.std else info.std
+    return tuple(mean), tuple(std)
+
+
 for _name in ("Posterize", "PosterizeIncreasing", "PosterizeOriginal"):
     auto_augment.NAME_TO_OP[_name] = posterize  # read when an augmentation op is built
 
@@ -33,8 +41,7 @@ def build_transform(data, img_size: int, train: bool, info) -> object:
         img_size: the square input side.
         info: the model's ``ModelInfo``; gives the mean/std and crop_pct unless the data config sets them.
     """
-    mean = tuple(data.mean) if data.mean else tuple(info.mean)
-    std = tuple(data.std) if data.std else tuple(info.std)
+    mean, std = mean_std(data, info)
     if train:
         return create_transform(
             img_size,
@@ -92,8 +99,7 @@ def build_two_view_transform(data, ssl, img_size: int, info) -> TwoViews:
         data, ssl: the ``data`` and ``ssl`` sections of a config (``DataConfig``, ``SSLConfig``).
         info: anything with ``mean``/``std`` (the encoder's), unless the data config sets them.
     """
-    mean = tuple(data.mean) if data.mean else tuple(info.mean)
-    std = tuple(data.std) if data.std else tuple(info.std)
+    mean, std = mean_std(data, info)
     interp = str_to_interp_mode("bicubic" if data.interpolation == "random" else data.interpolation)
 
     def view(i: int) -> T.Compose:

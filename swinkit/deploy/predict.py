@@ -15,6 +15,7 @@ import torch
 from timm.data import ImageNetInfo
 
 from ..core.errors import ConfigError
+from ..data.transforms import mean_std
 from ..engine.checkpoint import STATE_FILE, stored_config
 from ..engine.config import SegConfig
 from ..engine.setup import check_step_fits
@@ -67,8 +68,7 @@ def predict(
     if isinstance(model, UperNet):
         run = stored_config(checkpoint) if checkpoint is not None else None
         seg, data = (run.seg, run.data) if run is not None else (SegConfig(), None)
-        mean = tuple(data.mean) if data is not None and data.mean else model.model_info.mean
-        std = tuple(data.std) if data is not None and data.std else model.model_info.std
+        mean, std = mean_std(data, model.model_info)
         names = class_names(model.num_classes, stored)
         return segment_images(model, images, output, names, mean, std, seg)
     check_step_fits(model, 1, model.img_size, torch.device("cpu"), training=False)

@@ -16,6 +16,7 @@ from ..core import device as devices
 from ..core.errors import ConfigError
 from ..data.build import build_segmentation_datasets
 from ..data.segmentation import Pipeline, Repeated, segmentation_loader
+from ..data.transforms import mean_std
 from .config import Config
 from .loop import Stage
 from .objectives import Segmentation
@@ -58,9 +59,7 @@ class SegmentationRecipe:
             # the heads' BatchNorm over the global batch, as mmseg's SyncBN; CPU runs keep per-process statistics
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         check_step_fits(model, cfg.data.batch_size, crop, s.device, training=True)
-        info = model.model_info
-        mean = tuple(cfg.data.mean) if cfg.data.mean else info.mean
-        std = tuple(cfg.data.std) if cfg.data.std else info.std
+        mean, std = mean_std(cfg.data, model.model_info)
         train = Pipeline(train=True, mean=mean, std=std, crop_size=crop,
                          scale=tuple(cfg.seg.scale) if cfg.seg.scale else None, ratio_range=tuple(cfg.seg.ratio_range),
                          cat_max_ratio=cfg.seg.cat_max_ratio, flip=cfg.data.hflip,
