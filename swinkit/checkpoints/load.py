@@ -82,7 +82,7 @@ def _architecture_hint(state: Mapping[str, torch.Tensor], model: HierarchicalMod
 
 def load_checkpoint(
     model: nn.Module,
-    src: str | os.PathLike | Mapping[str, torch.Tensor],
+    src: str | os.PathLike | Mapping[str, torch.Tensor] | Contents,
     *,
     format: str = "auto",
     strict: bool = True,
@@ -96,7 +96,7 @@ def load_checkpoint(
         model: a model from ``create_model`` (``features_only`` ones too).
         src: a .pth/.pt/.bin (read with ``weights_only=True``), .safetensors or PaddlePaddle .pdparams (read with
             an unpickler that admits numpy arrays only) file, or an in-memory state dict. ``model``/``state_dict``
-            containers and ``module.`` prefixes are unwrapped.
+            containers and ``module.`` prefixes are unwrapped. Or the ``Contents`` of one already read.
         format: 'auto' or one of 'swinkit', 'microsoft', 'timm', 'hf', 'torchvision', 'mindspore', 'paddle'; for an
             ``UperNet`` also 'mmseg' (see ``_load_upernet``).
             Weights in MindCV's Swin V2 layout also switch the model to the numerics MindCV trained them with
@@ -144,19 +144,39 @@ class Prepared:
     ssl: bool  # the encoder of an SSL checkpoint: there is no classifier to match
 
 
-def _read(src: str | os.PathLike | Mapping[str, torch.Tensor], ema: bool | None) -> tuple[str, object, dict, dict]:
-    """``(its name, the object read, its metadata, its state dict)`` of a file, or of a state dict in memory."""
+@dataclass(frozen=True)
+class Contents:
+    """A checkpoint read once (``read_contents``): what a caller that must look inside before loading (a class
+    count, the layout) hands on to ``load_checkpoint``/``prepare`` instead of a path, so the file is not read
+    again."""
+
+    source: str
+    obj: object
+    metadata: dict[str, str]
+    state: dict[str, torch.Tensor]
+
+
+def read_contents(src: str | os.PathLike | Mapping[str, torch.Tensor] | Contents, ema: bool | None = None) -> Contents:
+    """A file (read without executing code, see ``load_checkpoint``) or a state dict in memory, unwrapped to its
+    state dict (``ema`` as for ``load_checkpoint``); ``Contents`` are returned as they are."""
+    if isinstance(src, Contents):
+        return src
     if isinstance(src, Mapping):
-        return "<state dict>", src, {}, extract_state_dict(src, "<state dict>", ema=ema)
+        return Contents("<state dict>", src, {}, extract_state_dict(src, "<state dict>", ema=ema))
     obj, metadata = read_file(src)
-    return str(src), obj, metadata, extract_state_dict(obj, str(src), ema=ema)
+    return Contents(str(src), obj, metadata, extract_state_dict(obj, str(src), ema=ema))
 
 
 def prepare(
-    src: str | os.PathLike | Mapping[str, torch.Tensor], family: str, *, format: str = "auto", ema: bool | None = None
+    src: str | os.PathLike | Mapping[str, torch.Tensor] | Contents,
+    family: str,
+    *,
+    format: str = "auto",
+    ema: bool | None = None,
 ) -> Prepared:
     """Read ``src`` once, unwrap it, detect its layout (``format='auto'``) and convert it for a ``family`` model."""
-    source, obj, metadata, state = _read(src, ema)
+    contents = read_contents(src, ema)
+    source, obj, metadata, state = contents.source, contents.obj, contents.metadata, contents.state
     if isinstance(obj, Mapping) and container_key(obj, source, ema) in EMA_KEYS:
         source = f"{source} (EMA weights, {container_key(obj, source, ema)!r})"
     ssl_dropped: list[str] = []
@@ -255,11 +275,13 @@ def _load_upernet(model: UperNet, src, *, format: str, strict: bool, head: str, 
     norms and heads must fit exactly, except the per-pixel classifiers under ``head='reset'`` when the class counts
     differ.
     """
-    source, _, metadata, state = _read(src, ema)
+    contents = read_contents(src, ema)
+    source, metadata, state = contents.source, contents.metadata, contents.state
     layout = segmentation.detect(state)  # the layout of a whole UperNet tells itself; ``format`` is the backbone's
     if layout is None:
         backbone_format = "auto" if format == "mmseg" else format
-        return load_checkpoint(model.backbone, src, format=backbone_format, strict=strict, head="reset", ema=ema)
+        prepared = prepare(contents, model.backbone.family, format=backbone_format)
+        return load_prepared(model.backbone, prepared, strict=strict, head="reset")
     family = model.backbone.family
     if layout != NATIVE:
         state, dropped = segmentation.to_swinkit(state, layout, family)

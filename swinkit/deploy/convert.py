@@ -11,9 +11,8 @@ from torch import nn
 
 from ..checkpoints import WRITE_FORMATS, load_checkpoint, save_checkpoint
 from ..checkpoints.common import DERIVED_BUFFERS
-from ..checkpoints.io import extract_state_dict, read_file
 from ..checkpoints.layouts import preview, suffixes
-from ..checkpoints.load import LoadReport, load_prepared, prepare
+from ..checkpoints.load import Contents, LoadReport, load_prepared, prepare, read_contents
 from ..checkpoints.transfer import read_label_map
 from ..core.atomic import check_output
 from ..core.errors import CheckpointError, ConfigError
@@ -74,9 +73,10 @@ def load_model(
             raise CheckpointError(f"{source} {what}; give a checkpoint file or a run's checkpoints/best (or last)")
         source, classes = checkpoint_weights(found), stored_classes(found)  # a sharded one is consolidated here
     if is_segmentation(name):
-        num_classes, stored = segmentation_head(source)
+        contents = read_contents(source)  # read once: the head's class count, then the weights
+        num_classes, stored = segmentation_head(contents)
         model = create_model(name, **{**(overrides or {}), "num_classes": num_classes})
-        report = load_checkpoint(model, source)
+        report = load_checkpoint(model, contents)
         return model.eval(), report, classes or stored
     prepared = prepare(source, model_info(name).cls.family, format=format)  # read and converted once
     head = prepared.state.get("head.fc.weight")
@@ -88,15 +88,15 @@ def load_model(
     return model.eval(), report, classes
 
 
-def segmentation_head(source: str | os.PathLike) -> tuple[int, list[str] | None]:
+def segmentation_head(contents: Contents) -> tuple[int, list[str] | None]:
     """The class count of a segmentation checkpoint's decode head, and the class names a swinkit run stored."""
-    obj, metadata = read_file(source)
-    state = extract_state_dict(obj, str(source))
     for key in ("decode_head.conv_seg.weight", "decode_head.classifier.weight"):
-        if key in state:
-            return len(state[key]), json.loads(metadata["classes"]) if "classes" in metadata else None
-    raise CheckpointError(f"{source} holds no segmentation head (decode_head.conv_seg); give a segmentation model's "
-                          "checkpoint, or load a classification checkpoint as the backbone with model.pretrained")
+        if key in contents.state:
+            classes = contents.metadata.get("classes")
+            return len(contents.state[key]), json.loads(classes) if classes is not None else None
+    raise CheckpointError(f"{contents.source} holds no segmentation head (decode_head.conv_seg); give a segmentation "
+                          "model's checkpoint, or load a classification checkpoint as the backbone with "
+                          "model.pretrained")  # fmt: skip
 
 
 def convert(
