@@ -31,12 +31,41 @@ TINY_UPERNET = ("seg.scene_size=32", "seg.crop_size=[32,32]", "seg.scale=[32,32]
                 "seg.val_scenes=10", "data.batch_size=4", "sched.iterations=12", "sched.warmup_iterations=3",
                 "train.iterations_per_epoch=4", "head.channels=16", "head.auxiliary_channels=8",
                 "model.embed_dim=16")  # fmt: skip
+# Sliding 32 px windows every 24 px over the image at its own size and the mirrored pass: how many forwards an image
+# takes depends on its size.
+SLIDING = dict(inference="slide", slide_crop=[32, 32], slide_stride=[24, 24], tta_flip=True, scale=None)
+
+
+def tiny_upernet(num_classes: int = 5, **head) -> torch.nn.Module:
+    """A small UperNet (Swin-T's four stages, 16 channels, window 4) with random non-trivial weights, the same in every
+    process, in eval mode."""
+    from swinkit.models import create_model
+    from swinkit.tools.peers import perturb_parameters
+
+    torch.manual_seed(0)
+    model = create_model("upernet_swin_tiny_patch4_window7_512", num_classes=num_classes, channels=16,
+                         auxiliary_channels=8, backbone_args=dict(embed_dim=16, window_size=4, depths=(2, 2, 2, 2),
+                         num_heads=(1, 2, 4, 8)), **head)  # fmt: skip
+    return perturb_parameters(model, seed=2).eval()
+
+
+def uneven_batches() -> list[tuple[torch.Tensor, torch.Tensor, list[int]]]:
+    """Three one-image evaluation batches of different sizes, as a segmentation loader yields them."""
+    g = torch.Generator().manual_seed(4)
+    sizes = [(40, 56), (64, 64), (72, 40)]
+    return [(torch.randn(1, 3, h, w, generator=g), torch.randint(0, 5, (1, h, w), generator=g), [i])
+            for i, (h, w) in enumerate(sizes)]  # fmt: skip
 
 
 def torchrun(*args: str, cwd: Path) -> str:
     """``torchrun --standalone --nproc_per_node 2 -m swinkit ARGS`` (gloo, one thread each); its output."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "swinkit", *args]  # fmt: skip
+    return torchrun_program("-m", "swinkit", *args, cwd=cwd)
+
+
+def torchrun_program(*program: str, cwd: Path) -> str:
+    """``torchrun --standalone --nproc_per_node 2 PROGRAM`` (a script and its arguments, or ``-m module ...``; gloo,
+    one thread each); its output."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *program]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

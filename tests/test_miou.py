@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from swinkit.engine.miou import IGNORE_INDEX, area_histograms, scores, table
+from swinkit.engine.miou import IGNORE_INDEX, area_histograms, confusion_matrix, histograms, scores, table
 
 
 def brute_force(pairs, num_classes):
@@ -44,6 +44,13 @@ def test_scores_equal_a_pixel_by_pixel_count(seed):
     assert math.isnan(result["per_class"][6]["IoU"]) and math.isnan(result["per_class"][5]["Acc"])
     assert result["per_class"][5]["IoU"] == 0.0  # predicted but never labelled: a union, no intersection
     assert total[0].tolist() == inter
+    confusion = sum(confusion_matrix(p, t, num_classes) for p, t in pairs)
+    counted = [[0] * num_classes for _ in range(num_classes)]
+    for prediction, label in pairs:
+        for p, t in zip(prediction.flatten().tolist(), label.flatten().tolist(), strict=True):
+            if t != IGNORE_INDEX:
+                counted[t][p] += 1
+    assert confusion.tolist() == counted and torch.equal(histograms(confusion), total)
 
 
 def test_labels_outside_the_classes_are_refused_and_the_table_prints():

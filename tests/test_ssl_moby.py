@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,9 +11,8 @@ import torch.nn.functional as F
 
 from swinkit.ssl import MoBY, momentum_at
 from swinkit.tools.peers import perturb_parameters
+from tests.engine_utils import REPO, torchrun_program
 from tests.ssl_utils import tiny_moby
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _views(batch: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -164,11 +159,7 @@ def test_official_mlp_key_layout():
 
 @pytest.mark.slow
 def test_two_process_ddp_enqueues_the_keys_of_both_processes(tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(REPO / "tests" / "ssl_ddp_worker.py"), str(tmp_path)]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    torchrun_program(str(REPO / "tests" / "ssl_ddp_worker.py"), str(tmp_path), cwd=tmp_path)
     out = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     assert not torch.equal(out[0]["key1"], out[1]["key1"])  # each process saw its own images
     gathered1 = torch.cat([o["key1"] for o in out])  # rank order

@@ -13,7 +13,7 @@ from torch import nn
 
 from ..core import device as devices
 from ..core.distributed import all_reduce_sum
-from .parallel import forwards_to_run, pad_forwards
+from .parallel import evaluation_batches
 from .setup import autocast
 
 
@@ -23,17 +23,9 @@ def evaluate(model: nn.Module, loader, device: torch.device, precision: str = "f
 
     top-1/top-5 are percentages; loss is the mean cross-entropy; unreadable images are left out of ``n``.
     """
-    was_training = model.training
-    model.eval()
     counts = torch.zeros(3, dtype=torch.int64)  # correct top-1, correct top-5, samples
     loss_sum = torch.zeros(1, dtype=torch.float64)
-    total, forwards, example = forwards_to_run(model, len(loader), device), 0, None
-    for images, targets, _ in loader:
-        if len(targets) == 0:
-            continue
-        forwards += 1
-        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-        example = images
+    for images, targets in evaluation_batches(model, loader, device):
         with autocast(device, precision):
             logits = model(images)
         logits = logits.float()
@@ -41,12 +33,10 @@ def evaluate(model: nn.Module, loader, device: torch.device, precision: str = "f
         topk = logits.topk(min(5, logits.shape[1]), dim=1).indices
         hits = topk == targets[:, None]
         counts += torch.tensor([hits[:, 0].sum().item(), hits.any(dim=1).sum().item(), len(targets)])
-    pad_forwards(model, total - forwards, example)
     if devices.distributed_backend(device) != "gloo":  # NCCL, XCCL, HCCL reduce device tensors
         counts, loss_sum = counts.to(device), loss_sum.to(device)
     all_reduce_sum(counts)
     all_reduce_sum(loss_sum)
-    model.train(was_training)
     c1, c5, n = counts.tolist()
     n_safe = max(n, 1)
     return {"top1": 100.0 * c1 / n_safe, "top5": 100.0 * c5 / n_safe, "loss": loss_sum.item() / n_safe, "n": n}

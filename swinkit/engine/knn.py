@@ -13,26 +13,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.distributed import all_gather_objects
-from .parallel import forwards_to_run, pad_forwards
+from .parallel import evaluation_batches
 from .setup import autocast
 
 
 @torch.no_grad()
 def extract_features(encoder: nn.Module, loader, device: torch.device, precision: str = "fp32"):
     """L2-normalised pooled features (N, D) and labels (N,) of every sample of ``loader``'s dataset, all processes."""
-    was_training = encoder.training
-    encoder.eval()
-    total, features, labels, example = forwards_to_run(encoder, len(loader), device), [], [], None
-    for images, targets, _ in loader:
-        if len(targets) == 0:
-            continue
-        example = images.to(device, non_blocking=True)
+    features, labels = [], []
+    for images, targets in evaluation_batches(encoder, loader, device):
         with autocast(device, precision):
-            out = encoder(example)
+            out = encoder(images)
         features.append(F.normalize(out.float(), dim=1).cpu())
-        labels.append(targets)
-    pad_forwards(encoder, total - len(features), example)
-    encoder.train(was_training)
+        labels.append(targets.cpu())
     shares = all_gather_objects((torch.cat(features) if features else None, torch.cat(labels) if labels else None))
     shares = [s for s in shares if s[0] is not None]
     return torch.cat([f for f, _ in shares]), torch.cat([t for _, t in shares])

@@ -1,5 +1,8 @@
 """Semantic segmentation scores as mmsegmentation computes them: area histograms summed over the whole set.
 
+The evaluation sums a confusion matrix (labelled class x predicted class, in pixels); its diagonal, column sums and
+row sums are mmseg's intersection, predicted and labelled area histograms.
+
 Per class c, over every evaluated pixel whose label is not the ignore index: the intersection (predicted c and
 labelled c), the predicted area, the labelled area, and the union (predicted + labelled - intersection). Summed over
 all images (and processes) first, then
@@ -21,24 +24,31 @@ import torch
 
 from ..data.segmentation import IGNORE_INDEX
 
-__all__ = ["IGNORE_INDEX", "area_histograms", "scores", "table"]
+__all__ = ["IGNORE_INDEX", "area_histograms", "confusion_matrix", "histograms", "scores", "table"]
 
 
-def area_histograms(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int,
-                    ignore_index: int = IGNORE_INDEX) -> torch.Tensor:  # fmt: skip
-    """(3, num_classes) int64: intersection, predicted area and labelled area of a batch of (…, H, W) class maps,
-    over the pixels whose label is not ``ignore_index``. Labels outside ``[0, num_classes)`` other than the ignore
-    index are refused (the data pipeline checks them; this guards the sum)."""
+def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                     ignore_index: int = IGNORE_INDEX) -> torch.Tensor:  # fmt: skip
+    """(num_classes, num_classes) int64: pixels labelled i (row) and predicted j (column) in a batch of (…, H, W)
+    class maps, over the pixels whose label is not ``ignore_index``. Labels outside ``[0, num_classes)`` other than
+    the ignore index are refused (the data pipeline checks them; this guards the sum)."""
     keep = labels != ignore_index
     predicted, labelled = predictions[keep].long(), labels[keep].long()
     if labelled.numel() and (labelled.min() < 0 or labelled.max() >= num_classes):
         raise ValueError(f"labels outside 0..{num_classes - 1} (ignore index {ignore_index})")
-    hits = predicted[predicted == labelled]
-    return torch.stack([
-        torch.bincount(hits, minlength=num_classes)[:num_classes],
-        torch.bincount(predicted, minlength=num_classes)[:num_classes],
-        torch.bincount(labelled, minlength=num_classes)[:num_classes],
-    ])  # fmt: skip
+    counts = torch.bincount(labelled * num_classes + predicted, minlength=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes)
+
+
+def histograms(confusion: torch.Tensor) -> torch.Tensor:
+    """(3, num_classes): intersection, predicted area and labelled area, from a ``confusion_matrix``."""
+    return torch.stack([confusion.diagonal(), confusion.sum(0), confusion.sum(1)])
+
+
+def area_histograms(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                    ignore_index: int = IGNORE_INDEX) -> torch.Tensor:  # fmt: skip
+    """(3, num_classes) int64: intersection, predicted area and labelled area of a batch (see ``confusion_matrix``)."""
+    return histograms(confusion_matrix(predictions, labels, num_classes, ignore_index))
 
 
 def scores(histograms: torch.Tensor, classes: list[str] | None = None) -> dict:

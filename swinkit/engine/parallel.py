@@ -9,16 +9,17 @@ which the kNN monitor runs) names those parts in ``sharding_roots()``, and each 
 backward (ZeRO-2: more memory, fewer all-gathers). With ``train.precision=bf16`` the blocks compute with bf16 copies
 of the parameters and reduce gradients in fp32 onto fp32 master weights (FSDP2's ``MixedPrecisionPolicy``).
 
-Under FSDP each forward all-gathers, so every process must run the same number of forwards: evaluation pads a
-process that has fewer batches than another with forwards of a one-image dummy (``forwards_to_run``,
-``pad_forwards``).
+Under FSDP each forward all-gathers, so every process must run the same number of forwards: evaluation goes through
+``evaluation_batches``, which keeps the processes in step batch by batch and pads a process that has fewer batches,
+or fewer forwards in a batch (sliding windows and test-time passes depend on the image's size), with forwards of a
+one-image dummy.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -122,20 +123,42 @@ def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
 
 
-def forwards_to_run(module: nn.Module, batches: int, device: torch.device) -> int:
-    """How many forwards this process must run over a loader of ``batches`` batches: the busiest process's count
-    under FSDP (its forwards are collectives), 0 (no constraint) otherwise. Call before the loop, on every process."""
-    if not is_sharded(module):
-        return 0
-    return int(all_reduce_max(torch.tensor(batches, device=device)).item())
+def _most(count: int, device: torch.device) -> int:
+    return int(all_reduce_max(torch.tensor(count, device=device)).item())
 
 
-@torch.no_grad()
-def pad_forwards(module: nn.Module, missing: int, example: torch.Tensor | None) -> None:
-    """Run ``missing`` forwards of a one-image dummy (``example``'s first image, or zeros of ``module.img_size``),
-    so that this process has run as many forwards as ``forwards_to_run`` said."""
-    if missing <= 0:
-        return
+def _pad_forwards(module: nn.Module, missing: int, example: torch.Tensor | None) -> None:
+    """Run ``missing`` forwards of a one-image dummy (``example``'s first image, or zeros of ``module.img_size``)."""
     dummy = example[:1] if example is not None else torch.zeros(1, 3, *module.img_size)
     for _ in range(missing):
         module(dummy)
+
+
+@torch.no_grad()
+def evaluation_batches(module: nn.Module, loader, device: torch.device,
+                       forwards: Callable[[torch.Tensor], int] = lambda images: 1,
+                       ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
+    """``(images, targets)`` on ``device`` for each non-empty batch of this process's share of ``loader``, with
+    ``module`` in eval mode (its mode is restored after the last batch).
+
+    Under FSDP (see the module docstring) every batch is a round that all processes run together: they agree on the
+    most forwards any of them runs in it (``forwards(images)``: how many times the caller calls ``module`` on the
+    batch), each pads its own shortfall after the caller is done with the batch, and a process out of batches pads
+    whole rounds. Without sharding nothing is exchanged. Call on every process.
+    """
+    sharded = is_sharded(module)
+    rounds = _most(len(loader), device) if sharded else 0
+    was_training, example = module.training, None
+    module.eval()
+    try:
+        for images, targets, _ in loader:
+            needed = forwards(images) if len(targets) else 0
+            most = _most(needed, device) if sharded else needed
+            if len(targets):
+                example = images.to(device, non_blocking=True)
+                yield example, targets.to(device, non_blocking=True)
+            _pad_forwards(module, most - needed, example)
+        for _ in range(rounds - len(loader)):
+            _pad_forwards(module, _most(0, device), example)
+    finally:
+        module.train(was_training)

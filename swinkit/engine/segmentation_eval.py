@@ -5,8 +5,9 @@ An evaluation image arrives normalised at its own size, beside its label map. Fo
 (mmcv's ``imrescale`` rule; without ``seg.scale``, its own size times the ratio), run whole or in sliding windows,
 and its logits are resized to the label map's size; with ``seg.tta_flip`` the mirrored image too, its logits mirrored
 back. One pass gives the logits' argmax; several average their softmax probabilities first (mmseg's ``aug_test``).
-The area histograms of ``swinkit.engine.miou`` are summed over each process's round-robin share and then over the
-processes, so every image is counted once whatever the number of processes.
+The confusion matrix of ``swinkit.engine.miou`` is summed over each process's round-robin share and then over the
+processes, so every image is counted once whatever the number of processes; under FSDP the processes run their
+forwards in step (``swinkit.engine.parallel.evaluation_batches``).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from ..core import device as devices
 from ..core.distributed import all_reduce_sum
 from ..models.upernet import resize
 from .config import SegConfig
-from .miou import area_histograms, scores
-from .parallel import forwards_to_run, pad_forwards
+from .miou import confusion_matrix, histograms, scores
+from .parallel import evaluation_batches
 from .setup import autocast
 
 
@@ -29,13 +30,39 @@ def fit_size(height: int, width: int, scale: tuple[int, int]) -> tuple[int, int]
     return int(height * factor + 0.5), int(width * factor + 0.5)
 
 
+def _windows(size: tuple[int, int], crop: tuple[int, int], stride: tuple[int, int]) -> tuple[int, int]:
+    """Rows and columns of sliding windows over an image of ``size``."""
+    return tuple(max(n - c + s - 1, 0) // s + 1 for n, c, s in zip(size, crop, stride, strict=True))
+
+
+def _pass_sizes(height: int, width: int, seg: SegConfig) -> list[tuple[int, int]]:
+    """The size the image is run at for each ratio of ``seg.tta_ratios`` (module docstring)."""
+    sizes = []
+    for ratio in seg.tta_ratios or [1.0]:
+        if seg.scale:
+            sizes.append(fit_size(height, width, (int(seg.scale[0] * ratio), int(seg.scale[1] * ratio))))
+        else:
+            sizes.append((int(height * ratio + 0.5), int(width * ratio + 0.5)))
+    return sizes
+
+
+def forwards(shape: torch.Size, seg: SegConfig) -> int:
+    """How many times ``predict_logits`` calls the model on a batch of ``shape``."""
+    sizes = _pass_sizes(shape[-2], shape[-1], seg)
+    if seg.inference == "slide":
+        crop, stride = tuple(seg.slide_crop), tuple(seg.slide_stride)
+        per_flip = sum(rows * cols for rows, cols in (_windows(size, crop, stride) for size in sizes))
+    else:
+        per_flip = len(sizes)
+    return per_flip * (2 if seg.tta_flip else 1)
+
+
 def slide_logits(model: nn.Module, images: torch.Tensor, crop: tuple[int, int], stride: tuple[int, int],
                  num_classes: int) -> torch.Tensor:  # fmt: skip
     """mmseg's ``slide_inference``: windows of ``crop`` every ``stride`` pixels (the last one flush with the
     border), each window's logits added where it lies, divided by how many windows cover each pixel."""
     b, _, h, w = images.shape
-    rows = max(h - crop[0] + stride[0] - 1, 0) // stride[0] + 1
-    cols = max(w - crop[1] + stride[1] - 1, 0) // stride[1] + 1
+    rows, cols = _windows((h, w), crop, stride)
     logits = images.new_zeros(b, num_classes, h, w, dtype=torch.float32)
     counts = images.new_zeros(1, 1, h, w, dtype=torch.float32)
     for i in range(rows):
@@ -52,13 +79,8 @@ def predict_logits(model: nn.Module, images: torch.Tensor, out_size: tuple[int, 
     """(B, num_classes, *out_size) scores of normalised ``images`` (module docstring): logits for one pass, the
     mean softmax over several."""
     h, w = images.shape[2:]
-    ratios = seg.tta_ratios or [1.0]
     passes = []
-    for ratio in ratios:
-        if seg.scale:
-            size = fit_size(h, w, (int(seg.scale[0] * ratio), int(seg.scale[1] * ratio)))
-        else:
-            size = (int(h * ratio + 0.5), int(w * ratio + 0.5))
+    for size in _pass_sizes(h, w, seg):
         scaled = images if size == (h, w) else resize(images, size)
         for flip in (False, True) if seg.tta_flip else (False,):
             x = scaled.flip(-1) if flip else scaled
@@ -77,26 +99,17 @@ def predict_logits(model: nn.Module, images: torch.Tensor, out_size: tuple[int, 
 def evaluate_segmentation(model: nn.Module, loader, device: torch.device, precision: str, num_classes: int,
                           seg: SegConfig, classes: list[str] | None = None) -> dict:  # fmt: skip
     """mmseg's scores over every image of ``loader``'s dataset, summed over processes: ``{"mIoU", "mAcc", "aAcc",
-    "per_class", "n"}`` (``swinkit.engine.miou.scores``)."""
-    was_training = model.training
-    model.eval()
-    histograms = torch.zeros(3, num_classes, dtype=torch.int64)
+    "per_class", "n", "confusion"}`` (``swinkit.engine.miou.scores``; ``confusion``: pixels labelled i and predicted
+    j, as lists)."""
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
     images_seen = torch.zeros(1, dtype=torch.int64)
-    total, forwards, example = forwards_to_run(model, len(loader), device), 0, None
-    for images, labels, _ in loader:
-        if len(labels) == 0:
-            continue
-        forwards += 1
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        example = images
+    for images, labels in evaluation_batches(model, loader, device, lambda images: forwards(images.shape, seg)):
         with autocast(device, precision):
             logits = predict_logits(model, images, labels.shape[-2:], seg, num_classes)
-        histograms += area_histograms(logits.argmax(1), labels, num_classes).cpu()
+        confusion += confusion_matrix(logits.argmax(1), labels, num_classes).cpu()
         images_seen += len(labels)
-    pad_forwards(model, total - forwards, example)
     if devices.distributed_backend(device) != "gloo":
-        histograms, images_seen = histograms.to(device), images_seen.to(device)
-    all_reduce_sum(histograms)
+        confusion, images_seen = confusion.to(device), images_seen.to(device)
+    all_reduce_sum(confusion)
     all_reduce_sum(images_seen)
-    model.train(was_training)
-    return {**scores(histograms, classes), "n": int(images_seen.item())}
+    return {**scores(histograms(confusion), classes), "n": int(images_seen.item()), "confusion": confusion.tolist()}
