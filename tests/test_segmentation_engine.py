@@ -17,16 +17,27 @@ from PIL import Image
 
 from swinkit.checkpoints.io import read_file
 from swinkit.core.errors import ConfigError
+from swinkit.data.digit_scenes import DigitScenes
 from swinkit.deploy.eval_checkpoint import run_eval
-from swinkit.engine.config import load_config, resolve_iterations
+from swinkit.engine.config import SegConfig, load_config, resolve_iterations
 from swinkit.engine.miou import area_histograms, scores
 from swinkit.engine.objectives import Segmentation
 from swinkit.engine.schedule import lr_at
-from swinkit.engine.segmentation_eval import evaluate_segmentation, predict_logits
+from swinkit.engine.segmentation_eval import evaluate_segmentation, forwards, predict_logits
 from swinkit.engine.train import train
+from swinkit.hub import get_weights
 from swinkit.models import create_model
 from swinkit.tools.peers import perturb_parameters
-from tests.engine_utils import REPO, TINY_UPERNET, state_dicts_equal, torchrun
+from tests.engine_utils import (
+    REPO,
+    SLIDING,
+    TINY_UPERNET,
+    state_dicts_equal,
+    tiny_upernet,
+    torchrun,
+    torchrun_program,
+    uneven_batches,
+)
 
 SMALL = TINY_UPERNET
 
@@ -91,9 +102,7 @@ def test_evaluation_equals_counting_the_models_own_predictions():
     from swinkit.data.segmentation import Pipeline, segmentation_loader
 
     cfg = small_config(Path("unused"))
-    model = perturb_parameters(create_model("upernet_swin_tiny_patch4_window7_512", num_classes=11, channels=16,
-                                            auxiliary_channels=8, backbone_args=dict(embed_dim=16, window_size=4,
-                                            depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8))), seed=2).eval()  # fmt: skip
+    model = tiny_upernet(11)
     scenes = DigitScenes("val", length=6, size=32)
     pipeline = Pipeline(train=False, mean=(0.5,) * 3, std=(0.5,) * 3)
     loader = segmentation_loader(scenes, pipeline, batch_size=4, train=False)
@@ -107,9 +116,7 @@ def test_evaluation_equals_counting_the_models_own_predictions():
 
 
 def test_sliding_windows_and_flip_average_like_mmseg():
-    model = perturb_parameters(create_model("upernet_swin_tiny_patch4_window7_512", num_classes=5, channels=16,
-                                            auxiliary=False, backbone_args=dict(embed_dim=16, window_size=4,
-                                            depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8))), seed=2).eval()  # fmt: skip
+    model = tiny_upernet(5, auxiliary=False)
     cfg = small_config(Path("unused"), "seg.scale=null")
     x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
@@ -126,6 +133,40 @@ def test_sliding_windows_and_flip_average_like_mmseg():
         flipped = predict_logits(model, x, (64, 96), replace(cfg.seg, tta_flip=True), 5)
         mean = (whole.softmax(1) + model(x.flip(-1)).flip(-1).softmax(1)) / 2
         assert torch.allclose(flipped, mean, atol=1e-6)
+
+
+class _Counting(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model, self.calls = model, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.model(x)
+
+
+@pytest.mark.parametrize("seg", [dict(), dict(tta_flip=True), dict(tta_ratios=[0.5, 1.0, 1.75]), SLIDING,
+                                 dict(SLIDING, tta_ratios=[0.75, 1.5], scale=[96, 48])])  # fmt: skip
+def test_forwards_counts_the_model_calls_of_a_prediction(seg):
+    counting = _Counting(tiny_upernet())
+    config = replace(SegConfig(), **seg)
+    with torch.no_grad():
+        for images, labels, _ in uneven_batches():
+            counting.calls = 0
+            predict_logits(counting, images, labels.shape[-2:], config, 5)
+            assert counting.calls == forwards(images.shape, config)
+
+
+@pytest.mark.slow
+def test_sharded_evaluation_runs_in_step_over_uneven_shares_and_sizes(tmp_path):
+    # Process 0 holds two images, process 1 one of another size; sliding windows and flip make their forward counts
+    # differ batch by batch. Each FSDP forward is a collective: out of step, the run would hang or mix tensors.
+    torchrun_program(str(REPO / "tests" / "segmentation_fsdp_worker.py"), str(tmp_path), cwd=tmp_path)
+    expected = evaluate_segmentation(tiny_upernet(), uneven_batches(), torch.device("cpu"), "fp32", 5,
+                                     replace(SegConfig(), **SLIDING))  # fmt: skip
+    assert expected["n"] == 3
+    for rank in range(2):  # the same pixels counted: the same scores, to the bit
+        assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == json.loads(json.dumps(expected))
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +199,8 @@ def test_eval_gives_the_runs_miou_in_one_and_two_processes(trained, tmp_path):
              *SMALL, "seg.val_scenes=9", cwd=tmp_path)  # fmt: skip
     two = json.loads((tmp_path / "two" / "eval.json").read_text())
     assert two["n"] == 9 and (two["mIoU"], two["mAcc"], two["aAcc"]) == (one["mIoU"], one["mAcc"], one["aAcc"])
+    assert two["confusion"] == one["confusion"] and sum(map(sum, one["confusion"])) == 9 * 32 * 32
+    assert Image.open(tmp_path / "one" / "confusion.png").format == "PNG"
 
 
 @pytest.mark.slow
@@ -215,3 +258,45 @@ def test_the_curves_plot_draws_the_miou(tmp_path, monkeypatch):
         self, *a, **k))
     plot_metrics(tmp_path)
     assert {"mIoU", "mAcc"} <= set(drawn)
+
+
+@pytest.mark.parametrize("size", ["tiny", "small", "base"])
+def test_ade20k_configs_are_the_official_recipe(size):
+    cfg = load_config(f"upernet_swin_{size}_512_ade20k")
+    global_batch = cfg.data.batch_size * 8  # 8 GPUs, as published
+    assert cfg.optim.lr * global_batch / cfg.optim.lr_base_batch == pytest.approx(6e-5) and global_batch == 16
+    assert (cfg.optim.name, cfg.optim.weight_decay, cfg.model.drop_path_rate) == ("adamw", 0.01, 0.3)
+    assert (cfg.sched.name, cfg.sched.iterations, cfg.sched.warmup_iterations, cfg.sched.power) == ("poly", 160000,
+                                                                                                      1500, 1.0)
+    assert (cfg.seg.crop_size, cfg.seg.scale, cfg.seg.ratio_range, cfg.seg.cat_max_ratio) == ([512, 512], [2048, 512],
+                                                                                              [0.5, 2.0], 0.75)
+    assert cfg.seg.reduce_zero_label and cfg.data.hflip == 0.5 and cfg.seg.photometric
+    assert get_weights(cfg.model.pretrained).num_classes == 1000  # the official ImageNet-1k backbone
+
+
+def test_the_ade20k_recipe_runs_on_an_ade20k_folder(tmp_path):
+    # The shipped config with a small model and a few iterations, on scenes written in ADE20K's layout: label 0 is
+    # "other" (ignored), the digit scenes' classes shift up by one.
+    scenes = DigitScenes("train", length=6, size=48)
+    for split, indices in (("training", range(4)), ("validation", range(4, 6))):
+        (tmp_path / "images" / split).mkdir(parents=True)
+        (tmp_path / "annotations" / split).mkdir(parents=True)
+        for i in indices:
+            image, labels = scenes.load(i)
+            image.save(tmp_path / "images" / split / f"ADE_{i}.jpg")
+            ade = Image.fromarray((np.asarray(labels) + 1).astype(np.uint8))
+            ade.save(tmp_path / "annotations" / split / f"ADE_{i}.png")
+    out = tmp_path / "run"
+    cfg = load_config("upernet_swin_tiny_512_ade20k", [
+        f"data.root={tmp_path}", f"train.output={out}", "model.pretrained=null", "model.embed_dim=16",
+        "model.depths=[2,2,2,2]", "model.num_heads=[1,2,4,8]",
+        "model.window_size=4", "head.channels=16", "head.auxiliary_channels=8", "data.workers=0", "train.threads=1",
+        "seg.crop_size=[32,32]", "seg.scale=[64,32]", "sched.iterations=4", "sched.warmup_iterations=2",
+        "train.iterations_per_epoch=2", "train.precision=fp32", "train.device=cpu",
+    ])  # fmt: skip
+    train(cfg)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4] and all(0 <= r["val_miou"] <= 100 for r in records)
+    report = (out / "val_per_class.txt").read_text().splitlines()
+    assert report[0].startswith("epoch 2 (step 4)") and len(report) == 1 + 1 + 150 + 1  # header, columns, classes, mIoU
+    assert report[2].split()[0] == "wall" and Image.open(out / "val_confusion.png").size[0] > 500

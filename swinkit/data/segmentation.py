@@ -72,7 +72,7 @@ def check_labels(values: np.ndarray, num_classes: int, name: str) -> None:
     if bad.size:
         raise LabelMapError(f"{name}: label value {int(bad.max())} is outside the {num_classes} classes (0.."
                             f"{num_classes - 1}, {IGNORE_INDEX} = ignore); fix the map, the class list, or "
-                            "data.reduce_zero_label")  # fmt: skip
+                            "seg.reduce_zero_label")  # fmt: skip
 
 
 class SegmentationFolder:

@@ -16,11 +16,13 @@ from ..core.errors import CheckpointError
 from ..data import build_loader, build_transform, build_val_dataset
 from ..data.build import build_segmentation_datasets
 from ..data.segmentation import Pipeline, segmentation_loader
+from ..data.transforms import mean_std
 from ..engine import checkpoint as ckpt
 from ..engine.config import Config
 from ..engine.evaluate import evaluate
 from ..engine.miou import table
 from ..engine.segmentation_eval import evaluate_segmentation
+from ..engine.segmentation_report import write_confusion_plot
 from ..engine.setup import build_model, check_step_fits, session
 from ..hub import local_file
 from ..models import is_segmentation
@@ -128,7 +130,8 @@ def _run_eval(
 def _run_segmentation_eval(cfg: Config, env, device: torch.device, train_precision: str, checkpoint: str,
                            output: str | None, precision: str | None) -> dict:  # fmt: skip
     """mmseg's scores of a segmentation checkpoint on the run's validation split (``seg.*``: whole or sliding
-    inference, test-time ratios and flip); writes ``eval.json`` with the per-class IoU and prints the table."""
+    inference, test-time ratios and flip); writes ``eval.json`` (per-class IoU, confusion matrix) and
+    ``confusion.png`` and prints the table."""
     (val_base,) = build_segmentation_datasets(cfg.data, cfg.seg, ("val",))
     classes = list(val_base.classes)
     model = build_model(cfg, num_classes=len(classes))
@@ -137,9 +140,7 @@ def _run_segmentation_eval(cfg: Config, env, device: torch.device, train_precisi
     out_dir = Path(output) if output else (ckpt_dir or path.parent)
     if env.is_main and out_dir.is_dir():
         check_output(out_dir / "eval.json", (".json",), "the evaluation")
-    info = model.model_info
-    mean = tuple(cfg.data.mean) if cfg.data.mean else info.mean
-    std = tuple(cfg.data.std) if cfg.data.std else info.std
+    mean, std = mean_std(cfg.data, model.model_info)
     loader = segmentation_loader(val_base, Pipeline(train=False, mean=mean, std=std), rank=env.rank,
                                  batch_size=cfg.data.eval_batch_size or 1, train=False, world_size=env.world_size)
     if precision is None:
@@ -153,5 +154,7 @@ def _run_segmentation_eval(cfg: Config, env, device: torch.device, train_precisi
     if env.is_main:
         text = json.dumps(result, indent=2) + "\n"
         write_atomic(out_dir / "eval.json", lambda tmp: Path(tmp).write_text(text))
-        log.info("eval %s (n=%d):\n%s\n-> %s", checkpoint, result["n"], table(result), out_dir / "eval.json")
+        write_confusion_plot(result, out_dir / "confusion.png", f"{Path(checkpoint).name} ({cfg.name})")
+        log.info("eval %s (n=%d):\n%s\n-> %s, %s", checkpoint, result["n"], table(result), out_dir / "eval.json",
+                 out_dir / "confusion.png")  # fmt: skip
     return result

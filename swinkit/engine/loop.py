@@ -53,7 +53,8 @@ class Objective(Protocol):
     ``model`` is optimised and saved as ``model.safetensors``; ``loss`` runs one micro-batch through ``net`` (the
     model, or its DDP wrapper) and returns a scalar; ``epoch_metrics`` adds the fields of an epoch's record
     (evaluation when it is due: validation top-1, the kNN monitor, ...); ``metric`` names the field that chooses
-    ``best/``.
+    ``best/``; ``write_reports`` writes what the record cannot hold (segmentation: the per-class table and the
+    confusion matrix) into the run directory, on the main process.
     """
 
     model: nn.Module
@@ -67,6 +68,7 @@ class Objective(Protocol):
     def initial_metrics(self) -> dict: ...
     def epoch_metrics(self, epoch: int, step: int, last_epoch: bool, ema: nn.Module | None) -> dict: ...
     def summary(self, record: dict) -> str: ...
+    def write_reports(self, run_dir: Path, record: dict) -> None: ...
 
 
 class Recipe(Protocol):
@@ -387,6 +389,7 @@ def _fit(cfg: Config, s: Session, run_dir: Path, resume_dir: Path | None, recipe
                     line += f"  skipped {record['bad_images']} unreadable image(s)"
                 log.info(line)
                 runs.append_metrics(run_dir, record)
+                objective.write_reports(run_dir, record)
                 if tb is not None:
                     for k, v in record.items():
                         tb.add_scalar(f"epoch/{k}", v, epoch + 1)

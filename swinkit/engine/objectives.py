@@ -4,6 +4,8 @@ epoch."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -15,6 +17,7 @@ from .evaluate import evaluate
 from .knn import knn_accuracy
 from .miou import IGNORE_INDEX
 from .segmentation_eval import evaluate_segmentation
+from .segmentation_report import write_run_report
 from .setup import Session, autocast
 
 
@@ -109,6 +112,9 @@ class Classification:
             line += f"  EMA top-1 {record['ema_val_top1']:.2f}"
         return line
 
+    def write_reports(self, run_dir: Path, record: dict) -> None:
+        """Nothing beyond the record: top-1/top-5 say it all."""
+
 
 class Segmentation:
     """Per-pixel cross-entropy of a segmentation model and its auxiliary head (weighed ``head.auxiliary_weight``),
@@ -132,6 +138,7 @@ class Segmentation:
             raise ConfigError(f"seg.class_weight has {len(weights)} weights for {len(self.classes)} classes; give one "
                               "per class")  # fmt: skip
         self.class_weight = None if weights is None else torch.tensor(weights, device=s.device)
+        self.latest: dict | None = None  # the latest evaluation, whole (per class, confusion matrix)
 
     def train_epoch(self, epoch: int) -> None:
         pass
@@ -157,7 +164,7 @@ class Segmentation:
     def epoch_metrics(self, epoch: int, step: int, last_epoch: bool, ema: nn.Module | None) -> dict:
         if not ((epoch + 1) % self.cfg.train.eval_every == 0 or last_epoch):
             return {}
-        val = self.evaluate(self.model)
+        val = self.latest = self.evaluate(self.model)
         record = {"val_miou": val["mIoU"], "val_macc": val["mAcc"], "val_aacc": val["aAcc"]}
         if ema is not None:
             val_ema = self.evaluate(ema)
@@ -172,6 +179,11 @@ class Segmentation:
         if "ema_val_miou" in record:
             line += f"  EMA mIoU {record['ema_val_miou']:.2f}"
         return line
+
+    def write_reports(self, run_dir: Path, record: dict) -> None:
+        """The per-class table and confusion matrix of the evaluation ``record`` comes from (main process)."""
+        if "val_miou" in record:
+            write_run_report(run_dir, self.latest, record["epoch"], record["step"])
 
 
 def pixel_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
@@ -233,3 +245,6 @@ class SelfSupervised:
 
     def summary(self, record: dict) -> str:
         return f"  kNN top-1 {record['knn_top1']:.2f}" if "knn_top1" in record else ""
+
+    def write_reports(self, run_dir: Path, record: dict) -> None:
+        """Nothing beyond the record: the kNN top-1 says it all."""
