@@ -25,7 +25,7 @@ def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]], markdown:
         print(" ".join(cells) + "  " + row[-1])
 
 
-def _print_weights(names: list[str], markdown: bool) -> None:
+def _print_weights(names: list[str], markdown: bool, segmentation: bool) -> None:
     from .hub import default_tag, list_weights
 
     rows = []
@@ -33,11 +33,13 @@ def _print_weights(names: list[str], markdown: bool) -> None:
         default = default_tag(name)
         for w in list_weights(name):
             h, wd = w.img_size
+            score = w.miou if segmentation else w.top1
             rows.append((
                 w.name, "yes" if w.tag == default else "", w.origin, w.label_set, f"{h}" if h == wd else f"{h}x{wd}",
-                f"{w.crop_pct:.3g}", w.interpolation, f"{w.top1:g}" if w.top1 is not None else "-", w.source,
+                f"{w.crop_pct:.3g}", w.interpolation, f"{score:g}" if score is not None else "-", w.source,
             ))  # fmt: skip
-    header = ("weights", "default", "origin", "labels", "img size", "crop", "interp.", "top-1", "source")
+    metric = "mIoU" if segmentation else "top-1"
+    header = ("weights", "default", "origin", "labels", "img size", "crop", "interp.", metric, "source")
     _print_table(header, rows, markdown, (-48, -7, -11, -12, 8, 5, -8, 6))
 
 
@@ -45,12 +47,13 @@ def cmd_models(args: argparse.Namespace) -> int:
     from . import models
     from .models import zoo_stats
 
-    names = models.list_models(args.pattern)
+    names = models.list_models(args.pattern, task=args.task)
     if not names:
-        print(f"no model matches {args.pattern!r}", file=sys.stderr)
+        print(f"no {args.task} model matches {args.pattern!r}", file=sys.stderr)
         return 1
+    segmentation = args.task == "segmentation"
     if args.pretrained:
-        _print_weights(names, args.markdown)
+        _print_weights(names, args.markdown, segmentation)
         return 0
     rows = []
     for name in names:
@@ -58,7 +61,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         params, macs = zoo_stats.stats(name)
         h, w = info.img_size
         size = f"{h}" if h == w else f"{h}x{w}"
-        top1 = f"{info.top1:.1f}" if info.top1 is not None else "-"
+        score = info.miou if segmentation else info.top1
+        top1 = f"{score:.2f}" if segmentation and score is not None else f"{score:.1f}" if score is not None else "-"
         rows.append(
             (
                 name,
@@ -70,7 +74,7 @@ def cmd_models(args: argparse.Namespace) -> int:
                 ", ".join(info.aliases),
             )
         )
-    header = ("model", "params (M)", "GMACs", "img size", "classes", "top-1", "aliases")
+    header = ("model", "params (M)", "GMACs", "img size", "classes", "mIoU" if segmentation else "top-1", "aliases")
     _print_table(header, rows, args.markdown, (-42, 10, 8, 9, 7, 6))
     return 0
 
@@ -327,6 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. 'swinv2*'")
     p.add_argument("--markdown", action="store_true", help="print a markdown table (the README's model zoo)")
     p.add_argument("--pretrained", action="store_true", help="list the published weights (tags) instead")
+    p.add_argument("--task", choices=("classification", "segmentation"), default="classification",
+                   help="which models: classifiers (top-1) or segmentation models (ADE20K mIoU)")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("download", help="fetch published weights ahead of time (for air-gapped machines)")

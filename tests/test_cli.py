@@ -23,11 +23,22 @@ def test_models_lists_every_model_with_params(capsys):
 def test_the_shipped_model_statistics_are_what_the_models_count():
     from swinkit.models import zoo_stats
 
-    recounted = {name: zoo_stats.count(name) for name in swinkit.list_models()}
+    recounted = {name: zoo_stats.count(name) for name in swinkit.list_models(task=None)}
     assert {name: zoo_stats.stats(name) for name in recounted} == recounted, (
         "swinkit/models/zoo_stats.tsv is stale: regenerate it with "
         "python -c 'from swinkit.models.zoo_stats import write_table; write_table()'"
     )
+
+
+def test_segmentation_models_and_their_tags_list_with_their_miou(capsys):
+    assert main(["models", "--task", "segmentation"]) == 0
+    line = next(row for row in capsys.readouterr().out.splitlines() if row.startswith("upernet_swin_tiny"))
+    assert line.split()[1:6] == ["59.94", "236.86", "512", "150", "44.51"]
+    assert main(["models", "upernet_swin_base*", "--task", "segmentation", "--pretrained"]) == 0
+    out = capsys.readouterr().out
+    assert "mIoU" in out.splitlines()[0]
+    assert "48.13" in next(row for row in out.splitlines() if ".ade20k " in row)
+    assert "hf-hub:openmmlab/upernet-swin-base" in out
 
 
 def test_models_pattern_and_no_match(capsys):

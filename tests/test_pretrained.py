@@ -372,3 +372,30 @@ def test_imagenet_22k_models_print_22k_class_names():
     info = ImageNetInfo("imagenet-22k")
     assert len(names) == 21841 and names[12345] == info.index_to_description(12345)
     assert class_names(1000, None)[0] == "tench, Tinca tinca"
+
+
+def test_segmentation_tags_load_a_whole_upernet_or_a_backbone(mirror, tmp_path):
+    from tests.engine_utils import tiny_upernet
+
+    small = dict(channels=16, auxiliary_channels=8, backbone_args=dict(embed_dim=16, window_size=4,
+                 depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8)))  # fmt: skip
+    released = tiny_upernet(150)
+    release = "/gh/SwinTransformer/storage/releases/download/v1.0.1/upernet_swin_tiny_patch4_window7_512x512.pth"
+    mirror.files[release] = _file_bytes(released, "mmseg", ".pth", tmp_path)
+    name = "upernet_swin_tiny_patch4_window7_512"
+    assert swinkit.get_weights(name).miou == 44.51  # the default tag: the official release the model table quotes
+    loaded = swinkit.create_model(name, pretrained=True, **small)
+    assert loaded.num_classes == 150 and loaded.load_report.format == "mmseg" and not loaded.load_report.missing
+    assert loaded.model_info.miou == 44.51 and loaded.pretrained_cfg["tag"] == "ade20k"
+    x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(_logits(loaded, x), _logits(released, x))
+    other = swinkit.create_model(name, pretrained=True, num_classes=11, **small)  # new classes: classifiers afresh
+    assert other.num_classes == 11 and "decode_head.conv_seg.weight" not in other.load_report.loaded
+    assert torch.equal(other.decode_head.bottleneck.conv.weight, released.decode_head.bottleneck.conv.weight)
+    classifier = perturb_parameters(swinkit.create_model(V1, embed_dim=16, window_size=4, depths=(2, 2, 2, 2),
+                                                         num_heads=(1, 2, 4, 8)))  # fmt: skip
+    mirror.files["/gh/SwinTransformer/storage/releases/download/v1.0.0/swin_tiny_patch4_window7_224.pth"] = \
+        _file_bytes(classifier, "microsoft", ".pth", tmp_path)  # fmt: skip
+    started = swinkit.create_model(name, pretrained=f"{V1}.in1k", num_classes=11, **small)
+    assert torch.equal(started.backbone.layers[0].blocks[0].attn.qkv.weight,
+                       classifier.layers[0].blocks[0].attn.qkv.weight)  # fmt: skip

@@ -34,6 +34,14 @@ _HF_NORM = re.compile(r"^hidden_states_norms\.stage(\d+)\.")
 _MMSEG_NORM = re.compile(r"^norm(\d+)\.")
 
 
+def decode_classes(state: dict[str, torch.Tensor]) -> int | None:
+    """The class count of a whole UperNet's decode head (any layout), None for a checkpoint without one."""
+    for key in ("decode_head.conv_seg.weight", "decode_head.classifier.weight"):
+        if key in state:
+            return len(state[key])
+    return None
+
+
 def detect(state: dict[str, torch.Tensor]) -> str | None:
     """'swinkit', 'mmseg' or 'hf' for an UperNet state dict, None for anything else (a classification checkpoint)."""
     if "out_norms.0.weight" in state and "decode_head.conv_seg.weight" in state:

@@ -13,6 +13,7 @@ from ..checkpoints import WRITE_FORMATS, load_checkpoint, save_checkpoint
 from ..checkpoints.common import DERIVED_BUFFERS
 from ..checkpoints.layouts import preview, suffixes
 from ..checkpoints.load import Contents, LoadReport, load_prepared, prepare, read_contents
+from ..checkpoints.segmentation import decode_classes
 from ..checkpoints.transfer import read_label_map
 from ..core.atomic import check_output
 from ..core.errors import CheckpointError, ConfigError
@@ -90,10 +91,10 @@ def load_model(
 
 def segmentation_head(contents: Contents) -> tuple[int, list[str] | None]:
     """The class count of a segmentation checkpoint's decode head, and the class names a swinkit run stored."""
-    for key in ("decode_head.conv_seg.weight", "decode_head.classifier.weight"):
-        if key in contents.state:
-            classes = contents.metadata.get("classes")
-            return len(contents.state[key]), json.loads(classes) if classes is not None else None
+    num_classes = decode_classes(contents.state)
+    if num_classes is not None:
+        classes = contents.metadata.get("classes")
+        return num_classes, json.loads(classes) if classes is not None else None
     raise CheckpointError(f"{contents.source} holds no segmentation head (decode_head.conv_seg); give a segmentation "
                           "model's checkpoint, or load a classification checkpoint as the backbone with "
                           "model.pretrained")  # fmt: skip

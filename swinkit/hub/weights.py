@@ -3,9 +3,11 @@
 A tag is named as timm names them, ``<model>.<tag>``. The sources:
 
 - ``official`` and ``mindcv``: the projects' own releases (``sources.tsv`` beside this file: URL, class count and the
-  published ImageNet-1k top-1). The default tag of a model is its official release whose accuracy the model table
-  quotes (``ModelInfo.top1``; e.g. the ImageNet-22k fine-tune for Swin-B), else its first official release.
-- ``hf``: the Hugging Face Hub repositories of HF transformers' Swin and Swinv2 (``microsoft/swin*``), also in
+  published score: ImageNet-1k top-1 of a classifier, single-scale ADE20K mIoU of a segmentation model). The default
+  tag of a model is its official release whose score the model table quotes (``ModelInfo.top1``/``miou``; e.g. the
+  ImageNet-22k fine-tune for Swin-B), else its first official release.
+- ``hf``: the Hugging Face Hub repositories of HF transformers' Swin and Swinv2 (``microsoft/swin*``) and its
+  UperNet-Swin (``openmmlab/upernet-swin-*``: mmseg's own ADE20K trainings, no published mIoU), also in
   ``sources.tsv``; tags ``hf_<label set>``.
 - ``timm``: timm's hub copies, read from the pretrained configs that ship in the installed timm (``timm_<timm tag>``,
   e.g. ``timm_ms_in1k``), with timm's own preprocessing.
@@ -50,7 +52,7 @@ class Weights:
     ``huggingface_hub``); ``format`` is its layout for ``load_checkpoint``; ``sha256`` the published SHA-256 or its
     leading hex digits (torchvision names its files with the first 8), empty where the source publishes none.
     ``num_classes`` 0 marks an SSL backbone without a classifier; ``top1`` is the source's published ImageNet-1k
-    accuracy, None where it publishes none.
+    accuracy and ``miou`` a segmentation model's published single-scale mIoU, None where it publishes none.
     """
 
     model: str
@@ -68,6 +70,7 @@ class Weights:
     sha256: str = ""
     top1: float | None = None
     license: str = ""
+    miou: float | None = None
 
     @property
     def name(self) -> str:
@@ -97,11 +100,12 @@ def _listed() -> tuple[Weights, ...]:
     found = []
     with SOURCES.open() as f:
         for row in csv.reader((line for line in f if not line.startswith("#")), delimiter="\t"):
-            model, tag, origin, source, format, num_classes, top1 = row
+            model, tag, origin, source, format, num_classes, score = row
             location = {"hub_id": source} if origin == "hf" else {"url": source}
+            metric = "miou" if model_info(model).task == "segmentation" else "top1"
             found.append(Weights(
                 model, tag, origin, format, int(num_classes), **_preprocessing(model), **location,
-                top1=float(top1) if top1 else None, license="apache-2.0" if origin == "hf" else "mit",
+                license="apache-2.0" if origin == "hf" else "mit", **{metric: float(score) if score else None},
             ))  # fmt: skip
     return tuple(found)
 
@@ -168,7 +172,7 @@ def list_weights(model: str | None = None, *, origins: tuple[str, ...] = ORIGINS
     if model is not None:
         canonical = model_info(model).name
         found = [w for w in found if w.model == canonical]
-    order = {name: i for i, name in enumerate(list_models())}
+    order = {name: i for i, name in enumerate(list_models(task=None))}
     defaults = {default_tag(m) for m in {w.model for w in found}}
     return sorted(found, key=lambda w: (order[w.model], w.tag not in defaults, ORIGINS.index(w.origin)))
 
@@ -177,7 +181,8 @@ def default_tag(model: str) -> str | None:
     """The tag ``pretrained=True`` loads: the official release the model table quotes (see the module docstring)."""
     info = model_info(model)
     official = [w for w in _listed() if w.model == info.name and w.origin == "official"]
-    quoted = [w for w in official if info.top1 is not None and w.top1 == info.top1]
+    quoted = [w for w in official if (info.top1, info.miou) != (None, None) and (w.top1, w.miou) == (info.top1,
+                                                                                                   info.miou)]
     chosen = (quoted or [w for w in official if w.num_classes] or official or [None])[0]
     return None if chosen is None else chosen.tag
 

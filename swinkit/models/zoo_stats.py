@@ -35,5 +35,5 @@ def stats(name: str) -> tuple[int, int]:
 
 
 def write_table() -> None:
-    lines = ["model\tparams\tmacs"] + [f"{n}\t{p}\t{m}" for n in list_models() for p, m in [count(n)]]
+    lines = ["model\tparams\tmacs"] + [f"{n}\t{p}\t{m}" for n in list_models(task=None) for p, m in [count(n)]]
     TABLE.write_text("\n".join(lines) + "\n")
