@@ -131,3 +131,19 @@ def test_a_mismatch_fails_loudly(tmp_path, monkeypatch):
     monkeypatch.setattr(export_module, "_relative", lambda a, b: 1.0)
     with pytest.raises(ExportCheckError, match="does not match PyTorch"):
         export("swinv2_tiny_window8_256", tmp_path / "m.pt", format="torchscript", model=small_model())
+
+
+@pytest.mark.slow
+def test_upernet_exports_to_one_onnx_graph_for_every_size(tmp_path):
+    # The whole segmentation model, dynamic in batch and size, checked in ONNX Runtime against PyTorch at sizes that
+    # pad the windows and pool the pyramid differently; the logits come out at each input's size.
+    from tests.engine_utils import tiny_upernet
+
+    result = export("upernet_swin_tiny_patch4_window7_512", tmp_path / "upernet.onnx", model=tiny_upernet(5),
+                    img_size=128, dynamic_size=True, dynamic_batch=True)  # fmt: skip
+    assert [shape for shape, _ in result.checks] == [(1, 3, 128, 128), (4, 3, 128, 128), (1, 3, 192, 128),
+                                                     (4, 3, 192, 128), (1, 3, 128, 160), (4, 3, 128, 160)]
+    assert result.max_difference <= 1e-4
+    session = onnxruntime.InferenceSession(str(tmp_path / "upernet.onnx"), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {"images": torch.randn(1, 3, 224, 160).numpy()})[0]
+    assert logits.shape == (1, 5, 224, 160)

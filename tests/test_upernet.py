@@ -9,7 +9,7 @@ import torch
 from swinkit.checkpoints import load_checkpoint, save_checkpoint, segmentation
 from swinkit.core.errors import CheckpointError, ConfigError
 from swinkit.models import create_model
-from swinkit.models.upernet import UperNet, resize
+from swinkit.models.upernet import AdaptiveAvgPool, UperNet, resize
 from swinkit.tools.peers import perturb_parameters
 
 transformers = pytest.importorskip("transformers")
@@ -203,3 +203,14 @@ def test_class_count_mismatch_needs_head_reset(tmp_path):
     report = load_checkpoint(other, tmp_path / "m.pth", head="reset")
     assert any("conv_seg" in note for note in report.adapted)
     assert other.decode_head.conv_seg.weight.shape[0] == 5
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 6])
+def test_pyramid_pooling_bins_are_adaptive_average_poolings(size):
+    # The PPM pools with averaging matrices (one exported graph for every size); the bins must be PyTorch's, also where
+    # the map is smaller than the output and bins overlap.
+    g = torch.Generator().manual_seed(size)
+    for height, width in [(1, 1), (2, 7), (5, 5), (13, 6), (32, 17)]:
+        x = torch.randn(2, 3, height, width, generator=g)
+        expected = torch.nn.functional.adaptive_avg_pool2d(x, size)
+        assert torch.allclose(AdaptiveAvgPool(size)(x), expected, rtol=0, atol=1e-6), (height, width)

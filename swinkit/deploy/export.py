@@ -216,7 +216,9 @@ def _resized(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def _dynamic_size_stride(model: nn.Module, name: str, size: tuple[int, int]) -> int:
-    """The model's total stride; ValueError unless ``size`` can start a dynamic-size export (module docstring)."""
+    """The model's total stride; ValueError unless ``size`` can start a dynamic-size export (module docstring). A
+    segmentation model's is its backbone's."""
+    model = getattr(model, "backbone", model)
     if getattr(model, "family", "") not in ("swin", "swinv2"):
         raise ConfigError(
             f"a dynamic image size is exported for Swin V1/V2 models; {name} decides its geometry in Python from each "

@@ -39,6 +39,31 @@ def resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
 
+class AdaptiveAvgPool(nn.Module):
+    """``nn.AdaptiveAvgPool2d(size)`` with PyTorch's bins (bin i of n positions: floor(i*n/size) to
+    ceil((i+1)*n/size)), computed as two averaging matrices made from the input's size inside the graph: one exported
+    ONNX graph then pools every input size right, where the ONNX exporter's own lowering of adaptive pooling fixes
+    gather indices at the traced size (other sizes fail in ONNX Runtime or pool the wrong pixels)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def _bins(self, n: int, like: torch.Tensor) -> torch.Tensor:
+        """(size, n): row i averages bin i."""
+        i = torch.arange(self.size, device=like.device)
+        start, end = (i * n) // self.size, ((i + 1) * n + self.size - 1) // self.size
+        j = torch.arange(n, device=like.device)
+        inside = (j[None, :] >= start[:, None]) & (j[None, :] < end[:, None])
+        return inside.to(like.dtype) / (end - start)[:, None].to(like.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._bins(x.shape[-2], x) @ x @ self._bins(x.shape[-1], x).T
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}"
+
+
 class ConvModule(nn.Module):
     """conv (no bias) -> BatchNorm -> ReLU, mmcv's ``ConvModule`` with its parameter names."""
 
@@ -59,7 +84,7 @@ class UPerHead(nn.Module):
     def __init__(self, in_channels: Sequence[int], num_classes: int, channels: int = 512,
                  pool_scales: Sequence[int] = (1, 2, 3, 6), dropout: float = 0.1) -> None:  # fmt: skip
         super().__init__()
-        pools = (nn.Sequential(nn.AdaptiveAvgPool2d(s), ConvModule(in_channels[-1], channels, 1)) for s in pool_scales)
+        pools = (nn.Sequential(AdaptiveAvgPool(s), ConvModule(in_channels[-1], channels, 1)) for s in pool_scales)
         self.psp_modules = nn.ModuleList(pools)
         self.bottleneck = ConvModule(in_channels[-1] + len(pool_scales) * channels, channels, 3)
         self.lateral_convs = nn.ModuleList(ConvModule(c, channels, 1) for c in in_channels[:-1])
