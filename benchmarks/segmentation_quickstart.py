@@ -1,11 +1,13 @@
 """The segmentation quick start, measured (docs/segmentation.md includes the output): ``swinkit train -c
-upernet_digits``, ``swinkit eval`` of its best checkpoint, and ``swinkit predict`` of a validation scene, each run
-through the command line as a user runs it, with their wall times.
+upernet_digits``, ``swinkit eval`` of its best checkpoint, ``swinkit predict`` of a validation scene and ``swinkit
+export`` of the checkpoint to one ONNX graph for every size, each run through the command line as a user runs it,
+with their wall times.
 
     python benchmarks/segmentation_quickstart.py [--run runs/upernet_digits]
         [--output benchmarks/segmentation_results.md]
 
-The page also gets the overlay ``swinkit predict`` wrote (``docs/img/digit-scene-overlay.png``) and, beside the
+The page also gets the overlay ``swinkit predict`` wrote (``docs/img/digit-scene-overlay.png``), the confusion
+matrix ``swinkit eval`` drew (``docs/img/digit-scenes-confusion.png``) and, beside the
 measured mIoU, the background-only baseline: the mIoU of predicting background everywhere on the same validation
 scenes.
 """
@@ -29,6 +31,7 @@ from swinkit.engine.miou import area_histograms, scores
 
 SCENE = Path("examples/digit-scene.png")
 OVERLAY = Path("docs/img/digit-scene-overlay.png")
+CONFUSION = Path("docs/img/digit-scenes-confusion.png")
 
 
 def swinkit(*args: str) -> tuple[float, str]:
@@ -57,8 +60,13 @@ def main() -> None:
     eval_s, _ = swinkit("eval", "--checkpoint", str(best))
     predictions = args.run / "predictions"
     predict_s, printed = swinkit("predict", "--checkpoint", str(best), "--output", str(predictions), str(SCENE))
+    onnx = args.run / "upernet_digits.onnx"
+    export_args = ("--checkpoint", str(best), "--format", "onnx", "--dynamic-size", "--dynamic-batch", "--img-size",
+                   "128", "128", "--output", str(onnx))  # fmt: skip
+    export_s, exported = swinkit("export", *export_args)
     OVERLAY.parent.mkdir(exist_ok=True)
     shutil.copyfile(predictions / f"{SCENE.stem}.overlay.png", OVERLAY)
+    shutil.copyfile(best / "confusion.png", CONFUSION)
     records = [json.loads(line) for line in (args.run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     epochs = [r for r in records if "val_miou" in r]
     top = max(epochs, key=lambda r: r["val_miou"])
@@ -74,6 +82,7 @@ def main() -> None:
 {evaluated['aAcc']:.2f} (n={evaluated['n']}); {eval_s:.0f} s |
 | background everywhere (the baseline) | mIoU {background_only('upernet_digits'):.2f} |
 | `swinkit predict` of `{SCENE}` | {predict_s:.0f} s |
+| `swinkit export` to ONNX (dynamic batch and size), checked in ONNX Runtime | {export_s:.0f} s |
 
 Per class (`swinkit eval`):
 
@@ -84,6 +93,8 @@ Per class (`swinkit eval`):
 ```console
 $ swinkit predict --checkpoint {best} --output {predictions} {SCENE}
 {printed.rstrip()}
+$ swinkit export {' '.join(export_args)}
+{exported.rstrip()}
 ```""")
 
 
