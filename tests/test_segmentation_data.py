@@ -107,3 +107,48 @@ def test_loader_is_seeded_and_a_bad_label_map_stops_with_its_name(tmp_path):
     with pytest.raises(DataError, match=r"bad\.png: label value 5 is outside the 2 classes"):
         next(iter(loader))
     assert issubclass(LabelMapError, DataError) and not issubclass(DataLayoutError, LabelMapError)
+
+
+@pytest.mark.parametrize("case,expected", [
+    ("size", "label map is 3x2 but its image is 6x4"),
+    ("range", "label value 7 is outside the 3 classes"),
+    ("rgb label", "single-channel index map"),
+    ("unpaired image", "has no label map"),
+    ("unpaired label", "has no image"),
+    ("empty", "no images"),
+    ("classes", "model.num_classes=4"),
+])  # fmt: skip
+def test_the_cli_says_each_bad_pair_in_one_line_and_writes_no_weights(tmp_path, case, expected, capsys):
+    from swinkit.cli import main
+    from tests.engine_utils import TINY_UPERNET
+
+    labels = np.array([[0, 1, 2], [2, 1, 0]])
+    (tmp_path / "data" / "classes.txt").parent.mkdir()
+    (tmp_path / "data" / "classes.txt").write_text("a\nb\nc\n")
+    for split, stem in (("train", "x"), ("val", "x"), ("val", "y")):
+        write_pair(tmp_path / "data", split, stem, labels)
+    bad = dict(size=dict(size=(6, 4)), range=dict(labels=np.where(labels == 2, 7, labels)),
+               **{"rgb label": dict(mode="RGB")}).get(case)  # fmt: skip
+    if bad is not None:
+        write_pair(tmp_path / "data", "val", "x", **{"labels": labels, **bad})
+    if case == "unpaired image":
+        (tmp_path / "data" / "annotations" / "val" / "x.png").unlink()
+    if case == "unpaired label":
+        (tmp_path / "data" / "images" / "val" / "x.jpg").unlink()
+    if case == "empty":
+        for folder in ("images", "annotations"):
+            for f in (tmp_path / "data" / folder / "val").iterdir():
+                f.unlink()
+    out = tmp_path / "run"
+    args = ["train", "-c", "upernet_digits", *TINY_UPERNET, "data.dataset=segmentation",
+            f"data.root={tmp_path / 'data'}", "seg.scale=null", "seg.crop_size=[32,32]", "seg.class_weight=null",
+            "sched.iterations=2", "sched.warmup_iterations=0", "train.iterations_per_epoch=2",
+            *(["model.num_classes=4"] if case == "classes" else []), "--output", str(out)]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    said = [line for line in err.splitlines() if "error" in line.lower()]  # besides the progress bar
+    assert len(said) == 1 and said[0].startswith("swinkit train: error:") and expected in said[0], err
+    assert "Traceback" not in err
+    if case not in ("classes", "empty"):
+        assert "/x." in said[0]  # the file
+    assert not list(out.rglob("model.safetensors"))
