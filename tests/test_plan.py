@@ -53,3 +53,20 @@ def test_sharding_over_more_gpus_divides_the_states(capsys):
     assert "fsdp over 8 GPU(s), batch 8 per GPU at 64x64" in out and "fits in 80 GiB per GPU" in out
     assert main(["plan", *SMALL, "--gpu-memory", f"{one.total / GIB / 2:.6f}"]) == 1
     assert "does not fit" in capsys.readouterr().out
+
+
+def test_a_segmentation_step_is_planned_as_it_trains(capsys):
+    # Crops of seg.crop_size, per-pixel labels, the main and auxiliary heads' loss; the built-in scenes' 11 classes.
+    from tests.engine_utils import TINY_UPERNET
+
+    cfg = load_config("upernet_digits", [*TINY_UPERNET, "train.precision=fp32"])
+    estimate = plan(cfg, 1, "ddp")
+    assert (estimate.img_size, estimate.batch) == ((32, 32), 4)
+    torch.manual_seed(0)
+    model = build_model(cfg, 11, img_size=(32, 32))
+    measured = measure_step(model, cfg, "fp32", "ddp", segmentation=True)
+    total = sum(v for k, v in estimate.memory.items() if k != "communication buffers")
+    assert abs(total - sum(measured.values())) <= 0.05 * sum(measured.values()), (estimate.memory, measured)
+    assert estimate.params == sum(p.numel() for p in model.parameters())
+    assert main(["plan", "-c", "upernet_swin_tiny_512_ade20k", "--nproc", "8", "--parallel", "fsdp"]) == 0
+    assert "batch 2 per GPU at 512x512, bf16" in capsys.readouterr().out

@@ -4,6 +4,7 @@ epoch."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -150,8 +151,7 @@ class Segmentation:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast(device, self.session.precision):
             outputs = net(images)
-        losses = [pixel_cross_entropy(logits.float(), targets, self.class_weight) for logits in outputs]
-        return losses[0] + self.cfg.head.auxiliary_weight * sum(losses[1:])
+        return segmentation_loss(outputs, targets, self.cfg.head.auxiliary_weight, self.class_weight)
 
     def initial_metrics(self) -> dict:
         return {}
@@ -184,6 +184,13 @@ class Segmentation:
         """The per-class table and confusion matrix of the evaluation ``record`` comes from (main process)."""
         if "val_miou" in record:
             write_run_report(run_dir, self.latest, record["epoch"], record["step"])
+
+
+def segmentation_loss(outputs: Sequence[torch.Tensor], targets: torch.Tensor, auxiliary_weight: float,
+                      class_weight: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """The main head's loss plus ``auxiliary_weight`` times the auxiliary heads' (mmseg's ``loss_weight``)."""
+    losses = [pixel_cross_entropy(logits.float(), targets, class_weight) for logits in outputs]
+    return losses[0] + auxiliary_weight * sum(losses[1:])
 
 
 def pixel_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:

@@ -9,6 +9,11 @@ second fp32 copy of the gradients in its all-reduce buckets, which the tracker d
 The activations are those of the kernels of the machine that plans (on a CPU, its attention kernel), so for a GPU
 they are an estimate; the parameters, gradients and optimizer state are exact. ``precision=auto`` plans bf16 (what
 it means on a GPU). The tiny-scale test compares the estimate with a step measured on real tensors.
+
+A segmentation config plans its training step as it runs: crops of ``seg.crop_size``, the main and auxiliary heads'
+per-pixel loss, with ``model.num_classes`` classes, else the built-in scenes' 11 for ``data.dataset=digit_scenes``,
+else the model's registered count (ADE20K's 150); the data is not read. Its BatchNorm is planned as BatchNorm
+(SyncBatchNorm keeps the same tensors).
 """
 
 from __future__ import annotations
@@ -25,8 +30,11 @@ from torch.distributed._tools.fsdp2_mem_tracker import FSDPMemTracker
 from torch.distributed._tools.mem_tracker import MemTracker
 from torch.distributed.device_mesh import init_device_mesh
 
+from .. import models
 from ..core.errors import ConfigError
+from ..data.digit_scenes import CLASSES as SCENE_CLASSES
 from .config import Config
+from .objectives import segmentation_loss
 from .optim import build_optimizer
 from .parallel import check_precision, is_sharded, shard
 from .setup import apply_activation_memory, autocast, build_model
@@ -94,18 +102,25 @@ def plan(cfg: Config, nproc: int, parallel: str | None = None) -> Plan:
     check_precision(parallel, precision)
     cfg = replace(cfg, train=replace(cfg.train, parallel=parallel, precision=precision))
     group = _fake_group(nproc) if parallel == "fsdp" else contextlib.nullcontext()
+    segmentation = models.is_segmentation(cfg.model.name)
     with group:
         mesh = init_device_mesh("cpu", (nproc,)) if parallel == "fsdp" else None
-        with FakeTensorMode():
+        # Non-fake inputs are taken: BatchNorm's constructor makes its step counter with torch.tensor(0), a real
+        # (meta) tensor, and zeroes it in place; nothing in a plan allocates storage either way.
+        with FakeTensorMode(allow_non_fake_inputs=True):
             with torch.device("meta"):
-                model = build_model(cfg)
+                if segmentation:
+                    classes = len(SCENE_CLASSES) if cfg.data.dataset == "digit_scenes" else None
+                    model = build_model(cfg, classes, img_size=tuple(cfg.seg.crop_size))
+                else:
+                    model = build_model(cfg)
             apply_activation_memory(model, cfg)
             if parallel == "fsdp":
                 shard(model, reshard_after_forward=cfg.train.fsdp_reshard_after_forward, precision=precision,
                       mesh=mesh)  # fmt: skip
             _materialize(model)
             params = sum(p.numel() for p in model.parameters())  # a sharded parameter counts its full size
-            memory = measure_step(model, cfg, precision, parallel)
+            memory = measure_step(model, cfg, precision, parallel, segmentation)
     if parallel == "ddp":
         memory["communication buffers"] = sum(p.numel() * 4 for p in model.parameters() if p.requires_grad)
     return Plan(cfg.model.name, parallel, nproc, cfg.data.batch_size, model.img_size, precision, params, memory)
@@ -128,13 +143,16 @@ def _materialize(model: torch.nn.Module) -> None:
                 module._buffers[name] = made.setdefault(id(b), torch.empty(b.shape, dtype=b.dtype))
 
 
-def measure_step(model: torch.nn.Module, cfg: Config, precision: str, parallel: str) -> dict[str, int]:
+def measure_step(model: torch.nn.Module, cfg: Config, precision: str, parallel: str,
+                 segmentation: bool = False) -> dict[str, int]:  # fmt: skip
     """Peak bytes by kind (the plan's rows) of the second of two training steps of ``model`` on a batch of
-    ``cfg``; on fake tensors for a plan, on real ones to check it."""
+    ``cfg`` (a segmentation model's: per-pixel labels and its heads' loss); on fake tensors for a plan, on real
+    ones to check it."""
     optimizer = build_optimizer(model, cfg.optim)
     in_chans = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d)).in_channels  # the stem's
     x = torch.randn(cfg.data.batch_size, in_chans, *model.img_size)
-    y = torch.randint(0, max(model.num_classes, 1), (cfg.data.batch_size,))
+    labels = (cfg.data.batch_size, *model.img_size) if segmentation else (cfg.data.batch_size,)
+    y = torch.randint(0, max(model.num_classes, 1), labels)
     device = torch.device("cpu")
     tracker = FSDPMemTracker(model, optimizer) if parallel == "fsdp" else MemTracker()
     if parallel == "fsdp":
@@ -145,8 +163,11 @@ def measure_step(model: torch.nn.Module, cfg: Config, precision: str, parallel: 
     with tracker:
         for step in range(2):
             with autocast(device, precision):
-                logits = model(x)
-            F.cross_entropy(logits.float(), y).backward()
+                outputs = model(x)
+            if segmentation:
+                segmentation_loss(outputs, y, cfg.head.auxiliary_weight).backward()
+            else:
+                F.cross_entropy(outputs.float(), y).backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if step == 0:
