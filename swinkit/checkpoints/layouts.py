@@ -21,10 +21,10 @@ from torch import nn
 
 from ..core.errors import CheckpointError, ConfigError
 from ..core.layout_names import FORMATS, LAYOUT_NAMES, NATIVE, WRITE_FORMATS
-from . import hf, microsoft, mindspore, paddle, timm, torchvision
+from . import hf, microsoft, mindspore, openmmlab, paddle, timm, torchvision
 
-LAYOUTS: dict[str, ModuleType] = dict(zip(LAYOUT_NAMES, (timm, microsoft, hf, torchvision, mindspore, paddle),
-                                           strict=True))  # fmt: skip
+LAYOUTS: dict[str, ModuleType] = dict(zip(LAYOUT_NAMES, (timm, microsoft, hf, torchvision, mindspore, paddle,
+                                                         openmmlab), strict=True))  # fmt: skip
 FAMILY_NAMES = {"swin": "Swin V1", "swinv2": "Swin V2", "cswin": "CSWin"}
 
 

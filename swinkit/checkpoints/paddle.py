@@ -56,8 +56,10 @@ _OFFICIAL_CSWIN_TO_PADDLE = [
 
 
 def detect(state: dict[str, torch.Tensor]) -> bool:
-    """CSWin: PaddleClas's own names; Swin: the official names with the fused qkv weight stored [C, 3C]."""
-    if any(k.startswith(("patch_embedding.", "stages.")) for k in state):
+    """CSWin: PaddleClas's own names (its ``stages.`` have no OpenMMLab ``w_msa``); Swin: the official names with the
+    fused qkv weight stored [C, 3C]."""
+    stages = any(k.startswith("stages.") for k in state) and not any(".w_msa." in k for k in state)
+    if stages or any(k.startswith("patch_embedding.") for k in state):
         return True
     return "layers.0.downsample.norm.weight" in state and qkv_stored_in_by_out(state)
 

@@ -3,7 +3,9 @@
 - ``mmseg``: the official Swin-Transformer-Semantic-Segmentation releases (mmseg 0.x, ``state_dict`` envelope). The
   backbone has the official classification names (``backbone.layers.{i}.downsample`` at the end of stage i, the
   derived ``relative_position_index``) and its four output norms are ``backbone.norm{i}``; ``decode_head.*`` and
-  ``auxiliary_head.*`` are mmseg's names, which swinkit's heads share (``swinkit.models.upernet``).
+  ``auxiliary_head.*`` are mmseg's names, which swinkit's heads share (``swinkit.models.upernet``). mmseg 1.x's own
+  trainings name the backbone OpenMMLab's way (``backbone.stages.{i}...attn.w_msa``, ``checkpoints.openmmlab``);
+  they are read too. swinkit writes the release's names.
 - ``hf``: transformers' ``UperNetForSemanticSegmentation`` with a Swin or Swin V2 backbone
   (``openmmlab/upernet-swin-*``, converted from mmseg's). The backbone has HF's classification names under
   ``backbone.`` (``backbone.swin.`` in the state dict of a live transformers 5 model), the output norms are
@@ -23,7 +25,7 @@ import torch
 from torch import nn
 
 from ..core.errors import CheckpointError
-from . import hf, microsoft
+from . import hf, microsoft, openmmlab
 from .common import Converted, rename
 
 LAYOUTS = ("mmseg", "hf")
@@ -46,7 +48,8 @@ def detect(state: dict[str, torch.Tensor]) -> str | None:
     """'swinkit', 'mmseg' or 'hf' for an UperNet state dict, None for anything else (a classification checkpoint)."""
     if "out_norms.0.weight" in state and "decode_head.conv_seg.weight" in state:
         return "swinkit"
-    if "decode_head.conv_seg.weight" in state and any(k.startswith("backbone.layers.") for k in state):
+    if "decode_head.conv_seg.weight" in state and any(k.startswith(("backbone.layers.", "backbone.stages."))
+                                                      for k in state):  # fmt: skip
         return "mmseg"
     if "decode_head.classifier.weight" in state:
         return "hf"
@@ -87,7 +90,8 @@ def to_swinkit(state: dict[str, torch.Tensor], layout: str, family: str) -> Conv
         heads = rename(heads, _HF_HEAD_RULES)
     else:
         norms = _take_norms(backbone, _MMSEG_NORM, 0)
-        converted = microsoft.to_swinkit(backbone, family)
+        names = openmmlab if openmmlab.detect(backbone) else microsoft
+        converted = names.to_swinkit(backbone, family)
     out = {f"backbone.{k}": v for k, v in converted.state.items()}
     return Converted({**out, **norms, **heads}, [f"backbone.{k}" for k in converted.dropped])
 

@@ -17,9 +17,10 @@ SUFFIXES = TORCH_SUFFIXES
 
 
 def detect(state: dict[str, torch.Tensor]) -> bool:
-    """Merging at the start of stage 1 (not the end of stage 0, as in the official layout), or a ``head.fc``."""
+    """Merging at the start of stage 1 (not the end of stage 0, as in the official layout), or a ``head.fc`` beside
+    ``layers`` (OpenMMLab's classifier is ``head.fc`` too, beside ``stages``)."""
     starts = "layers.1.downsample.norm.weight" in state and "layers.0.downsample.norm.weight" not in state
-    return starts or "head.fc.weight" in state
+    return starts or ("head.fc.weight" in state and not any(k.startswith("stages.") for k in state))
 
 
 def to_swinkit(state: dict[str, torch.Tensor], family: str) -> Converted:

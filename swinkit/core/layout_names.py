@@ -2,6 +2,6 @@
 that the command line can offer them in ``--help`` at once."""
 
 NATIVE = "swinkit"
-LAYOUT_NAMES = ("timm", "microsoft", "hf", "torchvision", "mindspore", "paddle")
+LAYOUT_NAMES = ("timm", "microsoft", "hf", "torchvision", "mindspore", "paddle", "openmmlab")
 FORMATS = ("auto", NATIVE, *LAYOUT_NAMES)  # what load_checkpoint reads
 WRITE_FORMATS = (NATIVE, *LAYOUT_NAMES)  # what save_checkpoint writes
