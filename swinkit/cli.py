@@ -374,12 +374,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value", help=overrides_help)
     p.set_defaults(func=cmd_plan)
 
-    p = sub.add_parser("shard", help="write an ImageNet-layout folder as webdataset tar shards with an index")
-    p.add_argument("--data", required=True, help="dataset directory in ImageNet layout (DIR/train/<class>/*, ...)")
+    p = sub.add_parser("shard", help="write an ImageNet-layout or segmentation folder as webdataset tar shards")
+    p.add_argument("--data", required=True, help="dataset directory in ImageNet layout (DIR/train/<class>/*, ...) or "
+                   "a segmentation folder (DIR/images/<split>/*, DIR/annotations/<split>/*.png)")
     p.add_argument("--output", required=True, help="new directory, or a URL (s3://bucket/prefix) to upload to")
     p.add_argument("--shard-size", default="1GB", help="close a shard at this size (default: 1GB)")
     p.add_argument("--shard-samples", type=int, metavar="N", help="close a shard at N samples (evenly sized shards)")
-    p.add_argument("--splits", default="train,val", help="comma-separated subdirectories to write (default: train,val)")
+    p.add_argument("--splits", default="train,val",
+                   help="comma-separated splits to write (default: train,val; ADE20K: training,validation)")
     p.set_defaults(func=cmd_shard)
 
     p = sub.add_parser("configs", help="list the shipped recipes")

@@ -57,6 +57,9 @@ def build_datasets(data) -> tuple:
     limits = (data.max_train_samples, data.max_val_samples)
     train, val = _splits(data, (data.train_split, data.val_split), limits)
     if isinstance(train, ShardSplit):
+        if train.task != "classification":
+            raise ConfigError(f"{data.root}: these shards hold {train.task} samples (label maps, not classes); train "
+                              "a segmentation model (e.g. -c upernet_digits with data.dataset=wds)")  # fmt: skip
         if train.classes != val.classes:
             raise DataLayoutError(f"{data.root}: the {data.train_split} and {data.val_split} shards name different "
                                   "classes")  # fmt: skip
@@ -64,23 +67,32 @@ def build_datasets(data) -> tuple:
     return first(train, data.max_train_samples), first(val, data.max_val_samples)
 
 
-SEGMENTATION_DATASETS = ("digit_scenes", "segmentation")
+SEGMENTATION_DATASETS = ("digit_scenes", "segmentation", "wds")
 
 
 def build_segmentation_datasets(data, seg, splits: tuple[str, ...] = ("train", "val")) -> list:
     """The ``splits`` ('train', 'val') of a segmentation run: ``data.dataset=digit_scenes`` (built in;
-    ``seg.scenes``, ``seg.val_scenes``, ``seg.scene_size``) or ``segmentation`` (a folder of ``images/<split>`` and
-    ``annotations/<split>``: ADE20K's layout, ``swinkit.data.segmentation``)."""
+    ``seg.scenes``, ``seg.val_scenes``, ``seg.scene_size``), ``segmentation`` (a folder of ``images/<split>`` and
+    ``annotations/<split>``: ADE20K's layout, ``swinkit.data.segmentation``) or ``wds`` (that folder written as
+    shards by ``swinkit shard``, local or remote)."""
     if data.dataset not in SEGMENTATION_DATASETS:
         raise ConfigError(f"data.dataset={data.dataset} holds classified images; a segmentation model trains on "
                           f"data.dataset= one of {', '.join(SEGMENTATION_DATASETS)}")  # fmt: skip
     out = []
     for split in splits:
         limit = data.max_train_samples if split == "train" else data.max_val_samples
+        name = data.train_split if split == "train" else data.val_split
         if data.dataset == "digit_scenes":
             dataset = DigitScenes(split, seg.scenes if split == "train" else seg.val_scenes, seg.scene_size)
+        elif data.dataset == "wds":
+            if limit:
+                raise ConfigError("data.max_train_samples/max_val_samples select from a list; with shards, select "
+                                  "shard files instead (data.train_split='train-{000000..000009}.tar')")  # fmt: skip
+            dataset = open_shards(require_root(data.root), name)
+            if dataset.task != "segmentation":
+                raise ConfigError(f"{data.root}: these shards hold classified images; a segmentation model trains on "
+                                  "shards written from a folder of images/ and annotations/ (`swinkit shard`)")
         else:
-            name = data.train_split if split == "train" else data.val_split
             dataset = SegmentationFolder(require_root(data.root), name, seg.reduce_zero_label)
         out.append(first(dataset, limit))
     return out

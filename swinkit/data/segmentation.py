@@ -8,6 +8,10 @@ Datasets have ``load(i) -> (PIL RGB image, (H, W) uint8 label map)``, ``name(i)`
   label 0 ("other") becomes the ignore index 255 and every other label drops by one.
 - ``DigitScenes`` (``digit_scenes.py``): the built-in scenes.
 
+A folder written as shards by ``swinkit shard`` (``shards.py``: each image beside its ``.seg.png``) streams through
+the same pipeline (``segmentation_loader`` of a ``ShardSplit``; ``ShardLabelMaps`` checks each label map as a
+folder's are checked, naming the shard and the sample).
+
 A label map must be a single-channel index map (PNG mode L, P or I;16 with values below 256) of its image's size,
 with values below the class count or equal to the ignore index; anything else is a ``DataError`` naming the file and
 the fix, raised in the training process (``Loader`` turns a worker's report into it).
@@ -36,6 +40,7 @@ from PIL import Image
 from ..core.errors import DataError, DataLayoutError
 from .datasets import IMG_EXTENSIONS, decode_image, read_image_file, transform_sample
 from .loader import Loader, StreamFailure, indexed_loader
+from .shards import IMAGE_KEYS, SEGMENTATION_KEY, ShardSplit, stream_loader
 
 IGNORE_INDEX = 255
 MAX_CROP_TRIES = 10
@@ -48,22 +53,35 @@ class LabelMapError(DataError):
 
 def read_label_map(path: Path, size: tuple[int, int], num_classes: int, reduce_zero_label: bool) -> np.ndarray:
     """The (H, W) uint8 label map at ``path`` for an image of ``size`` (W, H), checked and reduced."""
-    with Image.open(io.BytesIO(read_image_file(path))) as label:
-        mode, label_size = label.mode, label.size
-        if mode not in ("L", "P", "I;16", "I"):
-            raise LabelMapError(f"{path}: a {mode} image where a single-channel index map (PNG mode L or P) is "
-                                "expected; convert colour-coded masks to class indices first")  # fmt: skip
-        values = np.asarray(label)
-    if label_size != size:
-        raise LabelMapError(f"{path}: label map is {label_size[0]}x{label_size[1]} but its image is {size[0]}x"
-                            f"{size[1]}; the pair must be the same size (is it the right file?)")  # fmt: skip
+    return decode_label_map(read_image_file(path), str(path), size, num_classes, reduce_zero_label)
+
+
+def decode_label_map(data: bytes, name: str, size: tuple[int, int], num_classes: int,
+                     reduce_zero_label: bool) -> np.ndarray:  # fmt: skip
+    """The (H, W) uint8 label map encoded in ``data`` (``name`` says where it came from), checked against its image's
+    ``size`` (W, H) before its pixels are decoded, then against the classes, and reduced."""
+    try:
+        with Image.open(io.BytesIO(data)) as label:
+            mode, label_size = label.mode, label.size
+            if mode not in ("L", "P", "I;16", "I"):
+                raise LabelMapError(f"{name}: a {mode} image where a single-channel index map (PNG mode L or P) is "
+                                    "expected; convert colour-coded masks to class indices first")  # fmt: skip
+            if label_size != size:
+                raise LabelMapError(f"{name}: label map is {label_size[0]}x{label_size[1]} but its image is "
+                                    f"{size[0]}x{size[1]}; the pair must be the same size (is it the right file?)")
+            values = np.asarray(label)
+    except LabelMapError:
+        raise
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        reason = f"{type(err).__name__}: {err}"
+        raise LabelMapError(f"{name}: not a readable label map ({reason}); replace the file") from err
     if values.max(initial=0) > IGNORE_INDEX:
-        raise LabelMapError(f"{path}: label value {int(values.max())} does not fit an index map of 8 bits")
+        raise LabelMapError(f"{name}: label value {int(values.max())} does not fit an index map of 8 bits")
     values = values.astype(np.uint8)
     if reduce_zero_label:
         values = np.where(values == 0, IGNORE_INDEX, values - 1).astype(np.uint8)
         values[values == IGNORE_INDEX - 1] = IGNORE_INDEX
-    check_labels(values, num_classes, str(path))
+    check_labels(values, num_classes, name)
     return values
 
 
@@ -266,10 +284,30 @@ def pad_to(pixels: torch.Tensor, target: torch.Tensor, size: tuple[int, int]) ->
     return F.pad(pixels, (0, dw, 0, dh)), F.pad(target, (0, dw, 0, dh), value=IGNORE_INDEX)
 
 
+def segmentation_sample(load, name: str, transform: Pipeline, seed: int | None):
+    """``(image, labels, "")`` of ``load()`` through ``transform`` seeded by ``seed``, or ``(None, None, "name:
+    reason")`` for an unreadable image (skipped and counted). A label map that does not fit raises its
+    ``LabelMapError``: the data itself is wrong, and that cannot be skipped."""
+    wrong: list[LabelMapError] = []
+
+    def checked():
+        try:
+            return load()
+        except LabelMapError as err:  # transform_sample would count it as an unreadable image
+            wrong.append(err)
+            raise
+
+    x, _, message = transform_sample(checked, name, -1, transform, seed)
+    if wrong:
+        raise wrong[0]
+    if x is None:
+        return None, None, message
+    return x[0], x[1], ""
+
+
 class SegmentationSamples(torch.utils.data.Dataset):
-    """``(image, labels, "")`` of each ``(index, seed)`` key, seeded like ``datasets.TransformedDataset``; an unreadable
-    image gives ``(None, None, "name: reason")`` (skipped and counted), a label map that does not fit raises in the
-    training process through the collate (``LabelMapError`` cannot be skipped: the data itself is wrong)."""
+    """``segmentation_sample`` of each ``(index, seed)`` key of an indexed dataset, seeded like
+    ``datasets.TransformedDataset``; a label map's error travels to the training process through the collate."""
 
     def __init__(self, base, transform: Pipeline) -> None:
         self.base, self.transform = base, transform
@@ -279,21 +317,34 @@ class SegmentationSamples(torch.utils.data.Dataset):
 
     def __getitem__(self, key):
         index, seed = key if isinstance(key, tuple) else (key, None)
-        wrong: list[LabelMapError] = []
+        try:
+            return segmentation_sample(lambda: self.base.load(index), self.base.name(index), self.transform, seed)
+        except LabelMapError as err:
+            return err, None, ""
+
+
+@dataclass(frozen=True)
+class ShardLabelMaps:
+    """A segmentation shard's sample (its image and ``.seg.png``) as ``segmentation_sample`` makes it: the
+    ``decode`` of ``shards.ShardStream``. A sample without a label map stops the run naming it."""
+
+    num_classes: int
+    reduce_zero_label: bool
+
+    def __call__(self, raw: dict, where: str, transform: Pipeline, seed: int | None):
+        image = next((raw[k] for k in IMAGE_KEYS if k in raw), None)
+        labels = raw.get(SEGMENTATION_KEY)
+        if image is None or labels is None:
+            missing = "an image" if image is None else f"a .{SEGMENTATION_KEY} label map"
+            raise LabelMapError(f"{where}: the sample has no {missing}; write segmentation shards with `swinkit "
+                                "shard --data DIR` from a folder of images/ and annotations/")  # fmt: skip
 
         def load():
-            try:
-                return self.base.load(index)
-            except LabelMapError as err:  # transform_sample would count it as an unreadable image
-                wrong.append(err)
-                raise
+            picture = decode_image(image, where)
+            return picture, decode_label_map(labels, f"{where} ({SEGMENTATION_KEY})", picture.size, self.num_classes,
+                                             self.reduce_zero_label)  # fmt: skip
 
-        x, _, message = transform_sample(load, self.base.name(index), -1, self.transform, seed)
-        if wrong:
-            return wrong[0], None, ""
-        if x is None:
-            return None, None, message
-        return x[0], x[1], ""
+        return segmentation_sample(load, where, transform, seed)
 
 
 def collate_segmentation(batch: list):
@@ -311,8 +362,20 @@ def collate_segmentation(batch: list):
 
 def segmentation_loader(base, transform: Pipeline, *, batch_size: int, train: bool, rank: int = 0,
                         world_size: int = 1, seed: int = 0, workers: int = 0, pin_memory: bool = False,
-                        shuffle: bool = True) -> Loader:  # fmt: skip
-    """A seeded, exact, resumable loader of (image, label map) batches, like ``loader.map_loader``."""
+                        shuffle: bool = True, samples_per_epoch: int | None = None,
+                        reduce_zero_label: bool = False) -> Loader:  # fmt: skip
+    """A seeded, exact, resumable loader of (image, label map) batches, like ``loader.map_loader``: of an indexed
+    dataset, or streamed from segmentation shards (``ShardSplit``; ``reduce_zero_label`` applies to their label
+    maps). ``samples_per_epoch`` (all processes together) fixes a training epoch's length, as an iteration schedule
+    needs: the dataset repeated end to end, or the shards read again."""
+    if isinstance(base, ShardSplit):
+        epoch_batches = samples_per_epoch // (batch_size * world_size) if samples_per_epoch else None
+        return stream_loader(base, transform, batch_size=batch_size, train=train, rank=rank, world_size=world_size,
+                             seed=seed, workers=workers, pin_memory=pin_memory, shuffle=shuffle,
+                             decode=ShardLabelMaps(len(base.classes), reduce_zero_label),
+                             collate_fn=collate_segmentation, epoch_batches=epoch_batches)  # fmt: skip
+    if samples_per_epoch:
+        base = Repeated(base, samples_per_epoch)
     return indexed_loader(SegmentationSamples(base, transform), collate_segmentation, batch_size=batch_size,
                           train=train, rank=rank, world_size=world_size, seed=seed, workers=workers,
                           pin_memory=pin_memory, shuffle=shuffle)  # fmt: skip

@@ -1,8 +1,11 @@
-"""Sharded datasets: an ImageFolder written as webdataset tar shards with an index, read back as an exact stream.
+"""Sharded datasets: an ImageFolder (or a segmentation folder) written as webdataset tar shards with an index, read
+back as an exact stream.
 
 Layout (timm's ``wds`` reader reads it as well): ``DIR/_info.json`` and ``DIR/<split>-NNNNNN.tar``. A sample is
 ``<key>.<ext>``, the image file's bytes as they were (``.jpg``, ``.png``, ...), and ``<key>.cls``, its class index
-as text. The key is the sample's position in the folder's sorted file list (nine digits), so a shard run draws the
+as text, or for a segmentation set (``"task": "segmentation"`` in the index, written from a folder of
+``images/<split>`` and ``annotations/<split>``) ``<key>.seg.png``, its label map's bytes as they were.
+The key is the sample's position in the folder's sorted file list (nine digits), so a shard run draws the
 same augmentation as the folder run for every sample. ``_info.json`` is timm's index (per split: ``filenames``,
 ``shard_lengths``, ``num_samples``) plus the class names; it is written last, so a directory with an index is
 complete.
@@ -48,6 +51,8 @@ IMAGE_KEYS = ("jpg", "png", "webp", "bmp", "ppm", "pgm", "tif", "tiff", "gif")
 MAX_INDEX_BYTES = 32 << 20  # ImageNet-22k's 14 million samples take an index of a few hundred kilobytes
 MAX_SAMPLE_BYTES = MAX_IMAGE_BYTES  # the members of one sample that swinkit reads, together
 MAX_LABEL_BYTES = 32  # a .cls member: a class index as text
+SEGMENTATION_KEY = "seg.png"  # a sample's label map (webdataset's name for a segmentation mask)
+TASKS = ("classification", "segmentation")
 MAX_PATTERN_NAMES = 100_000  # a brace pattern that names more shards than this (and the index) is not expanded
 COMPRESSED = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ": "xz", b"\x28\xb5\x2f\xfd": "zstd"}
 
@@ -61,6 +66,7 @@ class ShardSplit:
     files: tuple[str, ...]
     lengths: tuple[int, ...]
     classes: list[str]
+    task: str = "classification"
 
     def __len__(self) -> int:
         return sum(self.lengths)
@@ -164,10 +170,15 @@ def open_shards(root: str, split: str) -> ShardSplit:
         if outside is not None:
             raise DataLayoutError(f"{root}: shard {shown(outside)} is a link that leads outside the shard directory; "
                                   "copy the shards into it")  # fmt: skip
+    task = info.get("task", "classification")
+    if task not in TASKS:
+        raise DataError(f"{index}: task {shown(str(task), 40)} is none of {', '.join(TASKS)}; write the shards again "
+                        "with `swinkit shard`")  # fmt: skip
     kept = [(f, n) for f, n in zip(files, lengths, strict=True) if n > 0]  # an empty shard feeds no stream
     if not kept:
         raise DataLayoutError(f"{root}: split {split!r} has no samples")
-    return ShardSplit(root, split, tuple(remote.join(root, f) for f, _ in kept), tuple(n for _, n in kept), classes)
+    return ShardSplit(root, split, tuple(remote.join(root, f) for f, _ in kept), tuple(n for _, n in kept), classes,
+                      task)  # fmt: skip
 
 
 def brace_count(pattern: str) -> int:
@@ -238,9 +249,25 @@ def _image_key(path: str) -> str:
     return "jpg" if ext == "jpeg" else ("tiff" if ext == "tif" else ext)
 
 
+def _folder_samples(data: str | Path, splits: tuple[str, ...]) -> tuple[str, list[str], list]:
+    """``(task, classes, per split: a list of (image path, what goes beside it))`` of a folder to shard: a
+    segmentation folder (``images/`` and ``annotations/``; beside each image its label map's path) or an ImageNet
+    one (beside each image its class index)."""
+    root = Path(data)
+    if (root / "images").is_dir() and (root / "annotations").is_dir():
+        from .segmentation import SegmentationFolder
+
+        folders = [SegmentationFolder(root, split) for split in splits]
+        return "segmentation", folders[0].classes, [folder.pairs for folder in folders]
+    folders = imagenet_folders(data, splits)
+    return "classification", folders[0].classes, [folder.samples for folder in folders]
+
+
 def write_shards(data: str | Path, output: str, *, shard_bytes: int = 10**9, shard_samples: int | None = None,
                  splits: tuple[str, ...] = ("train", "val")) -> dict:  # fmt: skip
-    """Write the ImageNet-layout folder ``data`` (``data/{train,val}/<class>/<image>``) as shards under ``output``.
+    """Write the ImageNet-layout folder ``data`` (``data/{train,val}/<class>/<image>``), or a segmentation folder
+    (``data/images/<split>``, ``data/annotations/<split>``; ``swinkit.data.segmentation``), as shards under
+    ``output``.
 
     Shards close at ``shard_bytes`` or ``shard_samples``, whichever comes first. A local ``output`` is written into
     a temporary directory and moved into place when complete; a remote one (``s3://...``) gets each shard as one
@@ -251,7 +278,7 @@ def write_shards(data: str | Path, output: str, *, shard_bytes: int = 10**9, sha
     """
     import webdataset as wds
 
-    folders = imagenet_folders(data, splits)
+    task, classes, split_samples = _folder_samples(data, splits)
     is_remote = remote.is_remote(output)
     if is_remote:
         fs, target = remote.filesystem(output)
@@ -259,19 +286,22 @@ def write_shards(data: str | Path, output: str, *, shard_bytes: int = 10**9, sha
             raise ConfigError(f"{output} holds shards already; choose another --output or remove it")
     elif Path(output).exists():
         raise ConfigError(f"{output} exists already; choose another --output or remove it")
-    info = {"name": Path(str(data).rstrip("/")).name, "format": FORMAT, "classes": folders[0].classes, "splits": {}}
+    info = {"name": Path(str(data).rstrip("/")).name, "format": FORMAT, "task": task, "classes": classes,
+            "splits": {}}  # fmt: skip
+
+    def beside(extra) -> dict[str, bytes]:
+        return {SEGMENTATION_KEY: Path(extra).read_bytes()} if task == "segmentation" else {"cls": str(extra).encode()}
 
     def write(directory: Path) -> None:
-        for split, folder in zip(splits, folders, strict=True):
+        for split, samples in zip(splits, split_samples, strict=True):
             counts: dict[int, int] = {}
             with wds.ShardWriter(str(directory / f"{split}-%06d.tar"), maxcount=shard_samples or 10**12,
                                  maxsize=shard_bytes, verbose=0, encoder=False, mtime=0) as sink:  # fmt: skip
-                for i, (path, target_index) in enumerate(folder.samples):
-                    sink.write({"__key__": f"{i:09d}", _image_key(path): Path(path).read_bytes(),
-                                "cls": str(target_index).encode()})  # fmt: skip
+                for i, (path, extra) in enumerate(samples):
+                    sink.write({"__key__": f"{i:09d}", _image_key(path): Path(path).read_bytes(), **beside(extra)})
                     counts[sink.shard - 1] = counts.get(sink.shard - 1, 0) + 1  # the shard it went into
             names = [f"{split}-{shard:06d}.tar" for shard in sorted(counts)]
-            info["splits"][split] = {"name": split, "num_samples": len(folder), "filenames": names,
+            info["splits"][split] = {"name": split, "num_samples": len(samples), "filenames": names,
                                      "shard_lengths": [counts[shard] for shard in sorted(counts)]}  # fmt: skip
             if is_remote:
                 for name in names:
@@ -300,11 +330,17 @@ def sample_index(key: str) -> int:
 
 class ShardStream(IterableDataset):
     """Batches ``(images, targets, unreadable)`` of one process's share of a ``ShardSplit`` (see the module
-    docstring); ``streams`` is the loader's worker count (1 without workers)."""
+    docstring); ``streams`` is the loader's worker count (1 without workers).
+
+    A classification sample is its image and ``.cls``; another task's ``decode(raw, where, transform, seed)`` makes
+    ``(input, target, message)`` of a raw sample, ``collate_fn`` the batch. ``epoch_batches`` fixes the training
+    batches a process takes an epoch (an iteration schedule), else one pass over the split."""
 
     def __init__(self, split: ShardSplit, transform, *, batch_size: int, train: bool, rank: int, world_size: int,
-                 streams: int, seed: int, shuffle: bool, buffer: int) -> None:  # fmt: skip
+                 streams: int, seed: int, shuffle: bool, buffer: int, decode=None, collate_fn=collate,
+                 epoch_batches: int | None = None) -> None:  # fmt: skip
         self.split, self.transform = split, transform
+        self.decode, self.collate_fn, self.epoch_batches = decode, collate_fn, epoch_batches
         self.batch_size, self.train = batch_size, train
         self.rank, self.world_size, self.streams = rank, world_size, streams
         self.seed, self.shuffle, self.buffer = seed, shuffle and train, buffer
@@ -328,7 +364,7 @@ class ShardStream(IterableDataset):
         return sum(self.split.lengths[i] for i in shards)
 
     def batches_per_epoch(self) -> int:
-        return len(self.split) // self.world_size // self.batch_size
+        return self.epoch_batches or len(self.split) // self.world_size // self.batch_size
 
     def _quota(self, stream: int) -> int:
         """Training batches of ``stream`` (batch k of the process comes from stream k % streams)."""
@@ -395,13 +431,15 @@ class ShardStream(IterableDataset):
                     break
             if not batch:
                 return
-            yield collate(batch)
+            yield self.collate_fn(batch)
             made += 1
             if len(batch) < self.batch_size:
                 return
 
     def _decode(self, raw: dict, key: str, seed: int | None):
         where = f"{raw.get('__url__', '?')}:{shown(key, 40)}"
+        if self.decode is not None:
+            return self.decode(raw, where, self.transform, seed)
         label = raw.get("cls", b"")
         if not re.fullmatch(rb"\s*\d{1,9}\s*", label) or int(label) >= len(self.split.classes):
             raise DataError(f"{where}: .cls {shown(label, 40)} is not a class index of the {len(self.split.classes)} "
@@ -435,10 +473,11 @@ class ShardStream(IterableDataset):
 
 def tar_samples(stream, url: str):
     """webdataset's samples of an uncompressed tar stream, read sequentially: consecutive files ``<key>.<ext>`` make
-    one sample ``{"__key__", "__url__", ext: bytes, ...}`` of the members swinkit reads (the image and ``.cls``;
-    others are skipped unread). Refused before anything is allocated for them: a compressed shard (its size would
-    not bound what it inflates to), a sparse member (a few bytes that expand to gigabytes), a member or a sample
-    larger than ``MAX_SAMPLE_BYTES``, a label larger than ``MAX_LABEL_BYTES`` (a tar header can claim any size)."""
+    one sample ``{"__key__", "__url__", ext: bytes, ...}`` of the members swinkit reads (the image, ``.cls`` and
+    ``.seg.png``; others are skipped unread). Refused before anything is allocated for them: a compressed shard (its
+    size would not bound what it inflates to), a sparse member (a few bytes that expand to gigabytes), a member or a
+    sample larger than ``MAX_SAMPLE_BYTES``, a label larger than ``MAX_LABEL_BYTES`` (a tar header can claim any
+    size)."""
     magic = stream.read(6)
     stream.seek(0)
     kind = next((name for prefix, name in COMPRESSED.items() if magic.startswith(prefix)), None)
@@ -456,7 +495,7 @@ def tar_samples(stream, url: str):
             directory, _, name = member.name.rpartition("/")
             stem, dot, ext = name.partition(".")
             ext = ext.lower()
-            if not dot or stem.startswith("__") or (ext != "cls" and ext not in IMAGE_KEYS):
+            if not dot or stem.startswith("__") or (ext not in ("cls", SEGMENTATION_KEY) and ext not in IMAGE_KEYS):
                 continue
             key = f"{directory}/{stem}" if directory else stem
             if sample is None or sample["__key__"] != key:
@@ -504,11 +543,14 @@ def stream_workers(split: ShardSplit, workers: int, world_size: int, train: bool
 
 def stream_loader(split: ShardSplit, transform, *, batch_size: int, train: bool, rank: int = 0, world_size: int = 1,
                   seed: int = 0, workers: int = 0, pin_memory: bool = False, shuffle: bool = True,
-                  buffer: int = 2000) -> Loader:  # fmt: skip
-    """A loader over ``split``'s shards for process ``rank`` of ``world_size`` (see the module docstring)."""
+                  buffer: int = 2000, decode=None, collate_fn=collate,
+                  epoch_batches: int | None = None) -> Loader:  # fmt: skip
+    """A loader over ``split``'s shards for process ``rank`` of ``world_size`` (see the module docstring;
+    ``decode``, ``collate_fn`` and ``epoch_batches`` as ``ShardStream``'s)."""
     workers = stream_workers(split, workers, world_size, train)
     stream = ShardStream(split, transform, batch_size=batch_size, train=train, rank=rank, world_size=world_size,
-                         streams=max(1, workers), seed=seed, shuffle=shuffle, buffer=buffer)  # fmt: skip
+                         streams=max(1, workers), seed=seed, shuffle=shuffle, buffer=buffer, decode=decode,
+                         collate_fn=collate_fn, epoch_batches=epoch_batches)  # fmt: skip
     if train and rank == 0:
         dropped, repeated = stream.coverage(0)
         if repeated:  # otherwise only the samples that fill no last batch are left out, as from a folder

@@ -142,7 +142,8 @@ def _run_segmentation_eval(cfg: Config, env, device: torch.device, train_precisi
         check_output(out_dir / "eval.json", (".json",), "the evaluation")
     mean, std = mean_std(cfg.data, model.model_info)
     loader = segmentation_loader(val_base, Pipeline(train=False, mean=mean, std=std), rank=env.rank,
-                                 batch_size=cfg.data.eval_batch_size or 1, train=False, world_size=env.world_size)
+                                 batch_size=cfg.data.eval_batch_size or 1, train=False, world_size=env.world_size,
+                                 reduce_zero_label=cfg.seg.reduce_zero_label)  # fmt: skip
     if precision is None:
         runner, autocast_precision = model, train_precision
     else:

@@ -15,7 +15,7 @@ from torch import nn
 from ..core import device as devices
 from ..core.errors import ConfigError
 from ..data.build import build_segmentation_datasets
-from ..data.segmentation import Pipeline, Repeated, segmentation_loader
+from ..data.segmentation import Pipeline, segmentation_loader
 from ..data.transforms import mean_std
 from .config import Config
 from .loop import Stage
@@ -64,14 +64,13 @@ class SegmentationRecipe:
                          scale=tuple(cfg.seg.scale) if cfg.seg.scale else None, ratio_range=tuple(cfg.seg.ratio_range),
                          cat_max_ratio=cfg.seg.cat_max_ratio, flip=cfg.data.hflip,
                          photometric=cfg.seg.photometric)  # fmt: skip
-        base = self.train_base
+        per_epoch = None
         if cfg.train.iterations_per_epoch:
             per_epoch = cfg.train.iterations_per_epoch * cfg.optim.accum_steps * cfg.data.batch_size * env.world_size
-            base = Repeated(base, per_epoch)
         shared = dict(rank=env.rank, world_size=env.world_size, seed=cfg.train.seed, workers=cfg.data.workers,
-                      pin_memory=devices.pin_memory(s.device))  # fmt: skip
-        train_loader = segmentation_loader(base, train, batch_size=cfg.data.batch_size, train=True,
-                                           shuffle=cfg.data.shuffle, **shared)  # fmt: skip
+                      pin_memory=devices.pin_memory(s.device), reduce_zero_label=cfg.seg.reduce_zero_label)  # fmt: skip
+        train_loader = segmentation_loader(self.train_base, train, batch_size=cfg.data.batch_size, train=True,
+                                           shuffle=cfg.data.shuffle, samples_per_epoch=per_epoch, **shared)  # fmt: skip
         val_loader = segmentation_loader(self.val_base, Pipeline(train=False, mean=mean, std=std),
                                          batch_size=cfg.data.eval_batch_size or 1, train=False, **shared)  # fmt: skip
         return Segmentation(cfg, s, model, train_loader, val_loader, self.classes)
