@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from safetensors.torch import load_file
 
 from swinkit.core.errors import DataLayoutError
@@ -67,3 +68,47 @@ def test_training_from_an_hf_dataset_equals_the_folder_run(hf_data, tmp_path):
                for r in ("folder", "hf", "parquet")]  # fmt: skip
     assert state_dicts_equal(weights[0], weights[1]) and state_dicts_equal(weights[0], weights[2])
     assert a["val_top1"] == b["val_top1"] == c["val_top1"]
+
+
+def test_an_hf_segmentation_dataset_scores_like_its_folder_and_names_a_bad_row(tmp_path):
+    import json
+
+    import torch
+
+    from swinkit.core.errors import DataError
+    from swinkit.data.build import build_segmentation_datasets
+    from swinkit.data.segmentation import Pipeline, SegmentationFolder, segmentation_loader
+    from swinkit.engine.config import load_config
+    from swinkit.engine.segmentation_eval import evaluate_segmentation
+    from tests.engine_utils import tiny_upernet
+    from tests.test_segmentation_shards import write_folder
+
+    folder = write_folder(tmp_path / "folder")
+    features = datasets.Features({"image": datasets.Image(), "annotation": datasets.Image(),
+                                  "scene_category": datasets.Value("int64")})  # scene_parse_150's columns
+    rows = {split: SegmentationFolder(folder, split).pairs for split in ("train", "val")}
+
+    def split(pairs):
+        return datasets.Dataset.from_dict({
+            "image": [{"bytes": Path(i).read_bytes(), "path": None} for i, _ in pairs],
+            "annotation": [{"bytes": Path(a).read_bytes(), "path": None} for _, a in pairs],
+            "scene_category": [0] * len(pairs),
+        }, features=features)  # fmt: skip
+
+    datasets.DatasetDict({s: split(p) for s, p in rows.items()}).save_to_disk(str(tmp_path / "saved"))
+    (tmp_path / "saved" / "classes.txt").write_text((folder / "classes.txt").read_text())
+    cfg = load_config("upernet_digits", ["data.dataset=hf", f"data.root={tmp_path / 'saved'}", "seg.scale=null",
+                                         "seg.reduce_zero_label=true"])  # fmt: skip
+    train_set, val_set = build_segmentation_datasets(cfg.data, cfg.seg)
+    assert len(train_set) == 12 and val_set.column == "annotation" and val_set.classes[0] == "background"
+    model, pipeline = tiny_upernet(11), Pipeline(train=False, mean=(0.5,) * 3, std=(0.5,) * 3)
+    scored = [evaluate_segmentation(model, segmentation_loader(base, pipeline, batch_size=1, train=False),
+                                    torch.device("cpu"), "fp32", 11, cfg.seg)  # fmt: skip
+              for base in (SegmentationFolder(folder, "val", reduce_zero_label=True), val_set)]
+    assert scored[0]["n"] == 5 and json.dumps(scored[0]) == json.dumps(scored[1])
+    Image.new("L", (8, 8)).save(tmp_path / "small.png")  # a label map that is not its image's size
+    bad = split([(rows["val"][0][0], tmp_path / "small.png")])
+    datasets.DatasetDict({"train": bad, "val": bad}).save_to_disk(str(tmp_path / "bad"))
+    bad_cfg = load_config("upernet_digits", ["data.dataset=hf", f"data.root={tmp_path / 'bad'}"])
+    with pytest.raises(DataError, match=r"bad\[val\]\[0\] \(annotation\): label map is 8x8 but its image is"):
+        build_segmentation_datasets(bad_cfg.data, bad_cfg.seg)[1].load(0)

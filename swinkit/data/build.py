@@ -16,7 +16,7 @@ from ..core import remote
 from ..core.errors import ConfigError, DataLayoutError
 from .datasets import Digits, first, imagenet_folders, require_root
 from .digit_scenes import DigitScenes
-from .hf import HUB_PREFIX, HFImages
+from .hf import HUB_PREFIX, HFImages, HFSegmentation
 from .loader import Loader, map_loader
 from .segmentation import SegmentationFolder
 from .shards import ShardSplit, is_shard_dir, open_shards, stream_loader
@@ -67,14 +67,15 @@ def build_datasets(data) -> tuple:
     return first(train, data.max_train_samples), first(val, data.max_val_samples)
 
 
-SEGMENTATION_DATASETS = ("digit_scenes", "segmentation", "wds")
+SEGMENTATION_DATASETS = ("digit_scenes", "segmentation", "wds", "hf")
 
 
 def build_segmentation_datasets(data, seg, splits: tuple[str, ...] = ("train", "val")) -> list:
     """The ``splits`` ('train', 'val') of a segmentation run: ``data.dataset=digit_scenes`` (built in;
     ``seg.scenes``, ``seg.val_scenes``, ``seg.scene_size``), ``segmentation`` (a folder of ``images/<split>`` and
-    ``annotations/<split>``: ADE20K's layout, ``swinkit.data.segmentation``) or ``wds`` (that folder written as
-    shards by ``swinkit shard``, local or remote)."""
+    ``annotations/<split>``: ADE20K's layout, ``swinkit.data.segmentation``), ``wds`` (that folder written as
+    shards by ``swinkit shard``, local or remote) or ``hf`` (a Hugging Face dataset of images and label maps,
+    ``swinkit.data.hf.HFSegmentation``)."""
     if data.dataset not in SEGMENTATION_DATASETS:
         raise ConfigError(f"data.dataset={data.dataset} holds classified images; a segmentation model trains on "
                           f"data.dataset= one of {', '.join(SEGMENTATION_DATASETS)}")  # fmt: skip
@@ -92,6 +93,8 @@ def build_segmentation_datasets(data, seg, splits: tuple[str, ...] = ("train", "
             if dataset.task != "segmentation":
                 raise ConfigError(f"{data.root}: these shards hold classified images; a segmentation model trains on "
                                   "shards written from a folder of images/ and annotations/ (`swinkit shard`)")
+        elif data.dataset == "hf":
+            dataset = HFSegmentation(require_root(data.root), name, seg.reduce_zero_label)
         else:
             dataset = SegmentationFolder(require_root(data.root), name, seg.reduce_zero_label)
         out.append(first(dataset, limit))

@@ -1,5 +1,6 @@
 """Hugging Face image datasets (``data.dataset=hf``): an ``image`` and a ``label`` column, read through the
-``datasets`` library as timm's ``hfds`` reader does.
+``datasets`` library as timm's ``hfds`` reader does; for segmentation (``HFSegmentation``) an ``image`` and a
+label-map column.
 
 ``data.root`` is a directory ``datasets.save_to_disk`` wrote, a directory of parquet/arrow files in the Hub's split
 layout (``data/train-*.parquet``, ``data/validation-*.parquet``), or ``hf://datasets/<user>/<name>`` (a Hub
@@ -17,6 +18,7 @@ from PIL import Image
 from ..core import remote
 from ..core.errors import DataError, DataLayoutError, MissingExtraError, shown
 from .datasets import MAX_CLASSES, decode_image, read_image_file
+from .segmentation import ADE20K_CLASSES_FILE, decode_label_map, folder_classes, read_classes
 
 HUB_PREFIX = "hf://datasets/"
 SPLIT_ALIASES = {"val": ("validation", "valid"), "validation": ("val",)}
@@ -98,20 +100,76 @@ class HFImages:
         return self.targets[index]
 
     def load(self, index: int) -> Image.Image:
-        try:
-            stored = self.ds[index]["image"]
-        except Exception as err:  # a damaged data file: this row is unreadable, like a corrupt image file
-            raise OSError(f"the row cannot be read ({remote.reason(err)})") from err
-        if not isinstance(stored, dict):
-            raise OSError(f"the row's image is a {type(stored).__name__}, not stored image bytes")
-        if stored.get("bytes"):
-            return decode_image(stored["bytes"], self.name(index))
-        if stored.get("path"):
-            path = Path(stored["path"])
-            if not path.is_absolute() and not remote.is_remote(self.root):
-                path = Path(self.root) / path
-            return decode_image(read_image_file(path, self.allowed), str(stored["path"]))
-        raise OSError("the row holds no image bytes nor a path")
+        data, where = _stored_file(self.ds, index, "image", self.root, self.allowed)
+        return decode_image(data, where or self.name(index))
+
+
+def _stored_file(ds, index: int, column: str, root: str, allowed: tuple[str, ...]) -> tuple[bytes, str | None]:
+    """The bytes of row ``index``'s ``column`` (an undecoded ``datasets.Image``): stored in the row, or read from the
+    file it names where ``allowed`` (see ``HFImages``); with that file's name, None for stored bytes."""
+    try:
+        stored = ds[index][column]
+    except Exception as err:  # a damaged data file: this row is unreadable, like a corrupt image file
+        raise OSError(f"the row cannot be read ({remote.reason(err)})") from err
+    if not isinstance(stored, dict):
+        raise OSError(f"the row's {column} is a {type(stored).__name__}, not stored image bytes")
+    if stored.get("bytes"):
+        return stored["bytes"], None
+    if stored.get("path"):
+        path = Path(stored["path"])
+        if not path.is_absolute() and not remote.is_remote(root):
+            path = Path(root) / path
+        return read_image_file(path, allowed), str(stored["path"])
+    raise OSError(f"the row's {column} holds no image bytes nor a path")
+
+
+LABEL_MAP_COLUMNS = ("annotation", "label", "semantic_segmentation", "segmentation", "mask")
+
+
+class HFSegmentation:
+    """A split of a Hugging Face segmentation dataset, like ``segmentation.SegmentationFolder``: ``load(i)`` gives
+    the image and its checked label map.
+
+    The label map is the dataset's other image column (the first of ``LABEL_MAP_COLUMNS`` where there are several:
+    ``annotation`` in ADE20K's ``scene_parse_150``); it is read and checked as a folder's label map is. The classes
+    come from a ``classes.txt`` beside a local dataset, else they are ADE20K's 150. Rows are read as ``HFImages``
+    reads them (stored bytes, or files inside the dataset's own directory and the caches).
+    """
+
+    def __init__(self, root: str, split: str, reduce_zero_label: bool = False) -> None:
+        import datasets
+
+        ds, self.split = _load(root, split)
+        where = f"{root} ({self.split})"
+        images = [c for c, f in ds.features.items() if isinstance(f, datasets.Image)]
+        maps = [c for c in LABEL_MAP_COLUMNS if c in images] + [c for c in images if c not in (*LABEL_MAP_COLUMNS,
+                                                                                              "image")]  # fmt: skip
+        if "image" not in images or not maps:
+            have = shown(", ".join(f"{c}: {type(f).__name__}" for c, f in ds.features.items()))
+            raise DataLayoutError(f"{where}: a segmentation dataset has an image column and a label-map image column "
+                                  f"(e.g. annotation); it has {have}")  # fmt: skip
+        if len(ds) == 0:
+            raise DataLayoutError(f"{where}: the split has no rows")
+        self.root, self.column, self.reduce_zero_label = root, maps[0], reduce_zero_label
+        columns = ["image", self.column]
+        self.ds = ds.cast_column("image", datasets.Image(decode=False)).cast_column(
+            self.column, datasets.Image(decode=False)).select_columns(columns)  # fmt: skip
+        local = not remote.is_remote(root) and not root.startswith(HUB_PREFIX)
+        self.classes = folder_classes(Path(root)) if local else read_classes(ADE20K_CLASSES_FILE)
+        self.allowed = _image_dirs(root)
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def name(self, index: int) -> str:
+        return f"{self.root}[{self.split}][{index}]"
+
+    def load(self, index: int):
+        data, where = _stored_file(self.ds, index, "image", self.root, self.allowed)
+        image = decode_image(data, where or self.name(index))
+        labels, where = _stored_file(self.ds, index, self.column, self.root, self.allowed)
+        return image, decode_label_map(labels, where or f"{self.name(index)} ({self.column})", image.size,
+                                       len(self.classes), self.reduce_zero_label)  # fmt: skip
 
 
 def _class_indices(labels: list, count: int, where: str) -> list[int]:

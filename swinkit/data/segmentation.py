@@ -132,8 +132,12 @@ class SegmentationFolder:
 
 
 def folder_classes(root: Path) -> list[str]:
+    """The class names of ``root/classes.txt`` (one per line), else ADE20K's 150."""
     listed = root / "classes.txt"
-    path = listed if listed.is_file() else ADE20K_CLASSES_FILE
+    return read_classes(listed if listed.is_file() else ADE20K_CLASSES_FILE)
+
+
+def read_classes(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
