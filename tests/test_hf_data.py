@@ -77,7 +77,8 @@ def test_an_hf_segmentation_dataset_scores_like_its_folder_and_names_a_bad_row(t
 
     from swinkit.core.errors import DataError
     from swinkit.data.build import build_segmentation_datasets
-    from swinkit.data.segmentation import Pipeline, SegmentationFolder, segmentation_loader
+    from swinkit.data.label_maps import SegmentationFolder
+    from swinkit.data.segmentation import Pipeline, segmentation_loader
     from swinkit.engine.config import load_config
     from swinkit.engine.segmentation_eval import evaluate_segmentation
     from tests.engine_utils import tiny_upernet

@@ -11,14 +11,8 @@ from PIL import Image
 
 from swinkit.core.errors import DataError, DataLayoutError
 from swinkit.data.digit_scenes import DigitScenes
-from swinkit.data.segmentation import (
-    IGNORE_INDEX,
-    LabelMapError,
-    Pipeline,
-    SegmentationFolder,
-    rescale,
-    segmentation_loader,
-)
+from swinkit.data.label_maps import IGNORE_INDEX, LabelMapError, SegmentationFolder
+from swinkit.data.segmentation import Pipeline, rescale, segmentation_loader
 
 RAW = dict(mean=(0.0, 0.0, 0.0), std=(1 / 255, 1 / 255, 1 / 255))  # normalisation that keeps 0..255 pixels
 
@@ -152,3 +146,21 @@ def test_the_cli_says_each_bad_pair_in_one_line_and_writes_no_weights(tmp_path, 
     if case not in ("classes", "empty"):
         assert "/x." in said[0]  # the file
     assert not list(out.rglob("model.safetensors"))
+
+
+def test_mmsegs_img_dir_ann_dir_layout_reads_and_shards_like_ade20ks(tmp_path):
+    from swinkit.data.shards import open_shards, write_shards
+
+    labels = np.array([[0, 1, 2], [2, 1, 0]])
+    write_pair(tmp_path / "ade", "train", "x", labels)
+    mmseg = tmp_path / "mmseg"
+    (tmp_path / "ade" / "images").rename(tmp_path / "ade" / "img_dir")
+    (tmp_path / "ade" / "annotations").rename(tmp_path / "ade" / "ann_dir")
+    (tmp_path / "ade").rename(mmseg)
+    (mmseg / "classes.txt").write_text("a\nb\nc\n")
+    folder = SegmentationFolder(mmseg, "train")
+    assert folder.classes == ["a", "b", "c"] and folder.load(0)[1].tolist() == labels.tolist()
+    write_shards(mmseg, str(tmp_path / "shards"), splits=("train",))
+    assert open_shards(str(tmp_path / "shards"), "train").task == "segmentation"
+    with pytest.raises(DataLayoutError, match="or img_dir/val/ and ann_dir/val/"):
+        SegmentationFolder(mmseg, "val")

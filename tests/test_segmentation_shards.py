@@ -16,7 +16,8 @@ from PIL import Image
 from swinkit.checkpoints.io import read_file
 from swinkit.cli import main
 from swinkit.data.digit_scenes import DigitScenes
-from swinkit.data.segmentation import Pipeline, SegmentationFolder, segmentation_loader
+from swinkit.data.label_maps import SegmentationFolder
+from swinkit.data.segmentation import Pipeline, segmentation_loader
 from swinkit.data.shards import open_shards, write_shards
 from swinkit.engine.config import load_config
 from swinkit.engine.segmentation_eval import evaluate_segmentation

@@ -17,8 +17,8 @@ from ..core.errors import ConfigError, DataLayoutError
 from .datasets import Digits, first, imagenet_folders, require_root
 from .digit_scenes import DigitScenes
 from .hf import HUB_PREFIX, HFImages, HFSegmentation
+from .label_maps import SegmentationFolder
 from .loader import Loader, map_loader
-from .segmentation import SegmentationFolder
 from .shards import ShardSplit, is_shard_dir, open_shards, stream_loader
 
 
@@ -73,7 +73,7 @@ SEGMENTATION_DATASETS = ("digit_scenes", "segmentation", "wds", "hf")
 def build_segmentation_datasets(data, seg, splits: tuple[str, ...] = ("train", "val")) -> list:
     """The ``splits`` ('train', 'val') of a segmentation run: ``data.dataset=digit_scenes`` (built in;
     ``seg.scenes``, ``seg.val_scenes``, ``seg.scene_size``), ``segmentation`` (a folder of ``images/<split>`` and
-    ``annotations/<split>``: ADE20K's layout, ``swinkit.data.segmentation``), ``wds`` (that folder written as
+    ``annotations/<split>``: ADE20K's layout, ``swinkit.data.label_maps``), ``wds`` (that folder written as
     shards by ``swinkit shard``, local or remote) or ``hf`` (a Hugging Face dataset of images and label maps,
     ``swinkit.data.hf.HFSegmentation``)."""
     if data.dataset not in SEGMENTATION_DATASETS:

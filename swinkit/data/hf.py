@@ -18,7 +18,7 @@ from PIL import Image
 from ..core import remote
 from ..core.errors import DataError, DataLayoutError, MissingExtraError, shown
 from .datasets import MAX_CLASSES, decode_image, read_image_file
-from .segmentation import ADE20K_CLASSES_FILE, decode_label_map, folder_classes, read_classes
+from .label_maps import ADE20K_CLASSES_FILE, decode_label_map, folder_classes, read_classes
 
 HUB_PREFIX = "hf://datasets/"
 SPLIT_ALIASES = {"val": ("validation", "valid"), "validation": ("val",)}
@@ -127,7 +127,7 @@ LABEL_MAP_COLUMNS = ("annotation", "label", "semantic_segmentation", "segmentati
 
 
 class HFSegmentation:
-    """A split of a Hugging Face segmentation dataset, like ``segmentation.SegmentationFolder``: ``load(i)`` gives
+    """A split of a Hugging Face segmentation dataset, like ``label_maps.SegmentationFolder``: ``load(i)`` gives
     the image and its checked label map.
 
     The label map is the dataset's other image column (the first of ``LABEL_MAP_COLUMNS`` where there are several:

@@ -2,19 +2,16 @@
 
 Datasets have ``load(i) -> (PIL RGB image, (H, W) uint8 label map)``, ``name(i)``, ``classes`` and ``len``:
 
-- ``SegmentationFolder``: ``root/images/<split>/*`` beside ``root/annotations/<split>/*.png`` paired by file stem,
-  ADE20K's release layout (splits ``training`` and ``validation``) and mmseg's ``img_dir``/``ann_dir`` one alike.
-  Classes come from ``root/classes.txt`` (one name per line), else ADE20K's 150. With ``reduce_zero_label`` (ADE20K)
-  label 0 ("other") becomes the ignore index 255 and every other label drops by one.
+- ``SegmentationFolder`` (``label_maps.py``): ADE20K's and mmseg's folders of images beside label maps;
+- ``HFSegmentation`` (``hf.py``): a Hugging Face dataset of images and label maps;
 - ``DigitScenes`` (``digit_scenes.py``): the built-in scenes.
 
 A folder written as shards by ``swinkit shard`` (``shards.py``: each image beside its ``.seg.png``) streams through
 the same pipeline (``segmentation_loader`` of a ``ShardSplit``; ``ShardLabelMaps`` checks each label map as a
 folder's are checked, naming the shard and the sample).
 
-A label map must be a single-channel index map (PNG mode L, P or I;16 with values below 256) of its image's size,
-with values below the class count or equal to the ignore index; anything else is a ``DataError`` naming the file and
-the fix, raised in the training process (``Loader`` turns a worker's report into it).
+A label map that does not fit (``label_maps.py``) stops the run with a ``LabelMapError`` naming the file and the fix,
+raised in the training process (``Loader`` turns a worker's report into it).
 
 The pipeline is mmseg's for the Swin ADE20K configs, seeded per sample like every swinkit transform
 (``datasets.transform_sample``): random rescale of ``scale`` by a ratio in ``ratio_range`` keeping the aspect ratio,
@@ -26,119 +23,20 @@ test-time ratio) and resizes the predictions back to the label map.
 
 from __future__ import annotations
 
-import io
 import random
-from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..core.errors import DataError, DataLayoutError
-from .datasets import IMG_EXTENSIONS, decode_image, read_image_file, transform_sample
+from .datasets import decode_image, transform_sample
+from .label_maps import IGNORE_INDEX, LabelMapError, decode_label_map
 from .loader import Loader, StreamFailure, indexed_loader
 from .shards import IMAGE_KEYS, SEGMENTATION_KEY, ShardSplit, stream_loader
 
-IGNORE_INDEX = 255
 MAX_CROP_TRIES = 10
-ADE20K_CLASSES_FILE = Path(__file__).parent / "ade20k_classes.txt"
-
-
-class LabelMapError(DataError):
-    """A label map that does not fit its image or its classes."""
-
-
-def read_label_map(path: Path, size: tuple[int, int], num_classes: int, reduce_zero_label: bool) -> np.ndarray:
-    """The (H, W) uint8 label map at ``path`` for an image of ``size`` (W, H), checked and reduced."""
-    return decode_label_map(read_image_file(path), str(path), size, num_classes, reduce_zero_label)
-
-
-def decode_label_map(data: bytes, name: str, size: tuple[int, int], num_classes: int,
-                     reduce_zero_label: bool) -> np.ndarray:  # fmt: skip
-    """The (H, W) uint8 label map encoded in ``data`` (``name`` says where it came from), checked against its image's
-    ``size`` (W, H) before its pixels are decoded, then against the classes, and reduced."""
-    try:
-        with Image.open(io.BytesIO(data)) as label:
-            mode, label_size = label.mode, label.size
-            if mode not in ("L", "P", "I;16", "I"):
-                raise LabelMapError(f"{name}: a {mode} image where a single-channel index map (PNG mode L or P) is "
-                                    "expected; convert colour-coded masks to class indices first")  # fmt: skip
-            if label_size != size:
-                raise LabelMapError(f"{name}: label map is {label_size[0]}x{label_size[1]} but its image is "
-                                    f"{size[0]}x{size[1]}; the pair must be the same size (is it the right file?)")
-            values = np.asarray(label)
-    except LabelMapError:
-        raise
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
-        reason = f"{type(err).__name__}: {err}"
-        raise LabelMapError(f"{name}: not a readable label map ({reason}); replace the file") from err
-    if values.max(initial=0) > IGNORE_INDEX:
-        raise LabelMapError(f"{name}: label value {int(values.max())} does not fit an index map of 8 bits")
-    values = values.astype(np.uint8)
-    if reduce_zero_label:
-        values = np.where(values == 0, IGNORE_INDEX, values - 1).astype(np.uint8)
-        values[values == IGNORE_INDEX - 1] = IGNORE_INDEX
-    check_labels(values, num_classes, name)
-    return values
-
-
-def check_labels(values: np.ndarray, num_classes: int, name: str) -> None:
-    bad = values[(values >= num_classes) & (values != IGNORE_INDEX)]
-    if bad.size:
-        raise LabelMapError(f"{name}: label value {int(bad.max())} is outside the {num_classes} classes (0.."
-                            f"{num_classes - 1}, {IGNORE_INDEX} = ignore); fix the map, the class list, or "
-                            "seg.reduce_zero_label")  # fmt: skip
-
-
-class SegmentationFolder:
-    """Images and label maps of one split of ``root`` (module docstring)."""
-
-    def __init__(self, root: str | Path, split: str, reduce_zero_label: bool = False,
-                 classes: Sequence[str] | None = None) -> None:  # fmt: skip
-        root = Path(root)
-        images, labels = root / "images" / split, root / "annotations" / split
-        for folder in (images, labels):
-            if not folder.is_dir():
-                raise DataLayoutError(f"{folder} does not exist; a segmentation folder holds images/{split}/ and "
-                                      f"annotations/{split}/ (ADE20K's layout)")  # fmt: skip
-        pictures = {p.stem: p for p in sorted(images.iterdir()) if p.suffix.lower() in IMG_EXTENSIONS}
-        maps = {p.stem: p for p in sorted(labels.iterdir()) if p.suffix.lower() == ".png"}
-        if not pictures:
-            raise DataLayoutError(f"{images}: no images in the {split} split")
-        unpaired = sorted(set(pictures) ^ set(maps))
-        if unpaired:
-            stem = unpaired[0]
-            lonely = pictures.get(stem) or maps[stem]
-            other = "label map" if stem in pictures else "image"
-            raise DataLayoutError(f"{lonely} has no {other} of the same name ({len(unpaired)} unpaired file(s) in "
-                                  f"{root}); every image needs its label map and the reverse")  # fmt: skip
-        self.pairs = [(pictures[stem], maps[stem]) for stem in sorted(pictures)]
-        self.classes = list(classes) if classes is not None else folder_classes(root)
-        self.reduce_zero_label = reduce_zero_label
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def name(self, index: int) -> str:
-        return str(self.pairs[index][0])
-
-    def load(self, index: int) -> tuple[Image.Image, np.ndarray]:
-        image_path, label_path = self.pairs[index]
-        image = decode_image(read_image_file(image_path), str(image_path))
-        return image, read_label_map(label_path, image.size, len(self.classes), self.reduce_zero_label)
-
-
-def folder_classes(root: Path) -> list[str]:
-    """The class names of ``root/classes.txt`` (one per line), else ADE20K's 150."""
-    listed = root / "classes.txt"
-    return read_classes(listed if listed.is_file() else ADE20K_CLASSES_FILE)
-
-
-def read_classes(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 class Repeated:

@@ -41,6 +41,7 @@ from ..core import remote
 from ..core.atomic import write_dir
 from ..core.errors import ConfigError, DataError, DataLayoutError, MissingExtraError, shown
 from .datasets import MAX_CLASSES, MAX_IMAGE_BYTES, decode_image, imagenet_folders, open_regular, transform_sample
+from .label_maps import SegmentationFolder, folder_layout
 from .loader import Loader, StreamFailure, collate, sample_seed
 
 log = logging.getLogger(__name__)
@@ -251,12 +252,10 @@ def _image_key(path: str) -> str:
 
 def _folder_samples(data: str | Path, splits: tuple[str, ...]) -> tuple[str, list[str], list]:
     """``(task, classes, per split: a list of (image path, what goes beside it))`` of a folder to shard: a
-    segmentation folder (``images/`` and ``annotations/``; beside each image its label map's path) or an ImageNet
-    one (beside each image its class index)."""
+    segmentation folder (``images/`` and ``annotations/``, or ``img_dir/`` and ``ann_dir/``; beside each image its
+    label map's path) or an ImageNet one (beside each image its class index)."""
     root = Path(data)
-    if (root / "images").is_dir() and (root / "annotations").is_dir():
-        from .segmentation import SegmentationFolder
-
+    if folder_layout(root) is not None:
         folders = [SegmentationFolder(root, split) for split in splits]
         return "segmentation", folders[0].classes, [folder.pairs for folder in folders]
     folders = imagenet_folders(data, splits)
@@ -266,7 +265,7 @@ def _folder_samples(data: str | Path, splits: tuple[str, ...]) -> tuple[str, lis
 def write_shards(data: str | Path, output: str, *, shard_bytes: int = 10**9, shard_samples: int | None = None,
                  splits: tuple[str, ...] = ("train", "val")) -> dict:  # fmt: skip
     """Write the ImageNet-layout folder ``data`` (``data/{train,val}/<class>/<image>``), or a segmentation folder
-    (``data/images/<split>``, ``data/annotations/<split>``; ``swinkit.data.segmentation``), as shards under
+    (``data/images/<split>``, ``data/annotations/<split>``; ``swinkit.data.label_maps``), as shards under
     ``output``.
 
     Shards close at ``shard_bytes`` or ``shard_samples``, whichever comes first. A local ``output`` is written into

@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from ..data.segmentation import IGNORE_INDEX
+from ..data.label_maps import IGNORE_INDEX
 
 __all__ = ["IGNORE_INDEX", "area_histograms", "confusion_matrix", "histograms", "scores", "table"]
 
