@@ -33,7 +33,7 @@ def test_the_shipped_model_statistics_are_what_the_models_count():
 def test_segmentation_models_and_their_tags_list_with_their_miou(capsys):
     assert main(["models", "--task", "segmentation"]) == 0
     line = next(row for row in capsys.readouterr().out.splitlines() if row.startswith("upernet_swin_tiny"))
-    assert line.split()[1:6] == ["59.94", "236.86", "512", "150", "44.51"]
+    assert line.split()[1:6] == ["59.94", "236.87", "512", "150", "44.51"]
     assert main(["models", "upernet_swin_base*", "--task", "segmentation", "--pretrained"]) == 0
     out = capsys.readouterr().out
     assert "mIoU" in out.splitlines()[0]
@@ -72,6 +72,6 @@ def test_help_and_import_do_not_load_torch():
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert "--from {auto,swinkit,timm,microsoft,hf,torchvision,mindspore,paddle}" in done.stdout
+    assert "--from {auto,swinkit,timm,microsoft,hf,torchvision,mindspore,paddle,openmmlab}" in done.stdout
     with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
         swinkit.nonexistent  # noqa: B018
