@@ -30,24 +30,27 @@ VARIANTS: tuple[str, ...] = ()
 SUFFIXES = TORCH_SUFFIXES
 UNFOLD_ORDER = [0, 2, 1, 3]  # the official concatenation's parts in nn.Unfold's order; the permutation is its inverse
 
-_TO_OFFICIAL = [
-    (r"^stages\.(\d+)\.", r"layers.\1."),
-    (r"\.attn\.w_msa\.", ".attn."),
-    (r"\.ffn\.layers\.0\.0\.", ".mlp.fc1."),
-    (r"\.ffn\.layers\.1\.", ".mlp.fc2."),
-    (r"^patch_embed\.projection\.", "patch_embed.proj."),
-    (r"^norm3\.", "norm."),
-    (r"^head\.fc\.", "head."),
+# (OpenMMLab's name, the official one, whether it starts the key): one table, read both ways.
+_NAMES = [
+    ("stages.", "layers.", True),
+    (".attn.w_msa.", ".attn.", False),
+    (".ffn.layers.0.0.", ".mlp.fc1.", False),
+    (".ffn.layers.1.", ".mlp.fc2.", False),
+    ("patch_embed.projection.", "patch_embed.proj.", True),
+    ("norm3.", "norm.", True),
+    ("head.fc.", "head.", True),
 ]
-_FROM_OFFICIAL = [
-    (r"^layers\.(\d+)\.", r"stages.\1."),
-    (r"\.attn\.", ".attn.w_msa."),
-    (r"\.mlp\.fc1\.", ".ffn.layers.0.0."),
-    (r"\.mlp\.fc2\.", ".ffn.layers.1."),
-    (r"^patch_embed\.proj\.", "patch_embed.projection."),
-    (r"^norm\.", "norm3."),
-    (r"^head\.", "head.fc."),
-]
+
+
+def _rules(to_official: bool) -> list[tuple[str, str]]:
+    rules = []
+    for mm, official, starts in _NAMES:
+        old, new = (mm, official) if to_official else (official, mm)
+        rules.append(("^" * starts + re.escape(old), new))
+    return rules
+
+
+_TO_OFFICIAL, _FROM_OFFICIAL = _rules(True), _rules(False)
 _OUTPUT_NORMS = re.compile(r"^norm[012]\.")
 _MERGE = re.compile(r"^layers\.\d+\.downsample\.(reduction\.weight|norm\.(weight|bias))$")
 
