@@ -25,15 +25,15 @@ import torch
 from torch import nn
 
 from ..core.errors import CheckpointError
-from . import hf, microsoft, openmmlab
+from . import hf
 from .common import Converted, rename
+from .dense import backbone_from_swinkit, backbone_to_swinkit
 
 LAYOUTS = ("mmseg", "hf")
 _HEADS = ("decode_head.", "auxiliary_head.")
 _HF_HEAD_RULES = [(r"\.batch_norm\.", ".bn."), (r"\.classifier\.", ".conv_seg.")]
 _HEAD_TO_HF = [(r"\.bn\.", ".batch_norm."), (r"\.conv_seg\.", ".classifier.")]
 _HF_NORM = re.compile(r"^hidden_states_norms\.stage(\d+)\.")
-_MMSEG_NORM = re.compile(r"^norm(\d+)\.")
 
 
 def decode_classes(state: dict[str, torch.Tensor]) -> int | None:
@@ -89,9 +89,8 @@ def to_swinkit(state: dict[str, torch.Tensor], layout: str, family: str) -> Conv
         converted = hf.to_swinkit(backbone, family)
         heads = rename(heads, _HF_HEAD_RULES)
     else:
-        norms = _take_norms(backbone, _MMSEG_NORM, 0)
-        names = openmmlab if openmmlab.detect(backbone) else microsoft
-        converted = names.to_swinkit(backbone, family)
+        converted, indexed = backbone_to_swinkit(backbone, family)
+        norms = {f"out_norms.{k}": v for k, v in indexed.items()}
     out = {f"backbone.{k}": v for k, v in converted.state.items()}
     return Converted({**out, **norms, **heads}, [f"backbone.{k}" for k in converted.dropped])
 
@@ -109,6 +108,5 @@ def from_swinkit(model: nn.Module, state: dict[str, torch.Tensor], layout: str) 
         stage = [(r"^out_norms\.(\d+)\.", lambda m: f"backbone.hidden_states_norms.stage{int(m[1]) + 1}.")]
         out.update(rename(norms, stage))
         return {**out, **rename(heads, _HEAD_TO_HF)}
-    out = {"backbone." + k: v for k, v in microsoft.to_official(backbone, family).items()}
-    out.update(rename(norms, [(r"^out_norms\.(\d+)\.", r"backbone.norm\1.")]))
+    out = backbone_from_swinkit(backbone, {k.removeprefix("out_norms."): v for k, v in norms.items()}, family)
     return {**out, **heads}

@@ -94,12 +94,16 @@ class Pipeline:
         return pixels, target
 
 
+def fit_size(height: int, width: int, scale: tuple[int, int]) -> tuple[int, int]:
+    """mmcv's ``rescale_size``: the size that fits (long side, short side) ``scale`` keeping the aspect ratio."""
+    factor = min(max(scale) / max(height, width), min(scale) / min(height, width))
+    return int(height * factor + 0.5), int(width * factor + 0.5)
+
+
 def rescale(x: torch.Tensor, scale: tuple[int, int], nearest: bool = False) -> torch.Tensor:
     """Resize (C, H, W) or (H, W) to fit ``scale`` (long side, short side) keeping the aspect ratio, as mmcv's
     ``imrescale``: bilinear (half-pixel centres, no antialiasing) for images, nearest for labels."""
-    h, w = x.shape[-2:]
-    factor = min(max(scale) / max(h, w), min(scale) / min(h, w))
-    size = (int(h * factor + 0.5), int(w * factor + 0.5))
+    size = fit_size(*x.shape[-2:], scale)
     batch = x[None] if x.ndim == 3 else x[None, None].float()
     if nearest:
         return F.interpolate(batch, size=size, mode="nearest")[0, 0].long()

@@ -17,17 +17,12 @@ from torch import nn
 
 from ..core import device as devices
 from ..core.distributed import all_reduce_sum
+from ..data.segmentation import fit_size
 from ..models.upernet import resize
 from .config import SegConfig
 from .miou import confusion_matrix, histograms, scores
 from .parallel import evaluation_batches
 from .setup import autocast
-
-
-def fit_size(height: int, width: int, scale: tuple[int, int]) -> tuple[int, int]:
-    """The size mmcv's ``imrescale`` gives an image to fit ``scale`` (long side, short side), keeping its ratio."""
-    factor = min(max(scale) / max(height, width), min(scale) / min(height, width))
-    return int(height * factor + 0.5), int(width * factor + 0.5)
 
 
 def _windows(size: tuple[int, int], crop: tuple[int, int], stride: tuple[int, int]) -> tuple[int, int]:

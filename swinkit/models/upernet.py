@@ -26,8 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.errors import ConfigError
-from .base import NO_WEIGHT_DECAY_KEYWORDS, WINDOW_PADDING, HierarchicalModel
-from .registry import create_model, register_model
+from .base import NO_WEIGHT_DECAY_KEYWORDS
+from .dense import dense_backbone, output_norms, stage_maps
+from .registry import register_model
 
 # What the official Swin segmentation configs keep out of weight decay (mmseg's paramwise custom_keys, matched as
 # substrings of the parameter names), plus Swin V2's position-bias MLP and logit scales.
@@ -174,20 +175,11 @@ class UperNet(nn.Module):
         if num_classes < 1:
             raise ConfigError(f"a segmentation model needs num_classes >= 1, got {num_classes}")
         self.backbone_name = backbone
-        model = create_model(backbone, num_classes=0, img_size=img_size, drop_path_rate=drop_path_rate,
-                             **(backbone_args or {}))  # fmt: skip
-        if not isinstance(model, HierarchicalModel):
-            raise ConfigError(f"{backbone!r} is not a hierarchical backbone (Swin V1/V2 or CSWin)")
-        if model.family != "cswin":
-            model.set_window_padding(window_padding)
-        elif window_padding not in WINDOW_PADDING:
-            raise ConfigError(f"window_padding must be one of {', '.join(WINDOW_PADDING)}, got {window_padding!r}")
-        model.prune_intermediate_layers(len(model.layers), prune_norm=True)
-        self.backbone = model
+        model = self.backbone = dense_backbone(backbone, img_size, drop_path_rate, window_padding, backbone_args)
         widths = [info["num_chs"] for info in model.feature_info]
         if not 0 <= auxiliary_index < len(widths):
             raise ConfigError(f"auxiliary_index={auxiliary_index} is not a stage of {backbone} (0..{len(widths) - 1})")
-        self.out_norms = nn.ModuleList(nn.LayerNorm(width) for width in widths)
+        self.out_norms = output_norms(model)
         self.decode_head = UPerHead(widths, num_classes, channels, pool_scales, dropout)
         self.auxiliary_head = (
             FCNHead(widths[auxiliary_index], num_classes, auxiliary_index, auxiliary_channels, dropout=dropout)
@@ -213,8 +205,7 @@ class UperNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The backbone's four stage maps, each through its LayerNorm, (B, C_i, H / 4·2^i, W / 4·2^i)."""
-        maps = self.backbone.forward_intermediates(x, output_fmt="NHWC", intermediates_only=True)
-        return [norm(m).permute(0, 3, 1, 2).contiguous() for norm, m in zip(self.out_norms, maps, strict=True)]
+        return stage_maps(self.backbone, self.out_norms, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         features = self.forward_features(x)
