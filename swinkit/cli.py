@@ -25,7 +25,21 @@ def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]], markdown:
         print(" ".join(cells) + "  " + row[-1])
 
 
-def _print_weights(names: list[str], markdown: bool, segmentation: bool) -> None:
+METRICS = {"classification": "top-1", "segmentation": "mIoU", "detection": "box/mask AP"}
+
+
+def _score(task: str, record, as_published: bool = False) -> str:
+    """A model's published score as the models table shows it, or a tag's as published (``as_published``)."""
+    if task == "detection":
+        box, mask = record.box_ap, record.mask_ap
+        return "-" if box is None else f"{box:.1f}/{mask:.1f}" if mask is not None else f"{box:.1f}"
+    score = record.miou if task == "segmentation" else record.top1
+    if score is None:
+        return "-"
+    return f"{score:g}" if as_published else f"{score:.2f}" if task == "segmentation" else f"{score:.1f}"
+
+
+def _print_weights(names: list[str], markdown: bool, task: str) -> None:
     from .hub import default_tag, list_weights
 
     rows = []
@@ -33,12 +47,11 @@ def _print_weights(names: list[str], markdown: bool, segmentation: bool) -> None
         default = default_tag(name)
         for w in list_weights(name):
             h, wd = w.img_size
-            score = w.miou if segmentation else w.top1
             rows.append((
                 w.name, "yes" if w.tag == default else "", w.origin, w.label_set, f"{h}" if h == wd else f"{h}x{wd}",
-                f"{w.crop_pct:.3g}", w.interpolation, f"{score:g}" if score is not None else "-", w.source,
+                f"{w.crop_pct:.3g}", w.interpolation, _score(task, w, as_published=True), w.source,
             ))  # fmt: skip
-    metric = "mIoU" if segmentation else "top-1"
+    metric = METRICS[task]
     header = ("weights", "default", "origin", "labels", "img size", "crop", "interp.", metric, "source")
     _print_table(header, rows, markdown, (-48, -7, -11, -12, 8, 5, -8, 6))
 
@@ -51,9 +64,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     if not names:
         print(f"no {args.task} model matches {args.pattern!r}", file=sys.stderr)
         return 1
-    segmentation = args.task == "segmentation"
     if args.pretrained:
-        _print_weights(names, args.markdown, segmentation)
+        _print_weights(names, args.markdown, args.task)
         return 0
     rows = []
     for name in names:
@@ -61,8 +73,6 @@ def cmd_models(args: argparse.Namespace) -> int:
         params, macs = zoo_stats.stats(name)
         h, w = info.img_size
         size = f"{h}" if h == w else f"{h}x{w}"
-        score = info.miou if segmentation else info.top1
-        top1 = f"{score:.2f}" if segmentation and score is not None else f"{score:.1f}" if score is not None else "-"
         rows.append(
             (
                 name,
@@ -70,11 +80,12 @@ def cmd_models(args: argparse.Namespace) -> int:
                 f"{macs / 1e9:.2f}",
                 size,
                 str(info.num_classes),
-                top1,
+                _score(args.task, info),
                 ", ".join(info.aliases),
             )
         )
-    header = ("model", "params (M)", "GMACs", "img size", "classes", "mIoU" if segmentation else "top-1", "aliases")
+    macs = "GMACs" if args.task != "detection" else "GMACs*"
+    header = ("model", "params (M)", macs, "img size", "classes", METRICS[args.task], "aliases")
     _print_table(header, rows, args.markdown, (-42, 10, 8, 9, 7, 6))
     return 0
 
@@ -256,12 +267,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .deploy import predict
 
     results = predict(args.model, args.checkpoint, args.images, topk=args.topk, weights=_weights(args),
-                      precision=args.precision or "fp32", compile=args.compile, output=args.output)  # fmt: skip
+                      precision=args.precision or "fp32", compile=args.compile, output=args.output,
+                      threshold=args.threshold)  # fmt: skip
     for result in results:
         if "error" in result:
             print(f"swinkit predict: error: {result['image']}: {result['error']}", file=sys.stderr)
         elif args.json:
             continue
+        elif "drawing" in result:  # a detector: the drawing and each detection
+            print(f"{result['image']} -> {result['drawing']}: {len(result['detections'])} detection(s)")
+            for found in result["detections"]:
+                box = ", ".join(f"{v:.1f}" for v in found["box"])
+                print(f"  {found['score']:.2f}  {found['class']:<12}  [{box}]")
         elif "overlay" in result:  # a segmentation model: the files it wrote and the largest classes
             print(f"{result['image']} -> {result['labels']}, {result['overlay']}")
             for label, share in list(result["classes"].items())[: args.topk]:
@@ -331,8 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. 'swinv2*'")
     p.add_argument("--markdown", action="store_true", help="print a markdown table (the README's model zoo)")
     p.add_argument("--pretrained", action="store_true", help="list the published weights (tags) instead")
-    p.add_argument("--task", choices=("classification", "segmentation"), default="classification",
-                   help="which models: classifiers (top-1) or segmentation models (ADE20K mIoU)")
+    p.add_argument("--task", choices=("classification", "segmentation", "detection"), default="classification",
+                   help="which models: classifiers (top-1), segmentation models (ADE20K mIoU) or detectors (COCO "
+                   "box/mask AP; *GMACs of the backbone and FPN)")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("download", help="fetch published weights ahead of time (for air-gapped machines)")
@@ -434,7 +452,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--output", default="predictions", metavar="DIR",
-                   help="segmentation models: where each image's label map and overlay PNG go (default: predictions)")
+                   help="segmentation models and detectors: where each image's label map and overlay PNG, or its "
+                   "drawing, go (default: predictions)")
+    p.add_argument("--threshold", type=float, default=0.5,
+                   help="detectors: the least score of a detection drawn and listed (default: 0.5)")
     _add_inference_flags(p, "default: fp32")
     p.set_defaults(func=cmd_predict)
 

@@ -135,5 +135,5 @@ def test_classification_and_segmentation_shards_are_not_mixed_up(data, tmp_path)
             Image.new("RGB", (8, 8)).save(digits / split / label / "x.png")
     write_shards(digits, str(tmp_path / "cls"))
     seg = load_config("upernet_digits", ["data.dataset=wds", f"data.root={tmp_path / 'cls'}"])
-    with pytest.raises(ConfigError, match="hold classified images"):
+    with pytest.raises(ConfigError, match="hold classification samples"):
         build_segmentation_datasets(seg.data, seg.seg)

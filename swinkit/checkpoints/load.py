@@ -19,12 +19,16 @@ from torch import nn
 from ..core.errors import CheckpointError, ConfigError
 from ..layers import WindowAttentionV1
 from ..models.base import FeatureExtractor, HierarchicalModel
+from ..models.rcnn import FasterRCNN, MaskRCNN
 from ..models.upernet import UperNet
-from . import mindspore, segmentation
+from . import detection, mindspore, segmentation
 from . import ssl as ssl_layout
+from .common import Converted
 from .io import EMA_KEYS, container_key, extract_state_dict, read_file, save_safetensors, write_tensors
 from .layouts import FORMATS, NATIVE, detect_format, preview, reader, write
 from .transfer import HEAD_KEYS, adapt_to_model
+
+DETECTORS = (FasterRCNN, MaskRCNN)
 
 
 @dataclass
@@ -98,7 +102,7 @@ def load_checkpoint(
             an unpickler that admits numpy arrays only) file, or an in-memory state dict. ``model``/``state_dict``
             containers and ``module.`` prefixes are unwrapped. Or the ``Contents`` of one already read.
         format: 'auto' or one of 'swinkit', 'microsoft', 'timm', 'hf', 'torchvision', 'mindspore', 'paddle'; for an
-            ``UperNet`` also 'mmseg' (see ``_load_upernet``).
+            ``UperNet`` also 'mmseg' (see ``_load_upernet``), for a detector 'mmdet' (see ``_load_detector``).
             Weights in MindCV's Swin V2 layout also switch the model to the numerics MindCV trained them with
             (LayerNorm eps 1e-6, tanh GELU; reported under ``adapted``), as do swinkit files saved from such a model.
         strict: raise if the model has parameters the checkpoint lacks, or the checkpoint has extra weights.
@@ -118,7 +122,9 @@ def load_checkpoint(
         CheckpointError: unreadable file, unknown layout, wrong architecture, class-count mismatch, or (strict)
             missing/unexpected keys. The message names the problem and the fix.
     """
-    if format not in FORMATS and not (isinstance(model, UperNet) and format in segmentation.LAYOUTS):
+    dense_layouts = segmentation.LAYOUTS if isinstance(model, UperNet) else detection.LAYOUTS if isinstance(
+        model, DETECTORS) else ()  # fmt: skip
+    if format not in FORMATS and format not in dense_layouts:
         raise ConfigError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
     if head not in ("match", "reset"):
         raise ConfigError(f"head must be 'match' or 'reset', got {head!r}")
@@ -126,6 +132,8 @@ def load_checkpoint(
         return model.load_ssl_checkpoint(src, format=format, strict=strict, ema=ema)
     if isinstance(model, UperNet):
         return _load_upernet(model, src, format=format, strict=strict, head=head, ema=ema)
+    if isinstance(model, DETECTORS):
+        return _load_detector(model, src, format=format, strict=strict, head=head, ema=ema)
     backbone = _backbone(model)
     return load_prepared(backbone, prepare(src, backbone.family, format=format, ema=ema), strict=strict,
                          label_map=label_map, head=head)  # fmt: skip
@@ -276,43 +284,86 @@ def _load_upernet(model: UperNet, src, *, format: str, strict: bool, head: str, 
     differ.
     """
     contents = read_contents(src, ema)
-    source, metadata, state = contents.source, contents.metadata, contents.state
-    layout = segmentation.detect(state)  # the layout of a whole UperNet tells itself; ``format`` is the backbone's
+    layout = segmentation.detect(contents.state)  # a whole UperNet's layout tells itself; ``format`` the backbone's
     if layout is None:
-        backbone_format = "auto" if format == "mmseg" else format
-        prepared = prepare(contents, model.backbone.family, format=backbone_format)
+        prepared = prepare(contents, model.backbone.family, format="auto" if format == "mmseg" else format)
         return load_prepared(model.backbone, prepared, strict=strict, head="reset")
-    family = model.backbone.family
+    state, dropped = contents.state, []
     if layout != NATIVE:
-        state, dropped = segmentation.to_swinkit(state, layout, family)
+        state, dropped = segmentation.to_swinkit(state, layout, model.backbone.family)
+    return _load_whole(model, "backbone.", Converted(state, dropped), contents, layout, strict, head,
+                       SEGMENTATION_HEAD_KEYS, [])  # fmt: skip
+
+
+def _load_detector(model: nn.Module, src, *, format: str, strict: bool, head: str, ema: bool | None) -> LoadReport:
+    """A whole Faster/Mask R-CNN (swinkit's own, torchvision's, the official mmdet releases:
+    ``swinkit.checkpoints.detection``), or a backbone for it (any classification or SSL checkpoint, loaded into
+    ``model.backbone.body``; the rest stays initialised). As ``_load_upernet``; the box and mask predictors are the
+    class-sized tensors ``head='reset'`` leaves initialised."""
+    contents = read_contents(src, ema)
+    layout = detection.detect(contents.state)
+    body = model.backbone.body
+    if layout is None:
+        prepared = prepare(contents, body.family, format="auto" if format in detection.LAYOUTS else format)
+        return load_prepared(body, prepared, strict=strict, head="reset")
+    notes: list[str] = []
+    if layout == "mmdet":
+        converted, notes = detection.mmdet_to_swinkit(contents.state, body.family)
+    elif layout == "torchvision":  # another backbone's detector: its heads only
+        other = sorted(k for k in contents.state if k.startswith("backbone.body."))
+        own = model.state_dict()
+        unfit = sorted(k for k, v in contents.state.items()
+                       if k in own and not k.startswith("backbone.body.") and v.shape != own[k].shape
+                       and not (head == "reset" and k in detection.PREDICTORS))  # fmt: skip
+        state = {k: v for k, v in contents.state.items() if k not in other and k not in unfit}
+        converted = Converted(state, [*unfit, *other])
+        notes.append(f"not taken: {len(other)} tensors of another backbone (backbone.body.*), {len(unfit)} of "
+                     f"another shape ({preview(unfit)})")  # fmt: skip
     else:
-        dropped = []
-    backbone_state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
-    prepared = Prepared(source, layout, backbone_state, [k.removeprefix("backbone.") for k in dropped], metadata,
-                        mindcv=False, ssl=False)  # fmt: skip
-    report = load_prepared(model.backbone, prepared, strict=strict, head="reset")
-    rest = {k: v for k, v in state.items() if not k.startswith("backbone.")}
-    own = {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")}
+        converted = Converted(contents.state, [])
+    return _load_whole(model, "backbone.body.", converted, contents, layout, strict, head, detection.PREDICTORS,
+                       notes)  # fmt: skip
+
+
+def _load_whole(model: nn.Module, prefix: str, converted: Converted, contents: Contents, layout: str, strict: bool,
+                head: str, head_keys: tuple[str, ...], notes: list[str]) -> LoadReport:  # fmt: skip
+    """A dense model's state dict in swinkit's names: its backbone (the entries under ``prefix``) through the
+    classification pipeline into ``model``'s backbone, the rest exactly, except the class-sized ``head_keys`` under
+    ``head='reset'`` when the class counts differ."""
+    state, dropped = converted
+    body = model.get_submodule(prefix.rstrip("."))
+    body_state = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+    prepared = Prepared(contents.source, layout, body_state, [k.removeprefix(prefix) for k in dropped],
+                        contents.metadata, mindcv=False, ssl=False)  # fmt: skip
+    report = load_prepared(body, prepared, strict=strict and bool(body_state), head="reset")
+    if not body_state:
+        report.missing = list(body.state_dict())
+    rest = {k: v for k, v in state.items() if not k.startswith(prefix)}
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith(prefix)}
+    report.adapted += notes
     if head == "reset":
-        resized = [k for k in SEGMENTATION_HEAD_KEYS if k in rest and k in own and rest[k].shape != own[k].shape]
+        resized = [k for k in head_keys if k in rest and k in own and rest[k].shape != own[k].shape]
         rest = {k: v for k, v in rest.items() if k not in resized}
         report.adapted += [f"{k} left initialised ({model.num_classes} classes)" for k in resized[:1]]
     mismatched = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
                   for k, v in rest.items() if k in own and v.shape != own[k].shape]  # fmt: skip
     if mismatched:
-        hint = " (pass head='reset' to train a new classifier)" if all("conv_seg" in m for m in mismatched) else ""
-        raise CheckpointError(f"{source} does not fit this UperNet: {preview(mismatched, 4)}{hint}")
-    ignore = SEGMENTATION_HEAD_KEYS if head == "reset" else ()
+        hint = " (pass head='reset' to train new classifiers)" if all(m.split(":")[0] in head_keys
+                                                                      for m in mismatched) else ""  # fmt: skip
+        raise CheckpointError(f"{contents.source} does not fit this {type(model).__name__}: "
+                              f"{preview(mismatched, 4)}{hint}")  # fmt: skip
+    ignore = head_keys if head == "reset" else ()
     missing = [k for k in own if k not in rest and k not in ignore]
     unexpected = [k for k in rest if k not in own]
-    if strict and (missing or unexpected):
-        raise CheckpointError(f"{source} ({layout} layout) does not match the model: missing {len(missing)} "
-                              f"[{preview(missing)}], unexpected {len(unexpected)} [{preview(unexpected)}]. Use "
-                              "strict=False to load the matching part only.")  # fmt: skip
+    if strict and (missing or unexpected or report.missing):
+        missing_all = [prefix + k for k in report.missing] + missing
+        raise CheckpointError(f"{contents.source} ({layout} layout) does not match the model: missing "
+                              f"{len(missing_all)} [{preview(missing_all)}], unexpected {len(unexpected)} "
+                              f"[{preview(unexpected)}]. Use strict=False to load the matching part only.")  # fmt: skip
     model.load_state_dict({k: v for k, v in rest.items() if k in own}, strict=False)
-    report.loaded = [f"backbone.{k}" for k in report.loaded] + sorted(k for k in rest if k in own)
-    report.missing = [f"backbone.{k}" for k in report.missing] + missing
-    report.unexpected = [f"backbone.{k}" for k in report.unexpected] + unexpected
+    report.loaded = [prefix + k for k in report.loaded] + sorted(k for k in rest if k in own)
+    report.missing = [prefix + k for k in report.missing] + missing
+    report.unexpected = [prefix + k for k in report.unexpected] + unexpected
     return report
 
 
@@ -335,10 +386,12 @@ def save_checkpoint(
         layout: for 'mindspore', 'mindcv' (Swin V2's default) or 'modelzoo' (official names, gamma/beta).
 
     An ``UperNet`` is written as 'swinkit', 'mmseg' (the official release's layout, a .pth file holding
-    ``{"state_dict": ...}``) or 'hf' (``UperNetForSemanticSegmentation``'s names, .safetensors or .pth).
+    ``{"state_dict": ...}``) or 'hf' (``UperNetForSemanticSegmentation``'s names, .safetensors or .pth); a
+    detector as 'swinkit', 'torchvision' (its state dict as it is, .pth) or 'mmdet' (the official release's layout,
+    ``{"state_dict": ...}``), see ``swinkit.checkpoints.detection``.
     """
-    if isinstance(model, UperNet):
-        return _save_upernet(model, path, format, metadata)
+    if isinstance(model, UperNet | FasterRCNN | MaskRCNN):
+        return _save_dense(model, path, format, metadata)
     model = _backbone(model)
     if format != NATIVE:
         return write(model, path, format, layout)
@@ -350,13 +403,21 @@ def save_checkpoint(
     return save_safetensors(model.state_dict(), path, meta)
 
 
-def _save_upernet(model: UperNet, path: str | os.PathLike, format: str, metadata: Mapping[str, str] | None) -> Path:
+def _save_dense(model: nn.Module, path: str | os.PathLike, format: str, metadata: Mapping[str, str] | None) -> Path:
+    """An UperNet or a detector: swinkit's safetensors (with its backbone's name), or its task's layouts."""
     if format == NATIVE:
         info = getattr(model, "model_info", None)
         meta = {"format": NATIVE, "family": model.family, "backbone": model.backbone_name,
                 **({"model": info.name} if info else {}), **(metadata or {})}  # fmt: skip
         return save_safetensors(model.state_dict(), path, meta)
-    if format not in segmentation.LAYOUTS:
-        raise ConfigError(f"an UperNet is written as {NATIVE}, {', '.join(segmentation.LAYOUTS)}; got {format!r}")
-    state = segmentation.from_swinkit(model, model.state_dict(), format)
-    return write_tensors(state, path, container="state_dict" if format == "mmseg" else None)
+    if isinstance(model, UperNet):
+        if format not in segmentation.LAYOUTS:
+            raise ConfigError(f"an UperNet is written as {NATIVE}, {', '.join(segmentation.LAYOUTS)}; got {format!r}")
+        state = segmentation.from_swinkit(model, model.state_dict(), format)
+        return write_tensors(state, path, container="state_dict" if format == "mmseg" else None)
+    if format not in detection.LAYOUTS:
+        raise ConfigError(f"a detector is written as {NATIVE}, {', '.join(detection.LAYOUTS)}; got {format!r}")
+    if format == "torchvision":
+        return write_tensors(model.state_dict(), path)
+    state = detection.swinkit_to_mmdet(model.state_dict(), model.backbone.body.family)
+    return write_tensors(state, path, container="state_dict")

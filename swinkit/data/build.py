@@ -14,8 +14,9 @@ from pathlib import Path
 
 from ..core import remote
 from ..core.errors import ConfigError, DataLayoutError
+from .coco import CocoDetection
 from .datasets import Digits, first, imagenet_folders, require_root
-from .digit_scenes import DigitScenes
+from .digit_scenes import DigitSceneInstances, DigitScenes
 from .hf import HUB_PREFIX, HFImages, HFSegmentation
 from .label_maps import SegmentationFolder
 from .loader import Loader, map_loader
@@ -58,8 +59,9 @@ def build_datasets(data) -> tuple:
     train, val = _splits(data, (data.train_split, data.val_split), limits)
     if isinstance(train, ShardSplit):
         if train.task != "classification":
-            raise ConfigError(f"{data.root}: these shards hold {train.task} samples (label maps, not classes); train "
-                              "a segmentation model (e.g. -c upernet_digits with data.dataset=wds)")  # fmt: skip
+            example = "upernet_digits" if train.task == "segmentation" else "maskrcnn_digits"
+            raise ConfigError(f"{data.root}: these shards hold {train.task} samples, not classes; train a {train.task} "
+                              f"model (e.g. -c {example} with data.dataset=wds)")  # fmt: skip
         if train.classes != val.classes:
             raise DataLayoutError(f"{data.root}: the {data.train_split} and {data.val_split} shards name different "
                                   "classes")  # fmt: skip
@@ -91,13 +93,48 @@ def build_segmentation_datasets(data, seg, splits: tuple[str, ...] = ("train", "
                                   "shard files instead (data.train_split='train-{000000..000009}.tar')")  # fmt: skip
             dataset = open_shards(require_root(data.root), name)
             if dataset.task != "segmentation":
-                raise ConfigError(f"{data.root}: these shards hold classified images; a segmentation model trains on "
-                                  "shards written from a folder of images/ and annotations/ (`swinkit shard`)")
+                raise ConfigError(f"{data.root}: these shards hold {dataset.task} samples; a segmentation model trains "
+                                  "on shards written from a folder of images/ and annotations/ (`swinkit shard`)")
         elif data.dataset == "hf":
             dataset = HFSegmentation(require_root(data.root), name, seg.reduce_zero_label)
         else:
             dataset = SegmentationFolder(require_root(data.root), name, seg.reduce_zero_label)
         out.append(first(dataset, limit))
+    return out
+
+
+DETECTION_DATASETS = ("digit_scenes", "coco", "wds")
+
+
+def build_detection_datasets(data, seg, det, masks: bool, splits: tuple[str, ...] = ("train", "val")) -> list:
+    """The ``splits`` ('train', 'val') of a detection run: ``data.dataset=digit_scenes`` (built in; ``seg.scenes``,
+    ``seg.val_scenes``, ``seg.scene_size``), ``coco`` (``data.root/annotations/instances_<split>.json`` beside
+    ``data.root/<split>/``, ``swinkit.data.coco``; ``det.filter_empty`` applies to the training split) or ``wds``
+    (that folder written as shards by ``swinkit shard``, local or remote; every image of the file, those without
+    annotations too). ``masks``: the model trains masks (Mask R-CNN)."""
+    if data.dataset not in DETECTION_DATASETS:
+        raise ConfigError(f"data.dataset={data.dataset} holds no object annotations; a detector trains on "
+                          f"data.dataset= one of {', '.join(DETECTION_DATASETS)} (COCO's layout for your own "
+                          "data)")  # fmt: skip
+    out = []
+    for split in splits:
+        limit = data.max_train_samples if split == "train" else data.max_val_samples
+        name = data.train_split if split == "train" else data.val_split
+        if data.dataset == "digit_scenes":
+            count = seg.scenes if split == "train" else seg.val_scenes
+            dataset = DigitSceneInstances(split, min(count, limit or count), seg.scene_size)
+        elif data.dataset == "wds":
+            if limit:
+                raise ConfigError("data.max_train_samples/max_val_samples select from a list; with shards, select "
+                                  "shard files instead (data.train_split='train-{000000..000009}.tar')")  # fmt: skip
+            dataset = open_shards(require_root(data.root), name)
+            if dataset.task != "detection":
+                raise ConfigError(f"{data.root}: these shards hold {dataset.task} samples; a detector trains on shards "
+                                  "written from COCO's layout (`swinkit shard`)")  # fmt: skip
+        else:
+            dataset = CocoDetection(require_root(data.root), name, masks=masks,
+                                    filter_empty=det.filter_empty and split == "train", limit=limit)  # fmt: skip
+        out.append(dataset)
     return out
 
 

@@ -126,3 +126,53 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     stripes = 0.08 * np.sin(2 * np.pi * (np.cos(turn) * xs + np.sin(turn) * ys) * size / period)
     image = image + stripes[..., None] + rng.normal(0.0, 0.03, size=(size, size, 3))
     return np.clip(image, 0.0, 1.0)
+
+
+class DigitSceneInstances:
+    """The digit scenes as a detection dataset (``swinkit.data.coco``): each visible digit an instance of its class
+    ('0'-'9', labels 1-10, COCO category ids 1-10) with its mask and box; ``record(i)`` gives it in COCO's JSON form
+    (masks as compressed RLE, ``area`` the mask's pixels)."""
+
+    def __init__(self, split: str, length: int | None = None, size: int = 64, max_digits: int = 3) -> None:
+        self.scenes = DigitScenes(split, length, size, max_digits)
+        self.classes = CLASSES[1:]
+        self.category_ids = list(range(1, len(self.classes) + 1))
+        self.skipped: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.scenes)
+
+    def name(self, index: int) -> str:
+        return self.scenes.name(index)
+
+    def load(self, index: int) -> tuple[Image.Image, dict]:
+        """The scene and its target, with ``record``: its ``record(index)``, the ground truth it is scored on."""
+        image, _, instances = self.scenes.scene(index)
+        size = self.scenes.size
+        return image, {
+            "record": self._record(index, instances),
+            "boxes": torch.tensor([inst.box for inst in instances], dtype=torch.float32).reshape(-1, 4),
+            "labels": torch.tensor([inst.label for inst in instances], dtype=torch.int64),
+            "masks": torch.from_numpy(np.stack([inst.mask for inst in instances]).astype(np.uint8))
+            if instances else torch.zeros(0, size, size, dtype=torch.uint8),
+            "image_id": index,
+        }  # fmt: skip
+
+    def record(self, index: int) -> tuple[dict, list[dict]]:
+        return self._record(index, self.scenes.scene(index)[2])
+
+    def _record(self, index: int, instances: list[Instance]) -> tuple[dict, list[dict]]:
+        from .coco import coco_mask
+
+        size = self.scenes.size
+        image = {"id": index, "file_name": f"{self.scenes.split}-{index:06d}.png", "width": size, "height": size}
+        annotations = []
+        for k, inst in enumerate(instances):
+            rle = coco_mask().encode(np.asfortranarray(inst.mask.astype(np.uint8)))
+            x0, y0, x1, y1 = inst.box
+            annotations.append({
+                "id": index * 16 + k + 1, "image_id": index, "category_id": inst.label, "iscrowd": 0,
+                "bbox": [x0, y0, x1 - x0, y1 - y0], "area": int(inst.mask.sum()),
+                "segmentation": {"size": [size, size], "counts": rle["counts"].decode("ascii")},
+            })  # fmt: skip
+        return image, annotations

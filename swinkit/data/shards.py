@@ -4,7 +4,10 @@ back as an exact stream.
 Layout (timm's ``wds`` reader reads it as well): ``DIR/_info.json`` and ``DIR/<split>-NNNNNN.tar``. A sample is
 ``<key>.<ext>``, the image file's bytes as they were (``.jpg``, ``.png``, ...), and ``<key>.cls``, its class index
 as text, or for a segmentation set (``"task": "segmentation"`` in the index, written from a folder of
-``images/<split>`` and ``annotations/<split>``) ``<key>.seg.png``, its label map's bytes as they were.
+``images/<split>`` and ``annotations/<split>``) ``<key>.seg.png``, its label map's bytes as they were, or for a
+detection set (``"task": "detection"``, written from COCO's layout: ``annotations/instances_<split>.json`` beside
+``<split>/``) ``<key>.det.json``, the image's COCO entry and its annotations (``{"image": ..., "annotations": [...]}``,
+those ``swinkit.data.coco`` keeps), with the categories' ids in the index (``category_ids``).
 The key is the sample's position in the folder's sorted file list (nine digits), so a shard run draws the
 same augmentation as the folder run for every sample. ``_info.json`` is timm's index (per split: ``filenames``,
 ``shard_lengths``, ``num_samples``) plus the class names; it is written last, so a directory with an index is
@@ -40,6 +43,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from ..core import remote
 from ..core.atomic import write_dir
 from ..core.errors import ConfigError, DataError, DataLayoutError, MissingExtraError, shown
+from .coco import CocoDetection
 from .datasets import MAX_CLASSES, MAX_IMAGE_BYTES, decode_image, imagenet_folders, open_regular, transform_sample
 from .label_maps import SegmentationFolder, folder_layout
 from .loader import Loader, StreamFailure, collate, sample_seed
@@ -53,7 +57,8 @@ MAX_INDEX_BYTES = 32 << 20  # ImageNet-22k's 14 million samples take an index of
 MAX_SAMPLE_BYTES = MAX_IMAGE_BYTES  # the members of one sample that swinkit reads, together
 MAX_LABEL_BYTES = 32  # a .cls member: a class index as text
 SEGMENTATION_KEY = "seg.png"  # a sample's label map (webdataset's name for a segmentation mask)
-TASKS = ("classification", "segmentation")
+DETECTION_KEY = "det.json"  # a sample's COCO entry and annotations
+TASKS = ("classification", "segmentation", "detection")
 MAX_PATTERN_NAMES = 100_000  # a brace pattern that names more shards than this (and the index) is not expanded
 COMPRESSED = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ": "xz", b"\x28\xb5\x2f\xfd": "zstd"}
 
@@ -68,6 +73,7 @@ class ShardSplit:
     lengths: tuple[int, ...]
     classes: list[str]
     task: str = "classification"
+    category_ids: tuple[int, ...] = ()  # detection: the COCO category id of each class
 
     def __len__(self) -> int:
         return sum(self.lengths)
@@ -175,11 +181,16 @@ def open_shards(root: str, split: str) -> ShardSplit:
     if task not in TASKS:
         raise DataError(f"{index}: task {shown(str(task), 40)} is none of {', '.join(TASKS)}; write the shards again "
                         "with `swinkit shard`")  # fmt: skip
+    category_ids = info.get("category_ids", []) if task == "detection" else []
+    if task == "detection" and not (isinstance(category_ids, list) and len(category_ids) == len(classes)
+                                    and all(isinstance(c, int) and not isinstance(c, bool) for c in category_ids)):
+        raise DataError(f"{index}: a detection index needs \"category_ids\", one integer per class; write the "
+                        "shards again with `swinkit shard`")  # fmt: skip
     kept = [(f, n) for f, n in zip(files, lengths, strict=True) if n > 0]  # an empty shard feeds no stream
     if not kept:
         raise DataLayoutError(f"{root}: split {split!r} has no samples")
     return ShardSplit(root, split, tuple(remote.join(root, f) for f, _ in kept), tuple(n for _, n in kept), classes,
-                      task)  # fmt: skip
+                      task, tuple(category_ids))  # fmt: skip
 
 
 def brace_count(pattern: str) -> int:
@@ -250,22 +261,29 @@ def _image_key(path: str) -> str:
     return "jpg" if ext == "jpeg" else ("tiff" if ext == "tif" else ext)
 
 
-def _folder_samples(data: str | Path, splits: tuple[str, ...]) -> tuple[str, list[str], list]:
-    """``(task, classes, per split: a list of (image path, what goes beside it))`` of a folder to shard: a
-    segmentation folder (``images/`` and ``annotations/``, or ``img_dir/`` and ``ann_dir/``; beside each image its
-    label map's path) or an ImageNet one (beside each image its class index)."""
+def _folder_samples(data: str | Path, splits: tuple[str, ...]) -> tuple[str, list[str], list, dict]:
+    """``(task, classes, per split: a list of (image path, what goes beside it), more index fields)`` of a folder to
+    shard: COCO's layout (beside each image its ``.det.json``), a segmentation folder (``images/`` and
+    ``annotations/``, or ``img_dir/`` and ``ann_dir/``; beside each image its label map's path) or an ImageNet one
+    (beside each image its class index)."""
     root = Path(data)
+    if all((root / "annotations" / f"instances_{split}.json").is_file() for split in splits):
+        sets = [CocoDetection(root, split, masks=False) for split in splits]  # the box checks; masks when read
+        samples = [[(s.name(i), json.dumps(dict(zip(("image", "annotations"), s.record(i), strict=True))).encode())
+                    for i in range(len(s))] for s in sets]  # fmt: skip
+        return "detection", sets[0].classes, samples, {"category_ids": sets[0].category_ids}
     if folder_layout(root) is not None:
         folders = [SegmentationFolder(root, split) for split in splits]
-        return "segmentation", folders[0].classes, [folder.pairs for folder in folders]
+        return "segmentation", folders[0].classes, [folder.pairs for folder in folders], {}
     folders = imagenet_folders(data, splits)
-    return "classification", folders[0].classes, [folder.samples for folder in folders]
+    return "classification", folders[0].classes, [folder.samples for folder in folders], {}
 
 
 def write_shards(data: str | Path, output: str, *, shard_bytes: int = 10**9, shard_samples: int | None = None,
                  splits: tuple[str, ...] = ("train", "val")) -> dict:  # fmt: skip
-    """Write the ImageNet-layout folder ``data`` (``data/{train,val}/<class>/<image>``), or a segmentation folder
-    (``data/images/<split>``, ``data/annotations/<split>``; ``swinkit.data.label_maps``), as shards under
+    """Write the ImageNet-layout folder ``data`` (``data/{train,val}/<class>/<image>``), a segmentation folder
+    (``data/images/<split>``, ``data/annotations/<split>``; ``swinkit.data.label_maps``) or COCO's layout
+    (``data/annotations/instances_<split>.json``, ``data/<split>/``; ``swinkit.data.coco``) as shards under
     ``output``.
 
     Shards close at ``shard_bytes`` or ``shard_samples``, whichever comes first. A local ``output`` is written into
@@ -277,7 +295,7 @@ def write_shards(data: str | Path, output: str, *, shard_bytes: int = 10**9, sha
     """
     import webdataset as wds
 
-    task, classes, split_samples = _folder_samples(data, splits)
+    task, classes, split_samples, fields = _folder_samples(data, splits)
     is_remote = remote.is_remote(output)
     if is_remote:
         fs, target = remote.filesystem(output)
@@ -285,10 +303,12 @@ def write_shards(data: str | Path, output: str, *, shard_bytes: int = 10**9, sha
             raise ConfigError(f"{output} holds shards already; choose another --output or remove it")
     elif Path(output).exists():
         raise ConfigError(f"{output} exists already; choose another --output or remove it")
-    info = {"name": Path(str(data).rstrip("/")).name, "format": FORMAT, "task": task, "classes": classes,
+    info = {"name": Path(str(data).rstrip("/")).name, "format": FORMAT, "task": task, "classes": classes, **fields,
             "splits": {}}  # fmt: skip
 
     def beside(extra) -> dict[str, bytes]:
+        if task == "detection":
+            return {DETECTION_KEY: extra}
         return {SEGMENTATION_KEY: Path(extra).read_bytes()} if task == "segmentation" else {"cls": str(extra).encode()}
 
     def write(directory: Path) -> None:
@@ -494,7 +514,8 @@ def tar_samples(stream, url: str):
             directory, _, name = member.name.rpartition("/")
             stem, dot, ext = name.partition(".")
             ext = ext.lower()
-            if not dot or stem.startswith("__") or (ext not in ("cls", SEGMENTATION_KEY) and ext not in IMAGE_KEYS):
+            if not dot or stem.startswith("__") or (ext not in ("cls", SEGMENTATION_KEY, DETECTION_KEY)
+                                                    and ext not in IMAGE_KEYS):  # fmt: skip
                 continue
             key = f"{directory}/{stem}" if directory else stem
             if sample is None or sample["__key__"] != key:

@@ -11,6 +11,7 @@ from torch import nn
 
 from ..checkpoints import WRITE_FORMATS, load_checkpoint, save_checkpoint
 from ..checkpoints.common import DERIVED_BUFFERS
+from ..checkpoints.detection import object_classes
 from ..checkpoints.layouts import preview, suffixes
 from ..checkpoints.load import Contents, LoadReport, load_prepared, prepare, read_contents
 from ..checkpoints.segmentation import decode_classes
@@ -21,7 +22,7 @@ from ..engine.checkpoint import STATE_FILE, checkpoint_weights, find_checkpoint,
 from ..engine.setup import model_overrides
 from ..hub import create_model as create_pretrained
 from ..hub import local_file, locate, split_name
-from ..models import create_model, is_segmentation, model_info
+from ..models import create_model, model_info, model_task
 
 
 def load_model(
@@ -73,9 +74,9 @@ def load_model(
             what = "holds no training checkpoint" if source.is_dir() else "does not exist"
             raise CheckpointError(f"{source} {what}; give a checkpoint file or a run's checkpoints/best (or last)")
         source, classes = checkpoint_weights(found), stored_classes(found)  # a sharded one is consolidated here
-    if is_segmentation(name):
+    if model_task(name) != "classification":
         contents = read_contents(source)  # read once: the head's class count, then the weights
-        num_classes, stored = segmentation_head(contents)
+        num_classes, stored = dense_head(contents, model_task(name))
         model = create_model(name, **{**(overrides or {}), "num_classes": num_classes})
         report = load_checkpoint(model, contents)
         return model.eval(), report, classes or stored
@@ -89,15 +90,16 @@ def load_model(
     return model.eval(), report, classes
 
 
-def segmentation_head(contents: Contents) -> tuple[int, list[str] | None]:
-    """The class count of a segmentation checkpoint's decode head, and the class names a swinkit run stored."""
-    num_classes = decode_classes(contents.state)
+def dense_head(contents: Contents, task: str) -> tuple[int, list[str] | None]:
+    """The class count of a segmentation checkpoint's decode head or a detector's box classifier, and the class
+    names a swinkit run stored."""
+    num_classes = decode_classes(contents.state) if task == "segmentation" else object_classes(contents.state)
     if num_classes is not None:
         classes = contents.metadata.get("classes")
         return num_classes, json.loads(classes) if classes is not None else None
-    raise CheckpointError(f"{contents.source} holds no segmentation head (decode_head.conv_seg); give a segmentation "
-                          "model's checkpoint, or load a classification checkpoint as the backbone with "
-                          "model.pretrained")  # fmt: skip
+    head = "segmentation head (decode_head.conv_seg)" if task == "segmentation" else "box classifier (roi_heads)"
+    raise CheckpointError(f"{contents.source} holds no {head}; give a {task} model's checkpoint, or load a "
+                          "classification checkpoint as the backbone with model.pretrained")  # fmt: skip
 
 
 def convert(

@@ -1,5 +1,6 @@
 """``swinkit eval``: top-1/top-5 of a checkpoint on a validation set, at the run's precision or an inference one; a
-segmentation checkpoint's mIoU, mAcc, aAcc and per-class IoU (``swinkit.engine.segmentation_eval``)."""
+segmentation checkpoint's mIoU, mAcc, aAcc and per-class IoU (``swinkit.engine.segmentation_eval``); a detector's
+COCO box and mask AP (``swinkit.engine.coco_eval``)."""
 
 from __future__ import annotations
 
@@ -14,18 +15,21 @@ from ..checkpoints import load_checkpoint
 from ..core.atomic import check_output, write_atomic
 from ..core.errors import CheckpointError
 from ..data import build_loader, build_transform, build_val_dataset
-from ..data.build import build_segmentation_datasets
+from ..data.build import build_detection_datasets, build_segmentation_datasets
+from ..data.detection import DetectionPipeline, detection_loader
 from ..data.segmentation import Pipeline, segmentation_loader
 from ..data.transforms import mean_std
 from ..engine import checkpoint as ckpt
+from ..engine.coco_eval import evaluate_detection
 from ..engine.config import Config
+from ..engine.detection_report import coco_tables
 from ..engine.evaluate import evaluate
 from ..engine.miou import table
 from ..engine.segmentation_eval import evaluate_segmentation
 from ..engine.segmentation_report import write_confusion_plot
 from ..engine.setup import build_model, check_step_fits, session
 from ..hub import local_file
-from ..models import is_segmentation
+from ..models import MaskRCNN, is_detection, is_segmentation, model_info
 from .inference import InferenceModel, inference_precision
 
 log = logging.getLogger(__name__)
@@ -48,6 +52,8 @@ def run_eval(
             ``swinkit.deploy.int8``), as does ``compile``.
     """
     with session(cfg) as s:
+        if is_detection(cfg.model.name):
+            return _run_detection_eval(cfg, s.env, s.device, s.precision, checkpoint, output)
         if is_segmentation(cfg.model.name):
             return _run_segmentation_eval(cfg, s.env, s.device, s.precision, checkpoint, output, precision)
         return _run_eval(cfg, s.env, s.device, s.precision, checkpoint, output, precision, compile)
@@ -158,4 +164,33 @@ def _run_segmentation_eval(cfg: Config, env, device: torch.device, train_precisi
         write_confusion_plot(result, out_dir / "confusion.png", f"{Path(checkpoint).name} ({cfg.name})")
         log.info("eval %s (n=%d):\n%s\n-> %s, %s", checkpoint, result["n"], table(result), out_dir / "eval.json",
                  out_dir / "confusion.png")  # fmt: skip
+    return result
+
+
+def _run_detection_eval(cfg: Config, env, device: torch.device, precision: str, checkpoint: str,
+                        output: str | None) -> dict:  # fmt: skip
+    """COCO scores of a detector on the run's validation split, at the run's precision: writes ``eval.json`` (the
+    twelve numbers and the per-class AP, box and mask), ``detections.bbox.json`` / ``detections.segm.json`` (COCO's
+    result format, what was scored) and prints the table."""
+    masks = issubclass(model_info(cfg.model.name).cls, MaskRCNN)
+    (val_base,) = build_detection_datasets(cfg.data, cfg.seg, cfg.det, masks, ("val",))
+    model = build_model(cfg, num_classes=len(val_base.classes))
+    ckpt_dir, path = load_weights(model, checkpoint)
+    model.to(device)
+    out_dir = Path(output) if output else (ckpt_dir or path.parent)
+    if env.is_main and out_dir.is_dir():
+        check_output(out_dir / "eval.json", (".json",), "the evaluation")
+    loader = detection_loader(val_base, DetectionPipeline(train=False), batch_size=cfg.data.eval_batch_size or 1,
+                              train=False, rank=env.rank, world_size=env.world_size, masks=masks)  # fmt: skip
+    result = evaluate_detection(model, loader, device, precision, list(val_base.classes), val_base.category_ids)
+    detections = result.pop("detections", None)
+    if env.is_main:
+        for kind in ("bbox", "segm"):
+            summary = result.get(kind, {}).pop("summary", None)
+            if summary is not None:
+                text = json.dumps(detections[kind]) + "\n"
+                write_atomic(out_dir / f"detections.{kind}.json", lambda tmp, t=text: Path(tmp).write_text(t))
+        text = json.dumps(result, indent=2) + "\n"
+        write_atomic(out_dir / "eval.json", lambda tmp: Path(tmp).write_text(text))
+        log.info("eval %s (n=%d):\n%s-> %s", checkpoint, result["n"], coco_tables(result), out_dir / "eval.json")
     return result

@@ -21,8 +21,10 @@ from ..engine.config import SegConfig
 from ..engine.setup import check_step_fits
 from ..hub import local_file
 from ..hub.weights import IMAGENET_LABEL_SETS
+from ..models.rcnn import FasterRCNN, MaskRCNN
 from ..models.upernet import UperNet
 from .convert import load_model
+from .detect_images import DEFAULT_THRESHOLD, detect_images
 from .inference import InferenceModel, inference_precision
 from .preprocess import IMAGE_ERRORS, evaluation_transform, read_rgb
 from .segment_images import segment_images
@@ -48,9 +50,11 @@ def predict(
     precision: str = "fp32",
     compile: bool = False,
     output: str | os.PathLike = "predictions",
+    threshold: float = DEFAULT_THRESHOLD,
 ) -> list[dict]:
-    """Classify image files, or segment them with a segmentation model (``swinkit.deploy.segment_images``: a label
-    map and an overlay per image written into ``output``).
+    """Classify image files, segment them with a segmentation model (``swinkit.deploy.segment_images``: a label
+    map and an overlay per image written into ``output``), or detect objects with a detector
+    (``swinkit.deploy.detect_images``: the detections scoring ``threshold`` or more, drawn into ``output``).
 
     ``overrides`` are constructor arguments for ``create_model``; ``weights`` loads published weights instead of a
     checkpoint (see ``load_model``). ``precision`` ('fp32', 'bf16', 'int8' or 'auto') and ``compile`` are
@@ -71,6 +75,8 @@ def predict(
         mean, std = mean_std(data, model.model_info)
         names = class_names(model.num_classes, stored)
         return segment_images(model, images, output, names, mean, std, seg)
+    if isinstance(model, FasterRCNN | MaskRCNN):
+        return detect_images(model, images, output, class_names(model.num_classes, stored), threshold)
     check_step_fits(model, 1, model.img_size, torch.device("cpu"), training=False)
     runner = InferenceModel(model, inference_precision(precision, torch.device("cpu")), compile=compile)
     transform = evaluation_transform(model, checkpoint)

@@ -146,10 +146,15 @@ class SchedConfig:
     over_lr: float = 1e-7
     # Counted in iterations (optimizer steps) instead, as mmseg's recipes: ``iterations`` in all, of which
     # ``warmup_iterations``; the run's epochs are then ``train.iterations_per_epoch`` iterations each.
+    # ``warmup_iterations`` also sets the warmup of an epoch schedule in steps (mmdet's 500 iterations).
     iterations: int | None = None
     warmup_iterations: int | None = None
     warmup_ratio: float = 1e-6  # poly: the warmup starts at this fraction of the scheduled rate (mmcv's 'linear')
     power: float = 1.0  # poly: (1 - step / steps) ** power from lr down to min_lr
+    # step (mmdet's detection schedules): lr times gamma at each milestone epoch, after a warmup of
+    # ``warmup_iterations`` that rises linearly from ``warmup_ratio`` of lr (mmcv's 'linear' warmup)
+    milestones: list[int] = field(default_factory=list)
+    gamma: float = 0.1
 
 
 @dataclass
@@ -228,7 +233,8 @@ class SSLConfig:
 
 @dataclass
 class HeadConfig:
-    """A segmentation model's decode and auxiliary heads (``UperNet``'s arguments; None keeps the model's)."""
+    """A dense model's heads: UperNet's decode and auxiliary heads, or a detector's FPN, anchors and RoI heads
+    (the models' arguments; None keeps the model's)."""
 
     channels: int | None = None
     pool_scales: list[int] | None = None
@@ -237,6 +243,12 @@ class HeadConfig:
     auxiliary_channels: int | None = None
     auxiliary_index: int | None = None
     auxiliary_weight: float = 0.4  # the auxiliary head's loss weight (the decode head's is 1)
+    fpn_channels: int | None = None  # detection (FasterRCNN / MaskRCNN)
+    anchor_sizes: list[int] | None = None  # one per level P2-P6
+    representation_size: int | None = None
+    mask_channels: int | None = None
+    rpn_batch_size_per_image: int | None = None
+    box_batch_size_per_image: int | None = None
 
 
 @dataclass
@@ -267,6 +279,25 @@ class SegConfig:
 
 
 @dataclass
+class DetConfig:
+    """Detection and instance segmentation: the training pipeline (``swinkit.data.detection``), the test scale and
+    which images train. ``data.dataset=coco`` reads ``data.root/annotations/instances_<split>.json`` beside
+    ``data.root/<split>/``; ``digit_scenes`` generates ``seg.scenes`` / ``seg.val_scenes`` scenes of
+    ``seg.scene_size`` px (the segmentation scenes, with instances)."""
+
+    shorter_sides: list[int] = field(default_factory=lambda: list(range(480, 801, 32)))
+    max_size: int = 1333  # the training resize's longer-side limit
+    crop_policy: bool = True  # the official Swin configs' 50% resize-crop-resize policy
+    crop_shorter_sides: list[int] = field(default_factory=lambda: [400, 500, 600])
+    crop_size: list[int] = field(default_factory=lambda: [384, 600])  # (low, high) of each side of the crop
+    lsj: bool = False  # large-scale jitter instead of the multi-scale pipeline
+    lsj_size: int = 1024
+    lsj_range: list[float] = field(default_factory=lambda: [0.1, 2.0])
+    test_scale: list[int] = field(default_factory=lambda: [1333, 800])  # (longer-side limit, shorter side)
+    filter_empty: bool = True  # leave training images without a trainable annotation out (mmdet's filter_empty_gt)
+
+
+@dataclass
 class Config:
     name: str = "custom"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -277,17 +308,19 @@ class Config:
     ssl: SSLConfig = field(default_factory=SSLConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
     seg: SegConfig = field(default_factory=SegConfig)
+    det: DetConfig = field(default_factory=DetConfig)
 
 
 CHOICES = {
     "model.head": ("match", "reset"),
     "model.window_padding": ("masked", "visible"),
-    "data.dataset": ("folder", "wds", "hf", "digits", "auto", "segmentation", "digit_scenes"),
+    "data.dataset": ("folder", "wds", "hf", "digits", "auto", "segmentation", "digit_scenes",
+                     "coco"),
     "data.mixup_mode": ("batch", "pair", "elem"),
     "data.re_mode": ("const", "rand", "pixel"),
     "data.interpolation": ("bilinear", "bicubic", "nearest", "random"),
     "optim.name": ("adamw", "sgd"),
-    "sched.name": ("cosine", "constant", "poly"),
+    "sched.name": ("cosine", "constant", "poly", "step"),
     "seg.inference": ("whole", "slide"),
     "train.precision": ("auto", "fp32", "bf16", "fp16"),
     "train.parallel": ("ddp", "fsdp"),
@@ -315,7 +348,12 @@ RANGES = {
     "sched.cool_lr": "[0, inf)", "sched.tail_epochs": "[0, inf)", "sched.tail_lr": "[0, inf)",
     "sched.over_epochs": "[0, inf)", "sched.over_lr": "[0, inf)", "sched.iterations": "[1, inf)",
     "sched.warmup_iterations": "[0, inf)", "sched.warmup_ratio": "(0, 1]", "sched.power": "(0, inf)",
-    "train.iterations_per_epoch": "[1, inf)",
+    "train.iterations_per_epoch": "[1, inf)", "sched.milestones": "[1, inf)", "sched.gamma": "(0, 1]",
+    "head.fpn_channels": "[1, inf)", "head.anchor_sizes": "[1, inf)", "head.representation_size": "[1, inf)",
+    "head.mask_channels": "[1, inf)", "head.rpn_batch_size_per_image": "[1, inf)",
+    "head.box_batch_size_per_image": "[1, inf)",
+    "det.shorter_sides": "[1, inf)", "det.max_size": "[1, inf)", "det.crop_shorter_sides": "[1, inf)",
+    "det.crop_size": "[1, inf)", "det.lsj_size": "[1, inf)", "det.lsj_range": "(0, inf)", "det.test_scale": "[1, inf)",
     "head.channels": "[1, inf)", "head.pool_scales": "[1, inf)", "head.dropout": "[0, 1)",
     "head.auxiliary_channels": "[1, inf)", "head.auxiliary_index": "[0, inf)", "head.auxiliary_weight": "[0, inf)",
     "seg.crop_size": "[1, inf)", "seg.class_weight": "[0, inf)", "seg.scale": "[1, inf)", "seg.ratio_range": "(0, inf)",
@@ -336,8 +374,9 @@ RANGES = {
 # Lists of a fixed length; PAIRS hold (low, high) and must not decrease.
 LENGTHS = {"optim.betas": 2, "data.scale": 2, "data.ratio": 2, "ssl.blur_prob": 2, "ssl.blur_sigma": 2,
            "ssl.solarize_prob": 2, "seg.crop_size": 2, "seg.scale": 2, "seg.ratio_range": 2, "seg.slide_crop": 2,
-           "seg.slide_stride": 2}  # fmt: skip
-PAIRS = ("data.scale", "data.ratio", "ssl.blur_sigma", "seg.ratio_range")
+           "seg.slide_stride": 2, "head.anchor_sizes": 5, "det.crop_size": 2, "det.lsj_range": 2,
+           "det.test_scale": 2}  # fmt: skip
+PAIRS = ("data.scale", "data.ratio", "ssl.blur_sigma", "seg.ratio_range", "det.crop_size", "det.lsj_range")
 DEVICE = re.compile(r"^(auto|cpu|cuda|mps|xpu|npu|hpu)(:\d+)?$")
 
 
@@ -604,6 +643,11 @@ def check_schedule(cfg: Config) -> None:
     """Warn when the run ends inside its warmup; refuse phases that cannot fit in the run."""
     s = cfg.sched
     epochs = sum(stage.epochs for stage in cfg.train.stages) if cfg.train.stages else s.epochs
+    if s.name == "step" and (s.milestones != sorted(set(s.milestones)) or any(m >= epochs for m in s.milestones)):
+        raise ConfigError(f"sched.milestones={s.milestones}: epochs after which the rate drops, increasing and each "
+                          f"before the run's end ({epochs} epochs)")  # fmt: skip
+    if s.warmup_iterations is not None:
+        return  # counted in steps; the run's steps per epoch are known once its data is
     fixed = s.warmup_epochs + s.cooldown_epochs + s.cool_epochs + s.tail_epochs + s.over_epochs
     if s.warmup_epochs >= epochs:
         log.warning("sched.warmup_epochs=%g is not shorter than the run (%d epochs): the learning rate never reaches "
@@ -621,9 +665,9 @@ def resolve_iterations(cfg: Config) -> Config:
     A config without ``sched.iterations`` is returned as it is."""
     s, per = cfg.sched, cfg.train.iterations_per_epoch
     if s.iterations is None:
-        if s.warmup_iterations is not None or per is not None:
-            raise ConfigError("sched.warmup_iterations and train.iterations_per_epoch count in iterations: set "
-                              "sched.iterations too (or use sched.epochs and sched.warmup_epochs)")  # fmt: skip
+        if per is not None:
+            raise ConfigError("train.iterations_per_epoch divides an iteration schedule: set sched.iterations too "
+                              "(or leave it unset to count epochs as passes over the data)")  # fmt: skip
         return cfg
     if per is None:
         raise ConfigError(f"sched.iterations={s.iterations} needs train.iterations_per_epoch: the iterations between "

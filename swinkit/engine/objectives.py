@@ -1,10 +1,11 @@
-"""What the loop trains: classification (supervised training, fine-tuning, linear probing), semantic segmentation and
-self-supervised pretraining (MoBY, SimMIM). Each owns its loss on a micro-batch and what it measures at the end of an
-epoch."""
+"""What the loop trains: classification (supervised training, fine-tuning, linear probing), semantic segmentation,
+detection and instance segmentation, and self-supervised pretraining (MoBY, SimMIM). Each owns its loss on a
+micro-batch and what it measures at the end of an epoch."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -13,10 +14,13 @@ from torch import nn
 
 from ..core.errors import ConfigError
 from ..ssl import momentum_at
+from . import detection_report
+from .coco_eval import evaluate_detection
 from .config import Config
 from .evaluate import evaluate
 from .knn import knn_accuracy
 from .miou import IGNORE_INDEX
+from .parallel import to_device
 from .segmentation_eval import evaluate_segmentation
 from .segmentation_report import write_run_report
 from .setup import Session, autocast
@@ -197,6 +201,97 @@ def pixel_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weight: torc
     """mmseg's ``CrossEntropyLoss`` of (B, K, H, W) logits: the mean over all B * H * W pixels of each pixel's term
     (times its class's ``weight``), 0 at ignored ones."""
     return F.cross_entropy(logits, labels, weight=weight, ignore_index=IGNORE_INDEX, reduction="none").mean()
+
+
+MODEL_TARGET_KEYS = ("boxes", "labels", "masks")
+
+
+def batch_seed(seeds: Sequence[int]) -> int:
+    """One RNG seed of a batch's sample seeds (order-sensitive, below 2**63)."""
+    value = 0
+    for seed in seeds:
+        value = (value * 1_000_003 + int(seed) + 1) % (2**61 - 1)
+    return value
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Every RNG of the CPU and of ``device`` seeded with ``seed`` inside, given back its state afterwards."""
+    devices_ = [] if device.type == "cpu" else [device.index or 0]
+    kind = device.type if device.type != "cpu" else "cuda"
+    with torch.random.fork_rng(devices=devices_, device_type=kind):
+        torch.manual_seed(seed)
+        yield
+
+
+def detection_loss(losses: dict[str, torch.Tensor]) -> torch.Tensor:
+    """torchvision's loss dict (RPN objectness and box regression, RoI classification and box regression, masks),
+    summed in fp32 with weight 1 each, as mmdet's Mask R-CNN configs weigh them."""
+    return sum(loss.float() for loss in losses.values())
+
+
+class Detection:
+    """A Faster or Mask R-CNN's summed losses (``detection_loss``) on a batch, COCO box (and mask) AP of the
+    validation set (``swinkit.engine.coco_eval``).
+
+    A micro-batch's forward draws its anchor and proposal samples (torchvision's balanced samplers) and the
+    backbone's drop path from RNGs seeded by its samples' seeds (``batch_seed``): what a step draws depends on the
+    images it trains on, not on the process or the point a resumed run restarts at. So a process of batch 1 with 2
+    accumulation steps draws what 2 processes of batch 1 draw, and every process of a resumed run continues exactly.
+    """
+
+    metric = "val_box_ap"
+    full_batches = False
+
+    def __init__(self, cfg: Config, s: Session, model: nn.Module, train_loader, val_loader, classes: list[str],
+                 category_ids: list[int]) -> None:  # fmt: skip
+        self.cfg, self.session = cfg, s
+        self.model, self.train_loader, self.val_loader = model, train_loader, val_loader
+        self.classes, self.category_ids = list(classes), list(category_ids)
+        self.latest: dict | None = None
+
+    def train_epoch(self, epoch: int) -> None:
+        pass
+
+    def loss(self, net: nn.Module, images: list[torch.Tensor], targets: list[dict], step: int) -> torch.Tensor:
+        device = self.session.device
+        seed = batch_seed([t["seed"] for t in targets])
+        images = to_device(images, device)
+        targets = [to_device({k: t[k] for k in MODEL_TARGET_KEYS if k in t}, device) for t in targets]
+        with seeded(seed, device), autocast(device, self.session.precision):
+            losses = net(images, targets)
+        return detection_loss(losses)
+
+    def initial_metrics(self) -> dict:
+        return {}
+
+    def evaluate(self, model: nn.Module) -> dict:
+        s = self.session
+        return evaluate_detection(model, self.val_loader, s.device, s.precision, self.classes, self.category_ids)
+
+    def epoch_metrics(self, epoch: int, step: int, last_epoch: bool, ema: nn.Module | None) -> dict:
+        if not ((epoch + 1) % self.cfg.train.eval_every == 0 or last_epoch):
+            return {}
+        val = self.latest = self.evaluate(self.model)
+        record = detection_report.record(val, "val_")
+        if ema is not None:
+            record.update(detection_report.record(self.evaluate(ema), "ema_val_"))
+        return record
+
+    def summary(self, record: dict) -> str:
+        line = ""
+        if "val_box_ap" in record:
+            line += f"  val box AP {record['val_box_ap']:.2f}"
+            if "val_mask_ap" in record:
+                line += f" mask AP {record['val_mask_ap']:.2f}"
+        if "ema_val_box_ap" in record:
+            line += f"  EMA box AP {record['ema_val_box_ap']:.2f}"
+        return line
+
+    def write_reports(self, run_dir: Path, record: dict) -> None:
+        """COCOeval's tables and the per-class AP of the evaluation ``record`` comes from (main process)."""
+        if "val_box_ap" in record:
+            detection_report.write_run_report(run_dir, self.latest, record["epoch"], record["step"])
 
 
 class SelfSupervised:

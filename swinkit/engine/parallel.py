@@ -123,6 +123,18 @@ def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
 
 
+def to_device(batch, device: torch.device):
+    """A batch's tensors on ``device``: a tensor, or the tensors inside lists and dicts (a detection batch's images
+    and targets); anything else as it is."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, list):
+        return [to_device(x, device) for x in batch]
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
 def _most(count: int, device: torch.device) -> int:
     return int(all_reduce_max(torch.tensor(count, device=device)).item())
 
@@ -138,8 +150,8 @@ def _pad_forwards(module: nn.Module, missing: int, example: torch.Tensor | None)
 def evaluation_batches(module: nn.Module, loader, device: torch.device,
                        forwards: Callable[[torch.Tensor], int] = lambda images: 1,
                        ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
-    """``(images, targets)`` on ``device`` for each non-empty batch of this process's share of ``loader``, with
-    ``module`` in eval mode (its mode is restored after the last batch).
+    """``(images, targets)`` on ``device`` (``to_device``) for each non-empty batch of this process's share of
+    ``loader``, with ``module`` in eval mode (its mode is restored after the last batch).
 
     Under FSDP (see the module docstring) every batch is a round that all processes run together: they agree on the
     most forwards any of them runs in it (``forwards(images)``: how many times the caller calls ``module`` on the
@@ -155,8 +167,8 @@ def evaluation_batches(module: nn.Module, loader, device: torch.device,
             needed = forwards(images) if len(targets) else 0
             most = _most(needed, device) if sharded else needed
             if len(targets):
-                example = images.to(device, non_blocking=True)
-                yield example, targets.to(device, non_blocking=True)
+                example = to_device(images, device)
+                yield example, to_device(targets, device)
             _pad_forwards(module, most - needed, example)
         for _ in range(rounds - len(loader)):
             _pad_forwards(module, _most(0, device), example)

@@ -26,9 +26,11 @@ def lr_at(step: int, steps_per_epoch: int, cfg: SchedConfig, base_lr: float, sca
         scale: the linear-scaling factor (global batch / base batch) applied to every rate of the schedule.
     """
     spe = steps_per_epoch
-    warmup = round(cfg.warmup_epochs * spe)
+    warmup = cfg.warmup_iterations if cfg.warmup_iterations is not None else round(cfg.warmup_epochs * spe)
     if cfg.name == "poly":
         return poly_lr(step, cfg.epochs * spe, warmup, cfg, base_lr) * scale
+    if cfg.name == "step":
+        return step_lr(step, spe, warmup, cfg, base_lr) * scale
     if step < warmup:
         rate = cfg.warmup_lr + step * (base_lr - cfg.warmup_lr) / warmup
         return rate * scale
@@ -74,6 +76,17 @@ def poly_lr(step: int, total: int, warmup: int, cfg: SchedConfig, base_lr: float
     step / total) ** power + min_lr``, multiplied during the ``warmup`` steps by a factor rising linearly from
     ``warmup_ratio`` to 1."""
     rate = (base_lr - cfg.min_lr) * (1 - step / total) ** cfg.power + cfg.min_lr
+    if step < warmup:
+        rate *= 1 - (1 - step / warmup) * (1 - cfg.warmup_ratio)
+    return rate
+
+
+def step_lr(step: int, steps_per_epoch: int, warmup: int, cfg: SchedConfig, base_lr: float) -> float:
+    """mmcv's ``StepLrUpdaterHook`` with its 'linear' warmup, as mmdet's detection schedules run it: ``lr`` times
+    ``gamma`` for each milestone epoch already reached, multiplied during the ``warmup`` steps by a factor rising
+    linearly from ``warmup_ratio`` to 1."""
+    epoch = step // steps_per_epoch
+    rate = base_lr * cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
     if step < warmup:
         rate *= 1 - (1 - step / warmup) * (1 - cfg.warmup_ratio)
     return rate

@@ -32,8 +32,12 @@ MODEL_OVERRIDES = (
     "num_classes", "img_size", "window_size", "pretrained_window_sizes", "drop_path_rate", "drop_rate",
     "patch_size", "in_chans", "embed_dim", "depths", "num_heads", "mlp_ratio", "split_size",
 )  # fmt: skip
-SEGMENTATION_OWN = ("num_classes", "img_size", "drop_path_rate")  # UperNet's; the other model keys are its backbone's
-HEAD_KEYS = ("channels", "pool_scales", "dropout", "auxiliary", "auxiliary_channels", "auxiliary_index")
+DENSE_OWN = ("num_classes", "img_size", "drop_path_rate")  # a dense model's; the other model keys are its backbone's
+DENSE_HEAD_KEYS = {
+    "segmentation": ("channels", "pool_scales", "dropout", "auxiliary", "auxiliary_channels", "auxiliary_index"),
+    "detection": ("fpn_channels", "anchor_sizes", "representation_size", "mask_channels", "rpn_batch_size_per_image",
+                  "box_batch_size_per_image"),
+}  # fmt: skip
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -88,19 +92,24 @@ def session(cfg: Config) -> Iterator[Session]:
 
 
 def model_overrides(cfg: Config) -> dict:
-    """The constructor arguments the config sets (lists as tuples). A segmentation model takes its own (classes,
-    size, drop path, ``model.backbone``, ``model.window_padding`` and ``head.*``) and hands the rest to its backbone
-    as ``backbone_args``."""
+    """The constructor arguments the config sets (lists as tuples). A dense model (segmentation, detection) takes
+    its own (classes, size, drop path, ``model.backbone``, ``model.window_padding`` and its ``head.*``; a detector
+    also its test scale ``det.test_scale`` and its normalisation ``data.mean``/``data.std``) and hands the rest to
+    its backbone as ``backbone_args``."""
     overrides = {}
     for key in MODEL_OVERRIDES:
         value = getattr(cfg.model, key)
         if value is not None:
             overrides[key] = tuple(value) if isinstance(value, list) else value
-    if not models.is_segmentation(cfg.model.name):
+    task = models.model_task(cfg.model.name)
+    if task == "classification":
         return overrides
-    own = {k: overrides.pop(k) for k in SEGMENTATION_OWN if k in overrides}
+    own = {k: overrides.pop(k) for k in DENSE_OWN if k in overrides}
     own.update({k: v for k in ("backbone", "window_padding") if (v := getattr(cfg.model, k)) is not None})
-    for key in HEAD_KEYS:
+    if task == "detection":
+        own["max_size"], own["min_size"] = cfg.det.test_scale
+        own.update({f"image_{k}": tuple(v) for k in ("mean", "std") if (v := getattr(cfg.data, k)) is not None})
+    for key in DENSE_HEAD_KEYS[task]:
         value = getattr(cfg.head, key)
         if value is not None:
             own[key] = tuple(value) if isinstance(value, list) else value

@@ -15,6 +15,7 @@ from ..core import device as devices
 from ..core.errors import ConfigError, NonFiniteLossError, RunExistsError, TooManyBadImagesError
 from ..data import build_datasets, build_loader, build_transform
 from .config import Config
+from .detect import DetectionRecipe
 from .loop import Stage, fit
 from .objectives import Classification
 from .optim import freeze_backbone
@@ -78,4 +79,6 @@ def train(cfg: Config, resume: str | None = None) -> dict:
     """
     if models.is_segmentation(cfg.model.name):
         return fit(cfg, resume, SegmentationRecipe(cfg))
+    if models.is_detection(cfg.model.name):
+        return fit(cfg, resume, DetectionRecipe(cfg))
     return fit(cfg, resume, SupervisedRecipe(cfg))

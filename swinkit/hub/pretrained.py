@@ -9,8 +9,9 @@ The classifier follows timm's rule: without ``num_classes``, the model takes the
 own tag or file (a tag of another model keeps the registered count); with another count the classifier is freshly
 initialised, except that ImageNet-22k weights (21841 classes) go into a 1000-class model through the official
 ``imagenet22k_to_1k`` label map. Everything loads through ``load_checkpoint``'s pipeline with the source's layout.
-A segmentation model (``upernet_*``) takes a whole UperNet's weights the same way (its decode head gives the class
-count), or a classifier's into its backbone (``pretrained="swin_tiny_patch4_window7_224.in1k"``).
+A segmentation model (``upernet_*``) or a detector (``maskrcnn_*``) takes a whole model's weights the same way (its
+decode head or box classifier gives the class count), or a classifier's into its backbone
+(``pretrained="swin_tiny_patch4_window7_224.in1k"``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from torch import nn
 
+from ..checkpoints.detection import object_classes
 from ..checkpoints.load import load_checkpoint, load_prepared, prepare, read_contents
 from ..checkpoints.segmentation import decode_classes
 from ..core import remote
@@ -139,8 +141,8 @@ def create_model(
         return _features(model, features)
     path, format, weights = locate(name, pretrained, progress=progress)
     info = model_info(model_name)
-    if info.task == "segmentation":
-        return _pretrained_segmentation(model_name, path, format, weights, features, overrides)
+    if info.task != "classification":
+        return _pretrained_dense(model_name, path, format, weights, features, overrides)
     prepared = prepare(path, info.cls.family, format=format)
     head = prepared.state.get("head.fc.weight")
     stored_classes = 0 if head is None else len(head)
@@ -161,15 +163,16 @@ def create_model(
     return _features(model, features)
 
 
-def _pretrained_segmentation(name: str, path: Path, format: str, weights: Weights | None, features: dict,
-                             overrides: dict) -> nn.Module:  # fmt: skip
-    """A segmentation model with a whole UperNet's weights (its decode head sets the class count unless
+def _pretrained_dense(name: str, path: Path, format: str, weights: Weights | None, features: dict,
+                      overrides: dict) -> nn.Module:  # fmt: skip
+    """A segmentation model or a detector with a whole model's weights (its classifier sets the class count unless
     ``num_classes`` says otherwise: then the classifiers start afresh), or a backbone's (the heads start afresh)."""
+    task = model_info(name).task
     if features["features_only"]:
-        raise ConfigError(f"{name} is a segmentation model; features_only is for a backbone (build the backbone, "
-                          "e.g. swin_tiny_patch4_window7_224, with features_only=True)")  # fmt: skip
+        raise ConfigError(f"{name} is a {task} model; features_only is for a backbone (build the backbone, e.g. "
+                          "swin_tiny_patch4_window7_224, with features_only=True)")  # fmt: skip
     contents = read_contents(path)
-    stored = decode_classes(contents.state)
+    stored = decode_classes(contents.state) if task == "segmentation" else object_classes(contents.state)
     own = weights is None or weights.model == name
     overrides.setdefault("num_classes", stored if own and stored else model_info(name).num_classes)
     model = build(name, **overrides)
@@ -178,7 +181,7 @@ def _pretrained_segmentation(name: str, path: Path, format: str, weights: Weight
     log.info("%s: %s", weights.name if weights else path, model.load_report)
     if weights is not None and own:
         model.model_info = replace(model.model_info, mean=weights.mean, std=weights.std, miou=weights.miou,
-                                   source=weights.source)  # fmt: skip
+                                   box_ap=weights.box_ap, mask_ap=weights.mask_ap, source=weights.source)  # fmt: skip
         model.pretrained_cfg = pretrained_cfg(weights)
     return model
 

@@ -3,9 +3,11 @@
 A tag is named as timm names them, ``<model>.<tag>``. The sources:
 
 - ``official`` and ``mindcv``: the projects' own releases (``sources.tsv`` beside this file: URL, class count and the
-  published score: ImageNet-1k top-1 of a classifier, single-scale ADE20K mIoU of a segmentation model). The default
-  tag of a model is its official release whose score the model table quotes (``ModelInfo.top1``/``miou``; e.g. the
-  ImageNet-22k fine-tune for Swin-B), else its first official release.
+  published score: ImageNet-1k top-1 of a classifier, single-scale ADE20K mIoU of a segmentation model, COCO val2017
+  box/mask AP of a detector). The default tag of a model is its official release whose score the model table quotes
+  (``ModelInfo.top1``/``miou``/``box_ap``; e.g. the ImageNet-22k fine-tune for Swin-B, the 3x Mask R-CNN), else its
+  first official release.
+- ``openmmlab``: mmdetection's own Swin trainings (``mmdet_coco``), in mmdet's layout.
 - ``hf``: the Hugging Face Hub repositories of HF transformers' Swin and Swinv2 (``microsoft/swin*``) and its
   UperNet-Swin (``openmmlab/upernet-swin-*``: mmseg's own ADE20K trainings, no published mIoU), also in
   ``sources.tsv``; tags ``hf_<label set>``.
@@ -31,7 +33,7 @@ from ..models import list_models, model_info
 SOURCES = Path(__file__).with_name("sources.tsv")
 IMAGENET_LABEL_SETS = {1000: "imagenet-1k", 21841: "imagenet-22k"}  # by class count, in timm's ImageNetInfo names
 LABEL_SETS = {**IMAGENET_LABEL_SETS, 0: "none"}
-ORIGINS = ("official", "mindcv", "hf", "timm", "torchvision", "user")
+ORIGINS = ("official", "mindcv", "hf", "openmmlab", "timm", "torchvision", "user")
 
 # torchvision's builders and the registered names with the same architecture (window 7 at 224 px, window 8 at 256).
 TORCHVISION_MODELS = {
@@ -52,7 +54,8 @@ class Weights:
     ``huggingface_hub``); ``format`` is its layout for ``load_checkpoint``; ``sha256`` the published SHA-256 or its
     leading hex digits (torchvision names its files with the first 8), empty where the source publishes none.
     ``num_classes`` 0 marks an SSL backbone without a classifier; ``top1`` is the source's published ImageNet-1k
-    accuracy and ``miou`` a segmentation model's published single-scale mIoU, None where it publishes none.
+    accuracy, ``miou`` a segmentation model's published single-scale mIoU and ``box_ap``/``mask_ap`` a detector's
+    published COCO val2017 AP, None where it publishes none.
     """
 
     model: str
@@ -71,6 +74,8 @@ class Weights:
     top1: float | None = None
     license: str = ""
     miou: float | None = None
+    box_ap: float | None = None
+    mask_ap: float | None = None
 
     @property
     def name(self) -> str:
@@ -94,6 +99,14 @@ def _preprocessing(model: str) -> dict:
                 std=info.std)  # fmt: skip
 
 
+def _scores(task: str, score: str) -> dict:
+    """The ``score`` column as ``Weights`` fields: top-1, mIoU, or a detector's 'box/mask' AP."""
+    if task == "detection":
+        box, _, mask = score.partition("/")
+        return {"box_ap": float(box) if box else None, "mask_ap": float(mask) if mask else None}
+    return {"miou" if task == "segmentation" else "top1": float(score) if score else None}
+
+
 @functools.cache
 def _listed() -> tuple[Weights, ...]:
     """The official, MindCV and HF tags of ``sources.tsv``."""
@@ -102,10 +115,10 @@ def _listed() -> tuple[Weights, ...]:
         for row in csv.reader((line for line in f if not line.startswith("#")), delimiter="\t"):
             model, tag, origin, source, format, num_classes, score = row
             location = {"hub_id": source} if origin == "hf" else {"url": source}
-            metric = "miou" if model_info(model).task == "segmentation" else "top1"
             found.append(Weights(
                 model, tag, origin, format, int(num_classes), **_preprocessing(model), **location,
-                license="apache-2.0" if origin == "hf" else "mit", **{metric: float(score) if score else None},
+                license="apache-2.0" if origin in ("hf", "openmmlab") else "mit",
+                **_scores(model_info(model).task, score),
             ))  # fmt: skip
     return tuple(found)
 
@@ -181,8 +194,8 @@ def default_tag(model: str) -> str | None:
     """The tag ``pretrained=True`` loads: the official release the model table quotes (see the module docstring)."""
     info = model_info(model)
     official = [w for w in _listed() if w.model == info.name and w.origin == "official"]
-    quoted = [w for w in official if (info.top1, info.miou) != (None, None) and (w.top1, w.miou) == (info.top1,
-                                                                                                   info.miou)]
+    scores = (info.top1, info.miou, info.box_ap)
+    quoted = [w for w in official if any(v is not None for v in scores) and (w.top1, w.miou, w.box_ap) == scores]
     chosen = (quoted or [w for w in official if w.num_classes] or official or [None])[0]
     return None if chosen is None else chosen.tag
 

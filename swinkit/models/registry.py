@@ -37,8 +37,9 @@ class ModelInfo:
 
     ``defaults`` are keyword arguments for ``cls``; ``img_size`` is (H, W); ``crop_pct`` and ``interpolation``
     describe the evaluation transform (resize to size / crop_pct, centre crop); ``top1`` is the published
-    ImageNet-1k accuracy of the reference weights (``miou``: a segmentation model's published ADE20K mIoU) and
-    ``source`` where it comes from; ``task`` is 'classification' or 'segmentation' (``swinkit.models.upernet``).
+    ImageNet-1k accuracy of the reference weights (``miou``: a segmentation model's published ADE20K mIoU; ``box_ap``,
+    ``mask_ap``: a detector's published COCO AP) and ``source`` where it comes from; ``task`` is 'classification',
+    'segmentation' (``swinkit.models.upernet``) or 'detection' (``swinkit.models.rcnn``).
     ``weights`` lists the published checkpoints (``swinkit.hub.Weights``) when the entry comes from
     ``swinkit.model_info``; the registry itself does not know them.
     """
@@ -54,6 +55,8 @@ class ModelInfo:
     std: tuple[float, float, float] = IMAGENET_STD
     top1: float | None = None
     miou: float | None = None
+    box_ap: float | None = None
+    mask_ap: float | None = None
     source: str = ""
     task: str = "classification"
     aliases: tuple[str, ...] = ()
@@ -94,7 +97,7 @@ def register_model(*, defaults: dict, **metadata) -> Callable[[Callable[..., nn.
 
 def list_models(pattern: str = "*", include_aliases: bool = False, task: str | None = "classification") -> list[str]:
     """Registered model names matching a shell-style pattern (case-insensitive), sorted: the classifiers (timm's
-    meaning of a model list), or those of ``task`` ('segmentation'), or every one (``task=None``)."""
+    meaning of a model list), or those of ``task`` ('segmentation', 'detection'), or every one (``task=None``)."""
     names = [n for n, info in _MODELS.items() if task is None or info.task == task]
     if include_aliases:
         names += [alias for alias, n in _ALIASES.items() if task is None or _MODELS[n].task == task]
@@ -102,10 +105,20 @@ def list_models(pattern: str = "*", include_aliases: bool = False, task: str | N
     return sorted(n for n in names if fnmatch.fnmatchcase(n.lower(), pattern))
 
 
+def model_task(name: str) -> str:
+    """The task of a registered name or alias: 'classification', 'segmentation' or 'detection'; 'classification'
+    for unregistered names (``timm:NAME`` backbones)."""
+    return _MODELS.get(_ALIASES.get(name, name), ModelInfo(name, nn.Module)).task
+
+
 def is_segmentation(name: str) -> bool:
-    """Whether ``name`` (or its alias) is a registered segmentation model; False for any other name, unregistered
-    ones (``timm:NAME`` backbones) included."""
-    return _MODELS.get(_ALIASES.get(name, name), ModelInfo(name, nn.Module)).task == "segmentation"
+    """Whether ``name`` (or its alias) is a registered segmentation model."""
+    return model_task(name) == "segmentation"
+
+
+def is_detection(name: str) -> bool:
+    """Whether ``name`` (or its alias) is a registered detector (Faster/Mask R-CNN)."""
+    return model_task(name) == "detection"
 
 
 def model_info(name: str) -> ModelInfo:

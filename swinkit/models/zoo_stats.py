@@ -11,16 +11,19 @@ from pathlib import Path
 import torch
 
 from .flops import count_flops
-from .registry import create_model, list_models
+from .registry import create_model, list_models, model_info
 
 TABLE = Path(__file__).with_name("zoo_stats.tsv")
 
 
 def count(name: str) -> tuple[int, int]:
-    """(parameters, MACs at the default input size) of ``name``, counted on the meta device."""
+    """(parameters, MACs at the default input size) of ``name``, counted on the meta device. A detector's MACs are
+    its backbone's and FPN's: what its RPN and RoI heads add depends on the image's proposals (NMS, which the meta
+    device cannot run)."""
     with torch.device("meta"):
         model = create_model(name)
-    return sum(p.numel() for p in model.parameters()), count_flops(model)
+    dense = model.backbone if model_info(name).task == "detection" else model
+    return sum(p.numel() for p in model.parameters()), count_flops(dense, model.img_size)
 
 
 @functools.cache
