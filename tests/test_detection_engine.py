@@ -117,6 +117,17 @@ def test_predict_draws_and_lists_the_detections(trained, tmp_path, capsys):
     assert scores == sorted(scores, reverse=True)
 
 
+def test_onnx_export_of_a_detector_is_checked_in_onnx_runtime(trained, tmp_path, capsys):
+    best = str(trained / "run" / "checkpoints" / "best")
+    args = ["export", "--checkpoint", best, "--format", "onnx", "--img-size", "64", "80"]
+    assert main([*args, "--output", str(tmp_path / "det.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert "wrote" in out and "largest relative difference" in out
+    assert float(out.split("largest relative difference ")[1].split()[0]) < 1e-4
+    assert main([*args, "--dynamic-size", "--output", str(tmp_path / "dynamic.onnx")]) != 0
+    assert "exports to ONNX for one image size" in capsys.readouterr().err
+
+
 def test_shards_of_a_coco_folder_evaluate_to_the_folders_ap(trained, tmp_path):
     for split in ("train", "val"):
         write_coco(tmp_path / "coco", split, DigitSceneInstances(split, 6))

@@ -8,6 +8,15 @@ the window machinery runs on symbolic sizes (see ``swinkit.layers.window``): pad
 equals its window, the window order and the masks are all computed in the graph. TorchScript tracing records sizes
 as constants, and CSWin decides its stripe padding in Python, so those are exported per size.
 
+A detector (Faster/Mask R-CNN) exports to ONNX through torch's TorchScript-based exporter, which torchvision's
+detection models support (opset 17; the dynamo exporter does not trace their data-dependent proposal selection):
+one image of the exported size (``--img-size``, 3 x H x W RGB in 0..1) in, ``boxes``, ``labels``, ``scores`` (and
+``masks``) out, as the model returns them. Tracing records the window geometry and torchvision's resize of that size
+as constants, so a graph is for its size alone (another size gives wrong boxes without an error): export one file
+per size. The check runs two random images through both and compares every output (same detections, in the same
+order). TorchScript and exported programs of detectors, a dynamic batch or size and int8 are refused with that
+reason.
+
 ``quantize="int8"`` (ONNX only) writes the checked fp32 graph through ONNX Runtime's quantization
 (``swinkit.deploy.onnx_int8``): dynamic, or static with ``calibrate``, a folder of images the model's evaluation
 preprocessing turns into the calibration set. It is the deployable int8 artifact (a quarter of the weight bytes, runs
@@ -35,6 +44,7 @@ from torch import nn
 from ..core.atomic import check_output
 from ..core.errors import ConfigError, MissingExtraError, SwinkitError
 from ..layers import to_2tuple
+from ..models.rcnn import FasterRCNN, MaskRCNN
 from .convert import load_model
 from .onnx_int8 import CALIBRATION_IMAGES, calibration_images, quantize_onnx
 from .preprocess import evaluation_transform
@@ -149,6 +159,13 @@ def export(
         model, _, _ = load_model(name, checkpoint, weights=weights)
     model = model.eval()
     size = to_2tuple(img_size or model.img_size)
+    if isinstance(model, FasterRCNN | MaskRCNN):
+        if format != "onnx" or dynamic_batch or dynamic_size or quantize:
+            raise ConfigError(
+                f"{name or model.model_info.name} is a detector: it exports to ONNX for one image size (--format onnx "
+                "--img-size H W), without --dynamic-batch, --dynamic-size or --quantize (see swinkit export's docs)"
+            )  # fmt: skip
+        return _export_detector(model, Path(output), size)
     calibration = None
     if calibrate is not None:
         calibration = _resized(
@@ -204,6 +221,41 @@ def export(
                     x = _resized(calibration[torch.arange(b) % len(calibration)], check_size)
                 result.checks.append((tuple(x.shape), _relative(run(x), model(x))))
     if not result.max_difference <= result.tolerance:  # NaN fails too
+        raise ExportCheckError(f"{result}\nthe exported model does not match PyTorch: do not deploy {output}")
+    return result
+
+
+DETECTOR_OUTPUTS = ("boxes", "labels", "scores", "masks")
+
+
+def _export_detector(model: nn.Module, output: Path, size: tuple[int, int]) -> ExportResult:
+    """A Faster/Mask R-CNN as one ONNX graph for images of ``size`` (module docstring), checked in ONNX Runtime."""
+    import onnxruntime
+
+    names = [n for n in DETECTOR_OUTPUTS if n != "masks" or model.roi_heads.has_mask()]
+    example = torch.rand(3, *size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracing warns of every size it records as a constant: expected, see above
+        torch.onnx.export(model, ([example],), str(output), dynamo=False, opset_version=17, input_names=["image"],
+                          output_names=names)  # fmt: skip
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # the graph's traced shape hints name one detection; every count runs right
+    session = onnxruntime.InferenceSession(str(output), options, providers=["CPUExecutionProvider"])
+    result = ExportResult(output, "onnx", size)
+    for seed in (1, 2):
+        x = torch.rand(3, *size, generator=torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            expected = model([x])[0]
+        got = dict(zip(names, session.run(None, {"image": x.numpy()}), strict=True))
+        if any(got[n].shape != tuple(expected[n].shape) for n in names) or not (got["labels"] == expected[
+                "labels"].numpy()).all():  # fmt: skip
+            raise ExportCheckError(f"wrote {output}, whose detections differ from PyTorch's on a random image "
+                                   f"({len(got['boxes'])} vs {len(expected['boxes'])} boxes, or other classes): do not "
+                                   "deploy it")  # fmt: skip
+        differences = [_relative(torch.from_numpy(got[n]).float(), expected[n].float()) for n in names
+                       if n != "labels" and expected[n].numel()]  # fmt: skip
+        result.checks.append(((3, *size), max(differences, default=0.0)))
+    if not result.max_difference <= result.tolerance:
         raise ExportCheckError(f"{result}\nthe exported model does not match PyTorch: do not deploy {output}")
     return result
 
