@@ -411,15 +411,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_plot)
 
     model_help = "registered model name; not needed for a checkpoint a swinkit run wrote (its config names it)"
+    from .core.layout_names import DENSE_LAYOUT_NAMES, WRITE_FORMATS
     from .core.layout_names import FORMATS as READ_FORMATS
-    from .core.layout_names import WRITE_FORMATS
 
     p = sub.add_parser("convert", help="convert a checkpoint between layouts (timm, official, HF, MindSpore, ...)")
     p.add_argument("src", help="checkpoint to read (.pth/.pt/.bin, .safetensors, .ckpt, .pdparams), or MODEL.TAG")
     p.add_argument("dst", help="file to write (.safetensors, .pth; .ckpt for --to mindspore, .pdparams for paddle)")
     p.add_argument("--model", help=model_help)
-    p.add_argument("--from", dest="from_format", default="auto", choices=READ_FORMATS, help="source layout")
-    p.add_argument("--to", dest="to_format", default="swinkit", choices=WRITE_FORMATS, help="target layout")
+    p.add_argument("--from", dest="from_format", default="auto", choices=(*READ_FORMATS, *DENSE_LAYOUT_NAMES),
+                   help="source layout")  # fmt: skip
+    p.add_argument("--to", dest="to_format", default="swinkit", choices=(*WRITE_FORMATS, *DENSE_LAYOUT_NAMES),
+                   help="target layout (mmseg: an UperNet's, mmdet: a detector's)")  # fmt: skip
     p.add_argument("--label-map", help="class map file (line i = source class of target class i), or a built-in name")
     p.add_argument("--layout", choices=["mindcv", "modelzoo"], help="MindSpore names for --to mindspore")
     p.set_defaults(func=cmd_convert)

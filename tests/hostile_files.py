@@ -9,7 +9,8 @@ in a subprocess, so a reader that allocates without bound cannot take the test m
 
 The families: ``checkpoint`` (.pth/.pt/.bin, .safetensors, .ckpt, .pdparams files), ``dcp`` (sharded checkpoint
 directories), ``shard`` (webdataset shard directories), ``hf`` (Hugging Face datasets), ``yaml`` (configs, and the
-config in a checkpoint's metadata), ``download`` (answers of an HTTP server on the loopback address).
+config in a checkpoint's metadata), ``download`` (answers of an HTTP server on the loopback address), ``coco``
+(COCO annotation files and their images, read and every image loaded as a detection run loads it).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import os
 import pickle
 import random
 import resource
+import shutil
 import struct
 import sys
 import tarfile
@@ -647,6 +649,107 @@ def download_mutant(valid: Path, out: Path, rng: random.Random, index: int) -> P
     return _served(out, f"mutant{index}{suffix}", mutate(body, rng))
 
 
+# --- COCO annotation files ----------------------------------------------------------------------------------------
+def _coco_dir(directory: Path, edit: Callable[[dict], None] | None = None) -> Path:
+    """A COCO folder of two 8x8 images (split ``val``), one polygon and one RLE annotation, edited by ``edit``."""
+    (directory / "val").mkdir(parents=True)
+    (directory / "annotations").mkdir()
+    for i in range(2):
+        (directory / "val" / f"{i}.png").write_bytes(_png(60 * i))
+    data = {
+        "images": [{"id": i, "file_name": f"{i}.png", "width": 8, "height": 8} for i in range(2)],
+        "categories": [{"id": 1, "name": "a"}, {"id": 3, "name": "b"}],
+        "annotations": [
+            {"id": 1, "image_id": 0, "category_id": 1, "bbox": [1, 1, 4, 4], "iscrowd": 0, "area": 16,
+             "segmentation": [[1, 1, 5, 1, 5, 5, 1, 5]]},
+            {"id": 2, "image_id": 1, "category_id": 3, "bbox": [0, 0, 8, 8], "iscrowd": 1, "area": 64,
+             "segmentation": {"size": [8, 8], "counts": [10, 44, 10]}},
+        ],
+    }  # fmt: skip
+    if edit is not None:
+        edit(data)
+    (directory / "annotations" / "instances_val.json").write_text(json.dumps(data))
+    return directory
+
+
+def coco_read(directory: Path) -> None:
+    from swinkit.data.coco import CocoDetection
+    from swinkit.data.detection import DetectionPipeline, DetectionSamples
+
+    dataset = CocoDetection(directory, "val")
+    samples = DetectionSamples(dataset, DetectionPipeline(train=True, shorter_sides=(16,), crop_policy=False))
+    for i in range(len(dataset)):
+        samples[(i, i)]  # an unreadable image comes back as (None, None, reason): skipped and counted
+
+
+def _edit(path: list, value) -> Callable[[dict], None]:
+    def edit(data: dict) -> None:
+        target = data
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+
+    return edit
+
+
+def coco_hostile(out: Path) -> dict[str, Path]:
+    made = {}
+    ann = ["annotations", 0]
+    cases = {
+        "polygon_far_away": (ann + ["segmentation"], [[1, 1, 5, 1, 1e9, 1e9]]),  # rasterized point by point
+        "polygon_huge_count": (ann + ["segmentation"], [[1, 1] * 3 + [2**62, 3]]),
+        "rle_overflowing_counts": (["annotations", 1, "segmentation", "counts"], [10, 2**40, 10]),
+        "rle_string_overflowing": (["annotations", 1, "segmentation", "counts"], "0" * 10 + "~~~~~~~~~~~~"),
+        "rle_of_a_huge_image": (["annotations", 1, "segmentation"], {"size": [10**6, 10**6], "counts": [10**12]}),
+        "entry_of_a_huge_image": (["images", 0], {"id": 0, "file_name": "0.png", "width": 10**6, "height": 10**6}),
+        "file_outside": (["images", 0, "file_name"], "../../../../etc/passwd"),
+        "absolute_file": (["images", 0, "file_name"], "/etc/passwd"),
+        "id_a_list": (ann + ["image_id"], [0]),
+        "category_a_dict": (ann + ["category_id"], {"a": 1}),
+        "box_of_strings": (ann + ["bbox"], ["1", "1", "4", "4"]),
+        "box_nan": (ann + ["bbox"], [float("nan"), 1, 4, 4]),
+        "width_negative": (["images", 1, "width"], -8),
+        "duplicate_image": (["images", 1, "id"], 0),
+        "segmentation_a_string": (ann + ["segmentation"], "polygon"),
+        "iscrowd_a_list": (ann + ["iscrowd"], [1]),
+    }  # fmt: skip
+    for name, (path, value) in cases.items():
+        made[name] = _coco_dir(out / name, _edit(path, value))
+    made["not_json"] = _coco_dir(out / "not_json")
+    (made["not_json"] / "annotations" / "instances_val.json").write_bytes(b"\x80PK\x03\x04 not json")
+    made["deep_json"] = _coco_dir(out / "deep_json")
+    (made["deep_json"] / "annotations" / "instances_val.json").write_text("[" * 100_000 + "]" * 100_000)
+    made["fifo_image"] = _coco_dir(out / "fifo_image")
+    (made["fifo_image"] / "val" / "0.png").unlink()
+    os.mkfifo(made["fifo_image"] / "val" / "0.png")
+    made["no_file"] = out / "no_file"
+    made["no_file"].mkdir()
+    return made
+
+
+def coco_mutant(valid: Path, out: Path, rng: random.Random, index: int) -> Path:
+    """The valid folder with one value of its annotation file replaced by a hostile one (or its bytes mutated)."""
+    data = json.loads((valid / "annotations" / "instances_val.json").read_text())
+    if rng.random() < 0.2:
+        target = shutil.copytree(valid, out / f"mutant{index}")
+        file = target / "annotations" / "instances_val.json"
+        file.write_bytes(mutate(file.read_bytes(), rng))
+        return target
+    paths = []
+
+    def walk(node, path):
+        paths.append(path)
+        children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, child in children:
+            walk(child, [*path, key])
+
+    walk(data, [])
+    path = rng.choice(paths[1:])
+    value = rng.choice([None, -1, 0, 1.5, 2**63, -(2**63), 1e308, float("inf"), "x", "", [], {}, [0] * 7, True,
+                        {"size": [8, 8], "counts": "x"}, [[0, 0, 8, 0, 8, 8]], 10**9])  # fmt: skip
+    return _coco_dir(out / f"mutant{index}", _edit(path, value))
+
+
 # --- the run ----------------------------------------------------------------------------------------------------------
 FAMILIES = [
     Family("checkpoint", (CheckpointError,), checkpoint_hostile, checkpoint_valid, _mutated_file, read_file, 100),
@@ -659,6 +762,7 @@ FAMILIES = [
     Family("yaml", (ConfigError, CheckpointError), yaml_hostile, yaml_valid, _mutated_file, yaml_read, 60),
     Family("download", (DownloadError, CheckpointError, ConfigError), download_hostile, download_valid,
            download_mutant, download_read, 60, setup=download_setup),
+    Family("coco", (DataError,), coco_hostile, lambda out: [_coco_dir(out / "valid")], coco_mutant, coco_read, 200),
 ]  # fmt: skip
 
 

@@ -19,7 +19,7 @@ from swinkit.checkpoints import load_checkpoint, save_checkpoint
 from swinkit.checkpoints.io import read_file
 from swinkit.core.errors import CheckpointError
 from swinkit.data.coco import AnnotationError, CocoDetection, rle_counts, write_coco
-from swinkit.data.detection import DetectionPipeline, detection_loader
+from swinkit.data.detection import DetectionPipeline, DetectionSamples, detection_loader
 from swinkit.data.digit_scenes import DigitSceneInstances
 from swinkit.engine.coco_eval import STAT_NAMES, evaluate_detection
 from swinkit.engine.config import load_config
@@ -82,6 +82,36 @@ def test_the_objective_loss_is_torchvisions_mask_rcnn_on_the_pipelines_targets()
     assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"}
     torch.testing.assert_close(ours, sum(losses.values()), rtol=0, atol=0)
     assert ours.item() > 0
+
+
+@pytest.mark.parametrize("pipeline, pixels", [
+    (DetectionPipeline(train=True, shorter_sides=(96, 160), crop_policy=False, flip=1.0), 2.0),
+    (DetectionPipeline(train=True, shorter_sides=(128,), crop_policy=True, crop_shorter_sides=(80,),
+                       crop_size=(40, 56), flip=0.0), 4.0),
+    (DetectionPipeline(train=True, lsj=True, lsj_size=96, lsj_range=(0.5, 2.0), flip=0.5), 2.0),
+], ids=["resize-flip", "crop-policy", "lsj"])  # fmt: skip
+def test_the_training_pipeline_moves_boxes_with_their_masks(pipeline, pixels):
+    # A digit's box is its mask's extent; after every transform each kept box still holds its mask, to the
+    # nearest-neighbour rounding of the resizes (the crop policy's first resize shrinks the scene, and its rounding is
+    # enlarged up to 2.7x by the second), and a box left without area went with its mask. Without a crop the box is
+    # still the mask's extent; a crop clips the box, as mmdet's does, and a digit's ink need not reach the cut.
+    data = DigitSceneInstances("train", 12)
+    for i in range(len(data)):
+        x, target, message = DetectionSamples(data, pipeline)[(i, 1000 + i)]
+        assert not message and x.shape[0] == 3 and x.min() >= 0 and x.max() <= 1
+        masks, boxes = target["masks"], target["boxes"]
+        assert masks.shape == (len(boxes), *x.shape[1:]) and len(target["labels"]) == len(boxes)
+        if pipeline.lsj:
+            assert max(x.shape[1:]) <= 96
+        for box, mask in zip(boxes, masks, strict=True):
+            rows, cols = mask.nonzero(as_tuple=True)
+            if not len(rows):  # a sliver the resize rounded away
+                continue
+            extent = torch.tensor([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1], dtype=torch.float32)
+            inside = torch.cat([extent[:2] - box[:2], box[2:] - extent[2:]])
+            assert inside.min() >= -pixels, (box, extent)
+            if not (pipeline.lsj or pipeline.crop_policy):
+                assert (box - extent).abs().max() <= pixels, (box, extent)
 
 
 def _scene_folder(root: Path) -> Path:
@@ -153,6 +183,8 @@ SKIPPED = [
     (lambda d: d["annotations"][0].update(segmentation=[[1, 1, 5, 5]]), "a polygon needs at least 3"),
     (lambda d: d["annotations"][0]["segmentation"].update(size=[32, 32]), "RLE of size [32, 32] on an image of 64x64"),
     (lambda d: d["annotations"][0]["segmentation"].update(counts="0?"), "RLE counts"),
+    (lambda d: d["annotations"][0].update(segmentation=[[1, 1, 5, 5, 1e9, 3]]), "reaches far outside"),
+    (lambda d: d["annotations"][0].update(category_id=[1]), "category_id [1] is not in"),
 ]  # fmt: skip
 
 

@@ -4,6 +4,7 @@ against one process, shards, predict, and bad input through the CLI."""
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -117,6 +118,25 @@ def test_predict_draws_and_lists_the_detections(trained, tmp_path, capsys):
     assert scores == sorted(scores, reverse=True)
 
 
+def test_convert_writes_a_runs_detector_in_mmdets_layout(trained, tmp_path, capsys):
+    best = trained / "run" / "checkpoints" / "best"
+    assert main(["convert", str(best), str(tmp_path / "mmdet.pth"), "--to", "mmdet"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    state = read_file(tmp_path / "mmdet.pth")[0]["state_dict"]
+    assert "roi_head.bbox_head.fc_cls.weight" in state and "neck.lateral_convs.0.conv.weight" in state
+    from swinkit.checkpoints import load_checkpoint
+    from swinkit.engine.setup import build_model
+
+    model = build_model(small_config(tmp_path / "unused"), 10)
+    load_checkpoint(model, tmp_path / "mmdet.pth")
+    expected = read_file(best / "model.safetensors")[0]
+    # The background's box and mask rows, which mmdet does not have and torchvision never reads, come back as zeros.
+    for key, rows in (("roi_heads.box_predictor.bbox_pred", 4), ("roi_heads.mask_predictor.mask_fcn_logits", 1)):
+        for part in ("weight", "bias"):
+            expected[f"{key}.{part}"][:rows] = 0
+    assert state_dicts_equal(model.state_dict(), expected)
+
+
 def test_onnx_export_of_a_detector_is_checked_in_onnx_runtime(trained, tmp_path, capsys):
     best = str(trained / "run" / "checkpoints" / "best")
     args = ["export", "--checkpoint", best, "--format", "onnx", "--img-size", "64", "80"]
@@ -128,10 +148,39 @@ def test_onnx_export_of_a_detector_is_checked_in_onnx_runtime(trained, tmp_path,
     assert "exports to ONNX for one image size" in capsys.readouterr().err
 
 
-def test_shards_of_a_coco_folder_evaluate_to_the_folders_ap(trained, tmp_path):
+def _hf_dataset(root: Path, size: int = 6) -> None:
+    """The first scenes of each split as a Hugging Face dataset: images and objects (COCO boxes, RLE masks)."""
+    import io
+
+    import datasets
+
+    names = DigitSceneInstances("val", 1).classes
+    segmentation = {"size": datasets.Sequence(datasets.Value("int64")), "counts": datasets.Value("string")}
+    objects = datasets.Sequence({"id": datasets.Value("int64"), "bbox": datasets.Sequence(datasets.Value("float32")),
+                                 "category": datasets.ClassLabel(names=names), "segmentation": segmentation})
+    features = datasets.Features({"image": datasets.Image(), "image_id": datasets.Value("int64"), "objects": objects})
+    splits = {}
+    for split in ("train", "val"):
+        scenes, rows = DigitSceneInstances(split, size), {"image": [], "image_id": [], "objects": []}
+        for i in range(size):
+            picture, target = scenes.load(i)
+            _, anns = target["record"]
+            png = io.BytesIO()
+            picture.save(png, format="PNG")
+            rows["image"].append({"bytes": png.getvalue()})
+            rows["image_id"].append(i)
+            rows["objects"].append({"id": [a["id"] for a in anns], "bbox": [a["bbox"] for a in anns],
+                                    "category": [a["category_id"] - 1 for a in anns],
+                                    "segmentation": [a["segmentation"] for a in anns]})  # fmt: skip
+        splits[split] = datasets.Dataset.from_dict(rows, features=features)
+    datasets.DatasetDict(splits).save_to_disk(str(root))
+
+
+def test_shards_and_hf_datasets_evaluate_to_the_folders_ap(trained, tmp_path):
     for split in ("train", "val"):
         write_coco(tmp_path / "coco", split, DigitSceneInstances(split, 6))
     write_shards(tmp_path / "coco", str(tmp_path / "shards"), shard_samples=4)
+    _hf_dataset(tmp_path / "hf")
     best = str(trained / "run" / "checkpoints" / "best")
     folder = run_eval(small_config(tmp_path / "a", "data.dataset=coco", f"data.root={tmp_path / 'coco'}"), best,
                       output=str(tmp_path))  # fmt: skip
@@ -141,6 +190,10 @@ def test_shards_of_a_coco_folder_evaluate_to_the_folders_ap(trained, tmp_path):
     assert folder["segm"]["stats"] == shards["segm"]["stats"]
     digits = run_eval(small_config(tmp_path / "c"), best, output=str(tmp_path))  # the same 6 scenes, built in
     assert digits["bbox"]["stats"] == folder["bbox"]["stats"]
+    hf = run_eval(small_config(tmp_path / "d", "data.dataset=hf", f"data.root={tmp_path / 'hf'}"), best,
+                  output=str(tmp_path))  # fmt: skip
+    assert hf["n"] == 6 and hf["bbox"]["stats"] == folder["bbox"]["stats"]
+    assert hf["segm"]["stats"] == folder["segm"]["stats"]
 
 
 @pytest.mark.slow
@@ -183,3 +236,15 @@ def test_bad_detection_input_through_the_cli_is_one_line(tmp_path, overrides, me
     assert result.returncode != 0
     assert "Traceback" not in result.stderr and message in result.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_ema_grad_checkpointing_and_bf16_autocast_compose_with_detection(tmp_path):
+    record = train(small_config(tmp_path / "run", "sched.epochs=1", "sched.milestones=[]", "train.ema=true",
+                                "model.grad_checkpointing=true", "train.precision=bf16"))  # fmt: skip
+    assert math.isfinite(record["train_loss"]) and 0 <= record["ema_val_box_ap"] <= 100
+    assert (tmp_path / "run" / "checkpoints" / "last" / "ema.safetensors").is_file()
+
+
+def test_plan_refuses_a_detector_with_what_to_do(capsys):
+    assert main(["plan", "-c", "maskrcnn_digits"]) != 0
+    assert "measure a few steps instead" in capsys.readouterr().err

@@ -1,5 +1,5 @@
 """Hostile and broken inputs of every family (checkpoint files, sharded checkpoints, shards, HF datasets, YAML,
-downloads) end in swinkit's own errors, run no code and stay in bounded memory (``tests/hostile_files.py``, run in
+downloads, COCO annotation files) end in swinkit's own errors, run no code and stay in bounded memory (``tests/hostile_files.py``, run in
 a subprocess capped at 6 GiB of address space)."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def results(tmp_path_factory) -> dict[str, dict]:
 
 
 def test_no_input_of_any_family_escapes_runs_code_or_takes_memory(results):
-    assert set(results) == {"checkpoint", "dcp", "shard", "hf", "yaml", "download"}
+    assert set(results) == {"checkpoint", "dcp", "shard", "hf", "yaml", "download", "coco"}
     for name, family in results.items():
         assert family["escaped"] == [], name
         assert not family["ran_code"], name  # no payload's marker file
@@ -78,3 +78,15 @@ def test_downloads(results):
         "drip.pth", "endless.pth", "html.safetensors", "gzip.pth", "empty.pth", "bad_length.pth", "two_lengths.pth",
         "longer_than_announced.pth", "cut_short.pth", "redirect_loop.pth", "not_found.pth", "legacy_runs_code.pth",
         "zip_runs_code.pth"])  # fmt: skip
+
+
+def test_coco_annotation_files(results):
+    """Files that cannot be used are refused whole; annotations that would make pycocotools rasterize or decode
+    without bound, and images outside their folder or of another size, are skipped (annotations) or counted as
+    unreadable (images): the folder reads."""
+    assert results["coco"]["refused"] == sorted(["not_json", "deep_json", "duplicate_image", "width_negative",
+                                                 "id_a_list", "no_file"])  # fmt: skip
+    assert set(results["coco"]["accepted"]) == {
+        "polygon_far_away", "polygon_huge_count", "rle_overflowing_counts", "rle_string_overflowing",
+        "rle_of_a_huge_image", "entry_of_a_huge_image", "file_outside", "absolute_file", "category_a_dict",
+        "box_of_strings", "box_nan", "segmentation_a_string", "iscrowd_a_list", "fifo_image"}  # fmt: skip

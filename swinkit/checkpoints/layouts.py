@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from ..core.errors import CheckpointError, ConfigError
-from ..core.layout_names import FORMATS, LAYOUT_NAMES, NATIVE, WRITE_FORMATS
+from ..core.layout_names import DENSE_LAYOUT_NAMES, FORMATS, LAYOUT_NAMES, NATIVE, WRITE_FORMATS
 from . import hf, microsoft, mindspore, openmmlab, paddle, timm, torchvision
+from .io import TORCH_SUFFIXES
 
 LAYOUTS: dict[str, ModuleType] = dict(zip(LAYOUT_NAMES, (timm, microsoft, hf, torchvision, mindspore, paddle,
                                                          openmmlab), strict=True))  # fmt: skip
@@ -30,6 +31,8 @@ FAMILY_NAMES = {"swin": "Swin V1", "swinv2": "Swin V2", "cswin": "CSWin"}
 
 def suffixes(format: str) -> tuple[str, ...]:
     """The file suffixes ``format`` is written as (swinkit's own: safetensors with its metadata)."""
+    if format in DENSE_LAYOUT_NAMES:
+        return TORCH_SUFFIXES
     return (".safetensors",) if format == NATIVE else LAYOUTS[format].SUFFIXES
 
 

@@ -5,3 +5,4 @@ NATIVE = "swinkit"
 LAYOUT_NAMES = ("timm", "microsoft", "hf", "torchvision", "mindspore", "paddle", "openmmlab")
 FORMATS = ("auto", NATIVE, *LAYOUT_NAMES)  # what load_checkpoint reads
 WRITE_FORMATS = (NATIVE, *LAYOUT_NAMES)  # what save_checkpoint writes
+DENSE_LAYOUT_NAMES = ("mmseg", "mmdet")  # whole dense models' own layouts (UperNet, Faster/Mask R-CNN), both ways

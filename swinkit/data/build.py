@@ -17,7 +17,7 @@ from ..core.errors import ConfigError, DataLayoutError
 from .coco import CocoDetection
 from .datasets import Digits, first, imagenet_folders, require_root
 from .digit_scenes import DigitSceneInstances, DigitScenes
-from .hf import HUB_PREFIX, HFImages, HFSegmentation
+from .hf import HUB_PREFIX, HFDetection, HFImages, HFSegmentation
 from .label_maps import SegmentationFolder
 from .loader import Loader, map_loader
 from .shards import ShardSplit, is_shard_dir, open_shards, stream_loader
@@ -103,7 +103,7 @@ def build_segmentation_datasets(data, seg, splits: tuple[str, ...] = ("train", "
     return out
 
 
-DETECTION_DATASETS = ("digit_scenes", "coco", "wds")
+DETECTION_DATASETS = ("digit_scenes", "coco", "wds", "hf")
 
 
 def build_detection_datasets(data, seg, det, masks: bool, splits: tuple[str, ...] = ("train", "val")) -> list:
@@ -111,7 +111,8 @@ def build_detection_datasets(data, seg, det, masks: bool, splits: tuple[str, ...
     ``seg.val_scenes``, ``seg.scene_size``), ``coco`` (``data.root/annotations/instances_<split>.json`` beside
     ``data.root/<split>/``, ``swinkit.data.coco``; ``det.filter_empty`` applies to the training split) or ``wds``
     (that folder written as shards by ``swinkit shard``, local or remote; every image of the file, those without
-    annotations too). ``masks``: the model trains masks (Mask R-CNN)."""
+    annotations too) or ``hf`` (a Hugging Face dataset of images and objects, ``swinkit.data.hf.HFDetection``, boxes
+    in ``det.hf_box_format``). ``masks``: the model trains masks (Mask R-CNN)."""
     if data.dataset not in DETECTION_DATASETS:
         raise ConfigError(f"data.dataset={data.dataset} holds no object annotations; a detector trains on "
                           f"data.dataset= one of {', '.join(DETECTION_DATASETS)} (COCO's layout for your own "
@@ -131,6 +132,8 @@ def build_detection_datasets(data, seg, det, masks: bool, splits: tuple[str, ...
             if dataset.task != "detection":
                 raise ConfigError(f"{data.root}: these shards hold {dataset.task} samples; a detector trains on shards "
                                   "written from COCO's layout (`swinkit shard`)")  # fmt: skip
+        elif data.dataset == "hf":
+            dataset = HFDetection(require_root(data.root), name, masks, det.hf_box_format, limit)
         else:
             dataset = CocoDetection(require_root(data.root), name, masks=masks,
                                     filter_empty=det.filter_empty and split == "train", limit=limit)  # fmt: skip

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..core.errors import DataError, DataLayoutError, MissingExtraError
+from ..core.errors import DataError, DataLayoutError, MissingExtraError, shown
 from .datasets import decode_image, read_image_file
 
 log = logging.getLogger(__name__)
@@ -103,6 +103,10 @@ def _check_segmentation(segmentation, height: int, width: int) -> str:
                         "a polygon needs at least 3 (x, y) points")  # fmt: skip
             if not all(isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v) for v in polygon):
                 return "a polygon coordinate that is not a finite number"
+            xs, ys = polygon[0::2], polygon[1::2]
+            if min(xs) < -width or max(xs) > 2 * width or min(ys) < -height or max(ys) > 2 * height:
+                # pycocotools rasterizes a polygon edge by edge, pixel by pixel: far-away points cost without end
+                return f"a polygon reaches far outside its {width}x{height} image; fix its coordinates"
         return ""
     if not isinstance(segmentation, dict) or not {"size", "counts"} <= set(segmentation):
         return "segmentation is neither a polygon list nor RLE ({'size': [h, w], 'counts': ...})"
@@ -129,9 +133,9 @@ def annotation_problem(ann: dict, size: tuple[int, int], label_of: dict[int, int
     """Why an annotation of an image of ``size`` (H, W) cannot be trained on ('' when it can); ``label_of`` maps the
     category ids to labels, ``masks`` asks for a segmentation."""
     height, width = size
-    if ann.get("category_id") not in label_of:
-        return (f"category_id {ann.get('category_id')!r} is not in 'categories'; add the category or fix the "
-                "annotation")  # fmt: skip
+    category = ann.get("category_id")
+    if not isinstance(category, int) or isinstance(category, bool) or category not in label_of:
+        return f"category_id {shown(category, 40)} is not in 'categories'; add the category or fix the annotation"
     box = ann.get("bbox")
     if not (isinstance(box, list) and len(box) == 4 and all(_number(v) for v in box)):
         return "bbox is not [x, y, width, height] of numbers"
@@ -168,6 +172,21 @@ def instance_target(image: dict, anns: list[dict], label_of: dict[int, int], mas
         target["masks"] = (torch.from_numpy(np.stack(planes)) if planes
                            else torch.zeros(0, height, width, dtype=torch.uint8))  # fmt: skip
     return target
+
+
+def checked_target(image: dict, anns: list[dict], label_of: dict[int, int], masks: bool, where: str) -> dict:
+    """The target of one image's annotations as a stream gives them (a shard's sample, a dataset row): each checked
+    (``annotation_problem``), one that cannot be trained on left out and named in a warning; with the ``record``
+    of the image's entry and its usable annotations."""
+    kept = []
+    for ann in anns:
+        problem = annotation_problem(ann, (image["height"], image["width"]), label_of, masks)
+        if problem:
+            log.warning("%s: annotation %s left out: %s", where, ann.get("id"), problem)
+        else:
+            kept.append(ann)
+    trained = [ann for ann in kept if not ann.get("iscrowd", 0)]
+    return {**instance_target(image, trained, label_of, masks), "record": (image, kept)}
 
 
 def check_size(picture: Image.Image, image: dict, where: str) -> None:
@@ -207,7 +226,8 @@ class CocoDetection:
         sizes = {image["id"]: (image["height"], image["width"]) for image in images}
         for n, ann in enumerate(_list(data, "annotations", self.annotation_file)):
             where = f"{self.annotation_file.name}: annotation {ann.get('id', f'#{n}') if isinstance(ann, dict) else n}"
-            if not isinstance(ann, dict) or ann.get("image_id") not in sizes:
+            image_id = ann.get("image_id") if isinstance(ann, dict) else None
+            if not isinstance(image_id, int) or isinstance(image_id, bool) or image_id not in sizes:
                 raise AnnotationError(f"{where}: its image_id is not an id of 'images'; each annotation must name "
                                       "one of the file's images")  # fmt: skip
             reason = annotation_problem(ann, sizes[ann["image_id"]], label_of, masks)

@@ -24,7 +24,6 @@ Resizing is bilinear (half-pixel centres, no antialiasing) for images, nearest f
 from __future__ import annotations
 
 import json
-import logging
 import random
 from dataclasses import dataclass
 
@@ -33,13 +32,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .coco import AnnotationError, annotation_problem, check_size, instance_target
+from .coco import AnnotationError, check_size, checked_target
 from .datasets import decode_image, transform_sample
 from .loader import Loader, indexed_loader
 from .segmentation import Repeated, fit_size
 from .shards import DETECTION_KEY, IMAGE_KEYS, ShardSplit, stream_loader
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -188,18 +185,10 @@ class ShardDetections:
                 raise AnnotationError(f"the sample has no {'image' if data is None else '.' + DETECTION_KEY}; write "
                                       "detection shards with `swinkit shard --data DIR` from COCO's layout")
             image, anns = _sample_annotations(raw[DETECTION_KEY])
-            label_of = {cid: i + 1 for i, cid in enumerate(self.category_ids)}
-            kept = []
-            for ann in anns:
-                problem = annotation_problem(ann, (image["height"], image["width"]), label_of, self.masks)
-                if problem:
-                    log.warning("%s: annotation %s left out: %s", where, ann.get("id"), problem)
-                else:
-                    kept.append(ann)
             picture = decode_image(data, where)
             check_size(picture, image, where)
-            trained = [ann for ann in kept if not ann.get("iscrowd", 0)]
-            return picture, {**instance_target(image, trained, label_of, self.masks), "record": (image, kept)}
+            label_of = {cid: i + 1 for i, cid in enumerate(self.category_ids)}
+            return picture, checked_target(image, anns, label_of, self.masks, where)
 
         return _seeded(transform_sample(load, where, -1, transform, seed), seed)
 

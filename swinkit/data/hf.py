@@ -1,6 +1,6 @@
 """Hugging Face image datasets (``data.dataset=hf``): an ``image`` and a ``label`` column, read through the
 ``datasets`` library as timm's ``hfds`` reader does; for segmentation (``HFSegmentation``) an ``image`` and a
-label-map column.
+label-map column; for detection (``HFDetection``) an ``image`` and an ``objects`` column.
 
 ``data.root`` is a directory ``datasets.save_to_disk`` wrote, a directory of parquet/arrow files in the Hub's split
 layout (``data/train-*.parquet``, ``data/validation-*.parquet``), or ``hf://datasets/<user>/<name>`` (a Hub
@@ -17,6 +17,7 @@ from PIL import Image
 
 from ..core import remote
 from ..core.errors import DataError, DataLayoutError, MissingExtraError, shown
+from .coco import checked_target
 from .datasets import MAX_CLASSES, decode_image, read_image_file
 from .label_maps import ADE20K_CLASSES_FILE, decode_label_map, folder_classes, read_classes
 
@@ -170,6 +171,106 @@ class HFSegmentation:
         labels, where = _stored_file(self.ds, index, self.column, self.root, self.allowed)
         return image, decode_label_map(labels, where or f"{self.name(index)} ({self.column})", image.size,
                                        len(self.classes), self.reduce_zero_label)  # fmt: skip
+
+
+BOX_FORMATS = ("xywh", "xyxy")
+
+
+class HFDetection:
+    """A split of a Hugging Face detection dataset, as ``swinkit.data.coco`` datasets are: ``load(i)`` gives the
+    image and its target (with its ``record``, the ground truth it is scored on).
+
+    The layout is the one of the Hub's object-detection datasets and transformers' guide (``cppe-5``): an ``image``
+    column and an ``objects`` column holding, per image, ``bbox`` (``box_format``: COCO's ``xywh``, or ``xyxy``) and
+    ``category`` (a ``ClassLabel``: its names are the classes, its indices the category ids), with ``id``,
+    ``iscrowd``, ``area`` and ``segmentation`` (COCO's polygons or RLE) where the dataset has them; an ``image_id``
+    column names the images (else the row number). ``limit`` keeps the first rows. Annotations are checked as a COCO
+    file's, once the image has been decoded (its size comes from its pixels): one that cannot be trained on is left
+    out and named in a warning. Rows are read as ``HFImages`` reads them.
+    """
+
+    def __init__(self, root: str, split: str, masks: bool = True, box_format: str = "xywh",
+                 limit: int | None = None) -> None:  # fmt: skip
+        import datasets
+
+        ds, self.split = _load(root, split)
+        where = f"{root} ({self.split})"
+        feature = ds.features.get("objects")
+        category = _inner(feature, "category") if feature is not None else None
+        if "image" not in ds.column_names or not isinstance(ds.features["image"], datasets.Image) or category is None:
+            have = shown(", ".join(ds.column_names))
+            raise DataLayoutError(f"{where}: a detection dataset has an image column and an objects column of bbox and "
+                                  f"category (a ClassLabel); it has {have}")  # fmt: skip
+        if not isinstance(category, datasets.ClassLabel):
+            raise DataLayoutError(f"{where}: objects.category is {shown(str(category))}; a ClassLabel names the "
+                                  "classes")  # fmt: skip
+        if box_format not in BOX_FORMATS:
+            raise DataLayoutError(f"det.hf_box_format={box_format!r}: one of {', '.join(BOX_FORMATS)}")
+        if len(ds) == 0:
+            raise DataLayoutError(f"{where}: the split has no rows")
+        self.root, self.masks, self.box_format = root, masks, box_format
+        self.classes = list(category.names)
+        self.category_ids = list(range(len(self.classes)))
+        columns = ["image", "objects", *(["image_id"] if "image_id" in ds.column_names else [])]
+        ds = ds.cast_column("image", datasets.Image(decode=False)).select_columns(columns)
+        self.ds = ds.select(range(min(limit, len(ds)))) if limit else ds
+        self.allowed = _image_dirs(root)
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def name(self, index: int) -> str:
+        return f"{self.root}[{self.split}][{index}]"
+
+    def load(self, index: int):
+        data, where = _stored_file(self.ds, index, "image", self.root, self.allowed)
+        where = where or self.name(index)
+        picture = decode_image(data, where)
+        row = self.ds[index]
+        image_id = row.get("image_id", index)
+        if not isinstance(image_id, int) or isinstance(image_id, bool):
+            raise DataError(f"{where}: image_id {shown(image_id, 40)} is not an integer")
+        image = {"id": image_id, "width": picture.size[0], "height": picture.size[1], "file_name": self.name(index)}
+        anns = _annotations(row["objects"], image_id, self.box_format, where)
+        label_of = {cid: cid + 1 for cid in self.category_ids}
+        return picture, checked_target(image, anns, label_of, self.masks, where)
+
+
+def _inner(feature, key: str):
+    """The feature of each object's ``key`` inside an ``objects`` column: a ``Sequence`` (``List``) of a dict, a dict
+    of ``Sequence``s (how ``datasets`` stores a sequence of a dict), or a list of one dict."""
+    inner = getattr(feature, "feature", feature)
+    inner = inner[0] if isinstance(inner, list) and inner else inner
+    value = inner.get(key) if isinstance(inner, dict) else None
+    if isinstance(feature, dict) and value is not None:  # a dict of per-object lists
+        value = getattr(value, "feature", value)
+    return value
+
+
+def _annotations(objects, image_id: int, box_format: str, where: str) -> list[dict]:
+    """A row's ``objects`` (a dict of per-object lists, or a list of per-object dicts) as COCO annotations."""
+    if isinstance(objects, dict):
+        count = len(objects.get("bbox") or [])
+        if any(not isinstance(v, list) or len(v) != count for v in objects.values()):
+            raise DataError(f"{where}: objects' fields are not lists of one entry per object")
+        objects = [{k: v[i] for k, v in objects.items()} for i in range(count)]
+    if not isinstance(objects, list) or not all(isinstance(o, dict) for o in objects):
+        raise DataError(f"{where}: objects is {shown(objects, 40)}, not a list of objects")
+    anns = []
+    for n, obj in enumerate(objects):
+        box = obj.get("bbox")
+        numbers = isinstance(box, list) and len(box) == 4 and all(isinstance(v, int | float) and not isinstance(
+            v, bool) for v in box)  # fmt: skip
+        if box_format == "xyxy" and numbers:
+            box = [box[0], box[1], box[2] - box[0], box[3] - box[1]]
+        ann = {"id": obj.get("id", n), "image_id": image_id, "category_id": obj.get("category"), "bbox": box,
+               "iscrowd": int(bool(obj.get("iscrowd", 0)))}  # fmt: skip
+        if obj.get("segmentation") not in (None, [], {}):
+            ann["segmentation"] = obj["segmentation"]
+        if isinstance(obj.get("area"), int | float) and not isinstance(obj.get("area"), bool):
+            ann["area"] = obj["area"]
+        anns.append(ann)
+    return anns
 
 
 def _class_indices(labels: list, count: int, where: str) -> list[int]:

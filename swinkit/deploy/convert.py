@@ -18,6 +18,7 @@ from ..checkpoints.segmentation import decode_classes
 from ..checkpoints.transfer import read_label_map
 from ..core.atomic import check_output
 from ..core.errors import CheckpointError, ConfigError
+from ..core.layout_names import DENSE_LAYOUT_NAMES
 from ..engine.checkpoint import STATE_FILE, checkpoint_weights, find_checkpoint, stored_classes, stored_config
 from ..engine.setup import model_overrides
 from ..hub import create_model as create_pretrained
@@ -122,8 +123,9 @@ def convert(
         A summary: what was mapped, dropped (unused keys, training state), rebuilt (derived tables and masks, made
         from the window geometry) and adapted, and what was written.
     """
-    if to_format not in WRITE_FORMATS:
-        raise ConfigError(f"to_format must be one of {', '.join(WRITE_FORMATS)}, got {to_format!r}")
+    if to_format not in (*WRITE_FORMATS, *DENSE_LAYOUT_NAMES):
+        raise ConfigError(f"to_format must be one of {', '.join((*WRITE_FORMATS, *DENSE_LAYOUT_NAMES))}, got "
+                          f"{to_format!r}")  # fmt: skip
     check_output(dst, suffixes(to_format), f"the {to_format} checkpoint")
     if not Path(src).exists() and "/" not in str(src) and split_name(str(src))[1] is not None:
         src, tag_format, weights = locate(str(src), True)

@@ -3,8 +3,9 @@
 Each image goes to the model as a 0..1 RGB tensor at its own size; the model resizes it to its test scale and
 returns boxes in the image's pixels (as ``swinkit eval`` runs it). Detections scoring at least ``threshold`` are
 kept. Written into the output folder, per image ``STEM``: ``STEM.detections.png``, the image (enlarged by whole
-pixels when it is under 256 px) with each detection's mask tinted at half opacity, its box outlined in its class's
-colour and its label and score above it (torchvision's ``draw_segmentation_masks`` and ``draw_bounding_boxes``).
+pixels when it is under 512 px) with each detection's mask tinted at half opacity, its box outlined in its class's
+colour and its class and score on a label of that colour at its corner (torchvision's ``draw_segmentation_masks`` and
+``draw_bounding_boxes``).
 """
 
 from __future__ import annotations
@@ -22,15 +23,26 @@ from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 from ..core.atomic import check_output, write_atomic
 from ..engine.coco_eval import MASK_THRESHOLD
 from .preprocess import IMAGE_ERRORS, read_rgb
-from .segment_images import MIN_SIDE, OPACITY, palette
+from .segment_images import OPACITY, palette
 
 DEFAULT_THRESHOLD = 0.5
+MIN_SIDE = 512  # a smaller image is enlarged (whole pixels) to be read
+LABEL_SIZE = 18
+
+
+def _font() -> str:
+    """A TrueType font for the labels (matplotlib's DejaVu Sans, which it ships): PIL's default bitmap font is too
+    small to read."""
+    from matplotlib import font_manager
+
+    return font_manager.findfont("DejaVu Sans")
 
 
 def draw(image: Image.Image, detections: dict, classes: Sequence[str]) -> Image.Image:
-    """``detections`` (boxes, labels, scores, masks of one image) drawn on ``image``, enlarged to ``MIN_SIDE``."""
+    """``detections`` (boxes, labels, scores, masks of one image) drawn on ``image``, enlarged by whole pixels to at
+    least ``MIN_SIDE`` on its longer side."""
     w, h = image.size
-    zoom = max(1, MIN_SIDE // max(h, w))
+    zoom = max(1, -(-MIN_SIDE // max(h, w)))
     pixels = torch.from_numpy(np.asarray(image.resize((w * zoom, h * zoom), Image.Resampling.NEAREST)).copy())
     canvas = pixels.permute(2, 0, 1)
     colours = [tuple(int(v) for v in c) for c in palette(len(classes))]
@@ -42,7 +54,9 @@ def draw(image: Image.Image, detections: dict, classes: Sequence[str]) -> Image.
     if labels:
         text = [f"{classes[label - 1]} {score:.2f}" for label, score in zip(labels, detections["scores"].tolist(),
                                                                             strict=True)]  # fmt: skip
-        canvas = draw_bounding_boxes(canvas, detections["boxes"] * zoom, labels=text, colors=chosen, width=2)
+        canvas = draw_bounding_boxes(canvas, detections["boxes"] * zoom, labels=text, colors=chosen, width=3,
+                                     font=_font(), font_size=LABEL_SIZE, fill_labels=True,
+                                     label_colors="black")  # fmt: skip
     return Image.fromarray(canvas.permute(1, 2, 0).numpy())
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 
 import numpy as np
 import torch
@@ -53,12 +54,15 @@ def coco_results(output: dict, image_id: int, category_ids: list[int]) -> tuple[
 
 def ground_truth(records: list[tuple[dict, list[dict]]], classes: list[str], category_ids: list[int]) -> dict:
     """COCO's JSON form of the images' ``(entry, annotations)`` records, with COCOeval's ``area`` (the box's, where
-    an annotation has none) and ``iscrowd`` filled in and the annotations numbered 1, 2, ..."""
+    an annotation has no number there) and ``iscrowd`` (0 or 1) filled in and the annotations numbered 1, 2, ..."""
     images, annotations = [], []
     for image, anns in records:
         images.append(image)
         for ann in anns:  # numbered afresh: COCOeval indexes annotations by id, which scores do not depend on
-            annotations.append({"iscrowd": 0, "area": ann["bbox"][2] * ann["bbox"][3], **ann,
+            area = ann.get("area")
+            if not (isinstance(area, int | float) and not isinstance(area, bool) and math.isfinite(area)):
+                area = ann["bbox"][2] * ann["bbox"][3]
+            annotations.append({**ann, "iscrowd": int(bool(ann.get("iscrowd", 0))), "area": area,
                                 "id": len(annotations) + 1})  # fmt: skip
     categories = [{"id": cid, "name": name} for cid, name in zip(category_ids, classes, strict=True)]
     return {"images": images, "annotations": annotations, "categories": categories}

@@ -282,7 +282,8 @@ class SegConfig:
 class DetConfig:
     """Detection and instance segmentation: the training pipeline (``swinkit.data.detection``), the test scale and
     which images train. ``data.dataset=coco`` reads ``data.root/annotations/instances_<split>.json`` beside
-    ``data.root/<split>/``; ``digit_scenes`` generates ``seg.scenes`` / ``seg.val_scenes`` scenes of
+    ``data.root/<split>/``, ``wds`` shards of it, ``hf`` a Hugging Face dataset of images and objects;
+    ``digit_scenes`` generates ``seg.scenes`` / ``seg.val_scenes`` scenes of
     ``seg.scene_size`` px (the segmentation scenes, with instances)."""
 
     shorter_sides: list[int] = field(default_factory=lambda: list(range(480, 801, 32)))
@@ -295,6 +296,7 @@ class DetConfig:
     lsj_range: list[float] = field(default_factory=lambda: [0.1, 2.0])
     test_scale: list[int] = field(default_factory=lambda: [1333, 800])  # (longer-side limit, shorter side)
     filter_empty: bool = True  # leave training images without a trainable annotation out (mmdet's filter_empty_gt)
+    hf_box_format: str = "xywh"  # data.dataset=hf: objects.bbox as COCO's (x, y, width, height) or (x0, y0, x1, y1)
 
 
 @dataclass
@@ -325,6 +327,7 @@ CHOICES = {
     "train.precision": ("auto", "fp32", "bf16", "fp16"),
     "train.parallel": ("ddp", "fsdp"),
     "ssl.method": ("moby", "simmim"),
+    "det.hf_box_format": ("xywh", "xyxy"),
 }
 # The interval each numeric key's values must lie in (inf: unbounded); stage keys are named without their index.
 RANGES = {

@@ -98,6 +98,10 @@ def plan(cfg: Config, nproc: int, parallel: str | None = None) -> Plan:
     parallel = parallel or cfg.train.parallel
     if nproc < 1:
         raise ConfigError(f"--nproc {nproc}: plan for at least one GPU")
+    if models.is_detection(cfg.model.name):
+        raise ConfigError(f"swinkit plan estimates classification, self-supervised and segmentation steps; "
+                          f"{cfg.model.name} is a detector, whose step depends on its images' sizes and proposals: "
+                          "measure a few steps instead (swinkit train ... train.stop_after_steps=20)")  # fmt: skip
     precision = "bf16" if cfg.train.precision == "auto" else cfg.train.precision
     check_precision(parallel, precision)
     cfg = replace(cfg, train=replace(cfg.train, parallel=parallel, precision=precision))
