@@ -94,7 +94,17 @@ def test_eval_gives_the_runs_ap_in_one_and_two_processes(trained, tmp_path):
     cfg = small_config(tmp_path / "unused")
     single = run_eval(cfg, str(run / "checkpoints" / "best"), output=str(tmp_path))
     assert single["bbox"]["stats"]["AP"] == best["val_box_ap"] and single["segm"]["stats"]["AP"] == best["val_mask_ap"]
-    assert json.loads((tmp_path / "detections.bbox.json").read_text())  # what was scored, COCO's result format
+    # COCOeval by hand on what `swinkit eval` scored (COCO's result format) and the scenes' own annotation file
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    truth = COCO(str(write_coco(tmp_path / "gt", "val", DigitSceneInstances("val", 6))))
+    for kind in ("bbox", "segm"):
+        by_hand = COCOeval(truth, truth.loadRes(str(tmp_path / f"detections.{kind}.json")), kind)
+        by_hand.evaluate()
+        by_hand.accumulate()
+        by_hand.summarize()
+        assert list(single[kind]["stats"].values()) == [float(v * 100) if v >= 0 else -1.0 for v in by_hand.stats]
     out = tmp_path / "two"
     out.mkdir()
     torchrun("eval", "-c", "maskrcnn_digits", *SMALL, "--checkpoint", str(run / "checkpoints" / "best"), "--output",

@@ -40,8 +40,7 @@ def _splits(data, splits: tuple[str, ...], limits: tuple[int | None, ...]) -> li
     root = require_root(data.root)
     if kind == "wds":
         if any(limits):
-            raise ConfigError("data.max_train_samples/max_val_samples select from a list; with shards, select shard "
-                              "files instead (data.train_split='train-{000000..000009}.tar')")  # fmt: skip
+            raise ConfigError(SHARDS_ARE_NOT_A_LIST)
         return [open_shards(root, split) for split in splits]
     if kind == "hf":
         return [HFImages(root, split) for split in splits]
@@ -69,6 +68,21 @@ def build_datasets(data) -> tuple:
     return first(train, data.max_train_samples), first(val, data.max_val_samples)
 
 
+SHARDS_ARE_NOT_A_LIST = ("data.max_train_samples/max_val_samples select from a list; with shards, select shard files "
+                         "instead (data.train_split='train-{000000..000009}.tar')")
+
+
+def _task_shards(data, name: str, limit: int | None, task: str, written_from: str) -> ShardSplit:
+    """The shards of split ``name`` for a ``task`` run; ``written_from`` names what such shards are written from."""
+    if limit:
+        raise ConfigError(SHARDS_ARE_NOT_A_LIST)
+    shards = open_shards(require_root(data.root), name)
+    if shards.task != task:
+        raise ConfigError(f"{data.root}: these shards hold {shards.task} samples; a {task} model trains on shards "
+                          f"written from {written_from} (`swinkit shard`)")  # fmt: skip
+    return shards
+
+
 SEGMENTATION_DATASETS = ("digit_scenes", "segmentation", "wds", "hf")
 
 
@@ -88,13 +102,7 @@ def build_segmentation_datasets(data, seg, splits: tuple[str, ...] = ("train", "
         if data.dataset == "digit_scenes":
             dataset = DigitScenes(split, seg.scenes if split == "train" else seg.val_scenes, seg.scene_size)
         elif data.dataset == "wds":
-            if limit:
-                raise ConfigError("data.max_train_samples/max_val_samples select from a list; with shards, select "
-                                  "shard files instead (data.train_split='train-{000000..000009}.tar')")  # fmt: skip
-            dataset = open_shards(require_root(data.root), name)
-            if dataset.task != "segmentation":
-                raise ConfigError(f"{data.root}: these shards hold {dataset.task} samples; a segmentation model trains "
-                                  "on shards written from a folder of images/ and annotations/ (`swinkit shard`)")
+            dataset = _task_shards(data, name, limit, "segmentation", "a folder of images/ and annotations/")
         elif data.dataset == "hf":
             dataset = HFSegmentation(require_root(data.root), name, seg.reduce_zero_label)
         else:
@@ -125,13 +133,7 @@ def build_detection_datasets(data, seg, det, masks: bool, splits: tuple[str, ...
             count = seg.scenes if split == "train" else seg.val_scenes
             dataset = DigitSceneInstances(split, min(count, limit or count), seg.scene_size)
         elif data.dataset == "wds":
-            if limit:
-                raise ConfigError("data.max_train_samples/max_val_samples select from a list; with shards, select "
-                                  "shard files instead (data.train_split='train-{000000..000009}.tar')")  # fmt: skip
-            dataset = open_shards(require_root(data.root), name)
-            if dataset.task != "detection":
-                raise ConfigError(f"{data.root}: these shards hold {dataset.task} samples; a detector trains on shards "
-                                  "written from COCO's layout (`swinkit shard`)")  # fmt: skip
+            dataset = _task_shards(data, name, limit, "detection", "COCO's layout")
         elif data.dataset == "hf":
             dataset = HFDetection(require_root(data.root), name, masks, det.hf_box_format, limit)
         else:

@@ -20,10 +20,10 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
-from ..core.atomic import check_output, write_atomic
+from ..core.atomic import write_atomic
 from ..engine.coco_eval import MASK_THRESHOLD
 from .preprocess import IMAGE_ERRORS, read_rgb
-from .segment_images import OPACITY, palette
+from .segment_images import OPACITY, palette, prediction_folder
 
 DEFAULT_THRESHOLD = 0.5
 MIN_SIDE = 512  # a smaller image is enlarged (whole pixels) to be read
@@ -70,11 +70,7 @@ def detect_images(model: torch.nn.Module, images: Sequence[str | os.PathLike], o
         [x0, y0, x1, y1]}, ...]}`` (by falling score), or ``{"image", "error"}`` for a file that cannot be read as
         an image (the others are still predicted).
     """
-    out_dir = Path(output)
-    if not out_dir.is_dir():
-        check_output(out_dir.with_suffix(".png"), (".png",), "the predictions folder")  # its parent: exists, writable
-        out_dir.mkdir()
-    check_output(out_dir / "detections.png", (".png",), "the predictions")
+    out_dir = prediction_folder(output)
     model.eval()
     results = []
     for path in images:

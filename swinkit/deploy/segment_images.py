@@ -75,6 +75,16 @@ def label_image(labels: np.ndarray, num_classes: int) -> Image.Image:
     return out
 
 
+def prediction_folder(output: str | os.PathLike) -> Path:
+    """``output`` as a folder the predictions' PNG files can be written into (made when it does not exist)."""
+    out_dir = Path(output)
+    if not out_dir.is_dir():
+        check_output(out_dir.with_suffix(".png"), (".png",), "the predictions folder")  # its parent: exists, writable
+        out_dir.mkdir()
+    check_output(out_dir / "prediction.png", (".png",), "the predictions")
+    return out_dir
+
+
 @torch.no_grad()
 def segment_images(model: torch.nn.Module, images: Sequence[str | os.PathLike], output: str | os.PathLike,
                    classes: Sequence[str], mean: Sequence[float], std: Sequence[float],
@@ -85,11 +95,7 @@ def segment_images(model: torch.nn.Module, images: Sequence[str | os.PathLike], 
         One dict per image, in order: ``{"image", "labels", "overlay", "classes": {name: share}}``, or
         ``{"image", "error"}`` for a file that cannot be read as an image (the others are still predicted).
     """
-    out_dir = Path(output)
-    if not out_dir.is_dir():
-        check_output(out_dir.with_suffix(".png"), (".png",), "the predictions folder")  # its parent: exists, writable
-        out_dir.mkdir()
-    check_output(out_dir / "labels.png", (".png",), "the predictions")
+    out_dir = prediction_folder(output)
     model.eval()
     mean_t = torch.tensor(mean).view(1, 3, 1, 1) * 255
     std_t = torch.tensor(std).view(1, 3, 1, 1) * 255
