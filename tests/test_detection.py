@@ -57,10 +57,13 @@ def test_the_registered_model_is_the_official_swin_t_mask_rcnn():
     assert list(maps) == ["0", "1", "2", "3", "pool"]
 
 
-def test_the_objective_loss_is_torchvisions_mask_rcnn_on_the_pipelines_targets():
+def test_the_objective_loss_is_torchvisions_mask_rcnn_on_the_pipelines_targets(tmp_path):
+    # A COCO folder whose annotations use polygons, compressed and uncompressed RLE and a crowd region, through the
+    # training pipeline (multi-scale resize, the crop policy, flip), as a run reads it.
     cfg = load_config("maskrcnn_digits", list(TINY_DETECTOR))
     model = tiny_detector()
-    data = DigitSceneInstances("train", 4)
+    _scene_folder(tmp_path)
+    data = CocoDetection(tmp_path, "val")
     pipeline = DetectionPipeline(train=True, shorter_sides=(96, 128), crop_policy=True, crop_shorter_sides=(64,),
                                  crop_size=(48, 64))  # fmt: skip
     images, targets, bad = next(iter(detection_loader(data, pipeline, batch_size=2, train=True, seed=3)))

@@ -185,11 +185,9 @@ def _run_detection_eval(cfg: Config, env, device: torch.device, precision: str, 
     result = evaluate_detection(model, loader, device, precision, list(val_base.classes), val_base.category_ids)
     detections = result.pop("detections", None)
     if env.is_main:
-        for kind in ("bbox", "segm"):
-            summary = result.get(kind, {}).pop("summary", None)
-            if summary is not None:
-                text = json.dumps(detections[kind]) + "\n"
-                write_atomic(out_dir / f"detections.{kind}.json", lambda tmp, t=text: Path(tmp).write_text(t))
+        for kind, entries in detections.items():
+            text = json.dumps(entries) + "\n"
+            write_atomic(out_dir / f"detections.{kind}.json", lambda tmp, t=text: Path(tmp).write_text(t))
         text = json.dumps(result, indent=2) + "\n"
         write_atomic(out_dir / "eval.json", lambda tmp: Path(tmp).write_text(text))
         log.info("eval %s (n=%d):\n%s-> %s", checkpoint, result["n"], coco_tables(result), out_dir / "eval.json")

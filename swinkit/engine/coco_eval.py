@@ -69,29 +69,27 @@ def ground_truth(records: list[tuple[dict, list[dict]]], classes: list[str], cat
 
 
 def _quiet(call, *args):
-    """pycocotools prints its progress; the summary is kept, the rest dropped."""
-    with contextlib.redirect_stdout(io.StringIO()) as text:
-        result = call(*args)
-    return result, text.getvalue()
+    """``call(*args)`` without the progress and tables pycocotools prints."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        return call(*args)
 
 
 def score(truth: dict, results: list[dict], iou_type: str, classes: list[str]) -> dict:
     """COCOeval of ``results`` against ``truth`` (COCO's JSON dicts): ``{"stats": {name: value x 100}, "per_class":
-    [{"class", "AP"}], "summary": COCOeval's printed table}``."""
+    [{"class", "AP"}]}``."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
     if not results:
-        return {"stats": dict.fromkeys(STAT_NAMES, 0.0), "per_class": [{"class": c, "AP": 0.0} for c in classes],
-                "summary": "no detections\n"}  # fmt: skip
+        return {"stats": dict.fromkeys(STAT_NAMES, 0.0), "per_class": [{"class": c, "AP": 0.0} for c in classes]}
     gt = COCO()
     gt.dataset = truth
     _quiet(gt.createIndex)
-    detections, _ = _quiet(gt.loadRes, [dict(entry) for entry in results])  # loadRes adds fields to its entries
+    detections = _quiet(gt.loadRes, [dict(entry) for entry in results])  # loadRes adds fields to its entries
     evaluator = COCOeval(gt, detections, iou_type)
     _quiet(evaluator.evaluate)
     _quiet(evaluator.accumulate)
-    _, summary = _quiet(evaluator.summarize)
+    _quiet(evaluator.summarize)
     precision = evaluator.eval["precision"]  # (IoU, recall, class, area, max detections)
     per_class = []
     for k, name in enumerate(classes):
@@ -99,7 +97,7 @@ def score(truth: dict, results: list[dict], iou_type: str, classes: list[str]) -
         values = values[values > -1]
         per_class.append({"class": name, "AP": float(values.mean() * 100) if values.size else float("nan")})
     stats = {name: float(v * 100) if v >= 0 else -1.0 for name, v in zip(STAT_NAMES, evaluator.stats, strict=True)}
-    return {"stats": stats, "per_class": per_class, "summary": summary}
+    return {"stats": stats, "per_class": per_class}
 
 
 @torch.no_grad()

@@ -1,8 +1,8 @@
 """What a detection evaluation leaves beside its numbers: the record's AP fields and the COCO tables.
 
 A training run writes ``val_coco.txt`` to its directory after each evaluation (the latest one, its epoch and step in
-the first line): COCOeval's summary for boxes (and masks) and the per-class AP table; ``swinkit eval`` prints the
-same tables and writes them beside its ``eval.json``.
+the first line): COCOeval's twelve numbers for boxes (and masks) and the per-class AP table; ``swinkit eval`` prints
+the same tables, with the numbers in its ``eval.json``.
 """
 
 from __future__ import annotations
