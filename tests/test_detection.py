@@ -314,3 +314,21 @@ def test_torchvision_mask_rcnn_heads_load_and_the_resnet_is_reported(tmp_path):
     again = create_model("maskrcnn_swin_tiny_patch4_window7", num_classes=10)
     load_checkpoint(again, written)  # strict: every tensor, torchvision's names
     assert all(torch.equal(again.state_dict()[k], v) for k, v in ours.items())
+
+
+def test_a_simmim_checkpoint_starts_a_detectors_backbone(tmp_path):
+    from swinkit.ssl import build_simmim
+
+    arch = dict(img_size=32, patch_size=4, window_size=2, embed_dim=8, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8))
+    torch.manual_seed(0)
+    simmim = perturb_parameters(build_simmim("swin_tiny_patch4_window7_224", backbone_kwargs=dict(arch),
+                                             mask_patch_size=8), seed=2)  # fmt: skip
+    torch.save({"model": simmim.state_dict(), "epoch": 99}, tmp_path / "simmim.pth")
+    detector = create_model("maskrcnn_swin_tiny_patch4_window7", num_classes=3, img_size=32, fpn_channels=8,
+                            representation_size=16, mask_channels=8,
+                            backbone_args={k: v for k, v in arch.items() if k != "img_size"})  # fmt: skip
+    report = load_checkpoint(detector, tmp_path / "simmim.pth")
+    assert "simmim encoder" in report.source.lower() and "mask_token" in " ".join(report.dropped)
+    body = detector.backbone.body.state_dict()
+    encoder = {k: v for k, v in simmim.encoder.state_dict().items() if k in body and "relative_position_index" not in k}
+    assert len(encoder) > 20 and all(torch.equal(body[k], v) for k, v in encoder.items())
