@@ -217,6 +217,10 @@ def test_shards_and_hf_datasets_evaluate_to_the_folders_ap(trained, tmp_path):
                   output=str(tmp_path))  # fmt: skip
     assert hf["n"] == 6 and hf["bbox"]["stats"] == folder["bbox"]["stats"]
     assert hf["segm"]["stats"] == folder["segm"]["stats"]
+    for root in ("coco", "shards", "hf"):  # --data DIR: the reader chosen by what DIR holds
+        auto = run_eval(small_config(tmp_path / root, "data.dataset=auto", f"data.root={tmp_path / root}"), best,
+                        output=str(tmp_path))  # fmt: skip
+        assert auto["bbox"]["stats"] == folder["bbox"]["stats"], root
 
 
 @pytest.mark.slow

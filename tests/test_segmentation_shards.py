@@ -137,3 +137,14 @@ def test_classification_and_segmentation_shards_are_not_mixed_up(data, tmp_path)
     seg = load_config("upernet_digits", ["data.dataset=wds", f"data.root={tmp_path / 'cls'}"])
     with pytest.raises(ConfigError, match="hold classification samples"):
         build_segmentation_datasets(seg.data, seg.seg)
+
+
+def test_data_auto_reads_a_segmentation_folder_or_its_shards(data):
+    from swinkit.data.build import build_segmentation_datasets
+    from swinkit.data.shards import ShardSplit
+
+    folder, shards = data
+    for root, kind in ((folder, SegmentationFolder), (shards, ShardSplit)):
+        cfg = load_config("upernet_digits", ["data.dataset=auto", f"data.root={root}"])
+        train_set, _ = build_segmentation_datasets(cfg.data, cfg.seg)
+        assert isinstance(train_set, kind)

@@ -10,6 +10,7 @@ the Hugging Face dataset's splits).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from ..core import remote
@@ -68,6 +69,15 @@ def build_datasets(data) -> tuple:
     return first(train, data.max_train_samples), first(val, data.max_val_samples)
 
 
+def _task_dataset(data, folder: str):
+    """``data`` with ``dataset=auto`` resolved for a dense task: shards, a Hugging Face dataset, or the task's
+    ``folder`` reader."""
+    if data.dataset != "auto":
+        return data
+    kind = dataset_kind("auto", data.root)
+    return dataclasses.replace(data, dataset=folder if kind == "folder" else kind)
+
+
 SHARDS_ARE_NOT_A_LIST = ("data.max_train_samples/max_val_samples select from a list; with shards, select shard files "
                          "instead (data.train_split='train-{000000..000009}.tar')")
 
@@ -91,7 +101,9 @@ def build_segmentation_datasets(data, seg, splits: tuple[str, ...] = ("train", "
     ``seg.scenes``, ``seg.val_scenes``, ``seg.scene_size``), ``segmentation`` (a folder of ``images/<split>`` and
     ``annotations/<split>``: ADE20K's layout, ``swinkit.data.label_maps``), ``wds`` (that folder written as
     shards by ``swinkit shard``, local or remote) or ``hf`` (a Hugging Face dataset of images and label maps,
-    ``swinkit.data.hf.HFSegmentation``)."""
+    ``swinkit.data.hf.HFSegmentation``); ``auto`` (what ``--data`` sets) is shards, a Hugging Face dataset or a
+    folder by what ``root`` holds."""
+    data = _task_dataset(data, "segmentation")
     if data.dataset not in SEGMENTATION_DATASETS:
         raise ConfigError(f"data.dataset={data.dataset} holds classified images; a segmentation model trains on "
                           f"data.dataset= one of {', '.join(SEGMENTATION_DATASETS)}")  # fmt: skip
@@ -120,7 +132,9 @@ def build_detection_datasets(data, seg, det, masks: bool, splits: tuple[str, ...
     ``data.root/<split>/``, ``swinkit.data.coco``; ``det.filter_empty`` applies to the training split) or ``wds``
     (that folder written as shards by ``swinkit shard``, local or remote; every image of the file, those without
     annotations too) or ``hf`` (a Hugging Face dataset of images and objects, ``swinkit.data.hf.HFDetection``, boxes
-    in ``det.hf_box_format``). ``masks``: the model trains masks (Mask R-CNN)."""
+    in ``det.hf_box_format``); ``auto`` (what ``--data`` sets) is shards, a Hugging Face dataset or a COCO folder by
+    what ``root`` holds. ``masks``: the model trains masks (Mask R-CNN)."""
+    data = _task_dataset(data, "coco")
     if data.dataset not in DETECTION_DATASETS:
         raise ConfigError(f"data.dataset={data.dataset} holds no object annotations; a detector trains on "
                           f"data.dataset= one of {', '.join(DETECTION_DATASETS)} (COCO's layout for your own "
