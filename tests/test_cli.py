@@ -72,6 +72,6 @@ def test_help_and_import_do_not_load_torch():
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert "--from {auto,swinkit,timm,microsoft,hf,torchvision,mindspore,paddle,openmmlab}" in done.stdout
+    assert "--from {auto,swinkit,timm,microsoft,hf,torchvision,mindspore,paddle,openmmlab,mmseg,mmdet}" in done.stdout
     with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
         swinkit.nonexistent  # noqa: B018

@@ -36,7 +36,8 @@ def _section(page: str, heading: str) -> list[str]:
 def test_every_python_block_is_one_a_test_runs():
     """A new block must get its test here: the counts are the blocks the tests below run."""
     counts = {page.relative_to(REPO).as_posix(): len(_blocks(page)) for page in PAGES if _blocks(page)}
-    assert counts == {"README.md": 1, "docs/models.md": 5, "docs/segmentation.md": 1, "docs/ssl.md": 1}
+    assert counts == {"README.md": 1, "docs/detection.md": 1, "docs/models.md": 5, "docs/segmentation.md": 1,
+                      "docs/ssl.md": 1}  # fmt: skip
 
 
 def test_the_readme_example(tmp_path, monkeypatch):
@@ -148,6 +149,15 @@ def test_the_segmentation_block():
     namespace: dict = {}
     exec(_blocks(REPO / "docs" / "segmentation.md")[0], namespace)
     assert namespace["logits"].shape == (1, 150, 512, 683) and namespace["labels"].shape == (1, 512, 683)
+
+
+def test_the_detection_block():
+    namespace: dict = {}
+    torch.manual_seed(0)
+    exec(_blocks(REPO / "docs" / "detection.md")[0], namespace)
+    found = namespace["found"]
+    assert set(found) == {"boxes", "labels", "scores", "masks"} and found["masks"].shape[1:] == (1, 480, 640)
+    assert namespace["model"].num_classes == 80
 
 
 def test_the_readme_stays_short_and_every_number_names_its_source():
