@@ -22,7 +22,7 @@ from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 from ..core.atomic import write_atomic
 from ..engine.coco_eval import MASK_THRESHOLD
-from .preprocess import IMAGE_ERRORS, read_rgb
+from .preprocess import IMAGE_ERRORS, read_rgb, unreadable
 from .segment_images import OPACITY, palette, prediction_folder
 
 DEFAULT_THRESHOLD = 0.5
@@ -77,7 +77,7 @@ def detect_images(model: torch.nn.Module, images: Sequence[str | os.PathLike], o
         try:
             image = read_rgb(path)
         except IMAGE_ERRORS as err:
-            results.append({"image": str(path), "error": f"not a readable image ({type(err).__name__}: {err})"})
+            results.append(unreadable(path, err))
             continue
         x = torch.from_numpy(np.asarray(image, dtype=np.float32).copy()).permute(2, 0, 1) / 255.0
         output_ = model([x])[0]

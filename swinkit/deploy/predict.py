@@ -26,7 +26,7 @@ from ..models.upernet import UperNet
 from .convert import load_model
 from .detect_images import DEFAULT_THRESHOLD, detect_images
 from .inference import InferenceModel, inference_precision
-from .preprocess import IMAGE_ERRORS, evaluation_transform, read_rgb
+from .preprocess import IMAGE_ERRORS, evaluation_transform, read_rgb, unreadable
 from .segment_images import segment_images
 
 
@@ -86,7 +86,7 @@ def predict(
         try:
             x = transform(read_rgb(path)).unsqueeze(0)
         except IMAGE_ERRORS as err:
-            results.append({"image": str(path), "error": f"not a readable image ({type(err).__name__}: {err})"})
+            results.append(unreadable(path, err))
             continue
         probs = runner(x).softmax(-1)[0]
         top = probs.topk(min(topk, probs.numel()))

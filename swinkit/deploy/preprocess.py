@@ -41,6 +41,11 @@ def evaluation_transform(
     )  # fmt: skip
 
 
+def unreadable(path: str | os.PathLike, err: BaseException) -> dict:
+    """``swinkit predict``'s result for a file that is not a readable image (one of ``IMAGE_ERRORS``)."""
+    return {"image": str(path), "error": f"not a readable image ({type(err).__name__}: {err})"}
+
+
 def read_rgb(path: str | os.PathLike) -> Image.Image:
     """The image file at ``path`` as RGB; one of ``IMAGE_ERRORS`` for a file that is not a readable image.
 

@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw, ImageFont
 from ..core.atomic import check_output, write_atomic
 from ..engine.config import SegConfig
 from ..engine.segmentation_eval import predict_logits
-from .preprocess import IMAGE_ERRORS, read_rgb
+from .preprocess import IMAGE_ERRORS, read_rgb, unreadable
 
 OPACITY = 0.5
 LEGEND_WIDTH = 160
@@ -104,7 +104,7 @@ def segment_images(model: torch.nn.Module, images: Sequence[str | os.PathLike], 
         try:
             image = read_rgb(path)
         except IMAGE_ERRORS as err:
-            results.append({"image": str(path), "error": f"not a readable image ({type(err).__name__}: {err})"})
+            results.append(unreadable(path, err))
             continue
         x = (torch.from_numpy(np.asarray(image, dtype=np.float32).copy()).permute(2, 0, 1)[None] - mean_t) / std_t
         labels = predict_logits(model, x, x.shape[2:], seg, len(classes)).argmax(1)[0].numpy()
