@@ -22,9 +22,11 @@ from tests.engine_utils import REPO, TINY
 pytestmark = pytest.mark.slow
 
 EPOCHS = ["sched.epochs=3"]
-# One process takes 12 steps an epoch, two take 6: a save at the first step of the second epoch, and the signal sent
-# once it is on disk stops the run a step or two later, well inside that epoch.
-LAUNCHERS = {"single": ([], 12, 13), "ddp": (["train.parallel=ddp"], 6, 7), "fsdp": (["train.parallel=fsdp"], 6, 7)}
+# 12 steps an epoch (two processes of half the batch): a save at the first step of the second epoch, and the signal
+# sent once it is on disk stops the run a step or two later, well inside that epoch. (With 6 steps of 25 ms, a Ctrl-C
+# through torchrun once landed after the epoch's last step.)
+LAUNCHERS = {"single": ([], 12, 13), "ddp": (["train.parallel=ddp", "data.batch_size=4"], 12, 13),
+             "fsdp": (["train.parallel=fsdp", "data.batch_size=4"], 12, 13)}  # fmt: skip
 
 
 def _command(launcher: str, *args: str) -> list[str]:
